@@ -1,0 +1,40 @@
+"""subp-fx: Soft Uniform Block Pruning (1xN block sparsity) for CNNs, from torch.fx to fast CPU code."""
+
+from subp_fx.config import LayerSelection, SparsityConfig
+from subp_fx.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    SelectionError,
+    SubpError,
+    UntraceableModelError,
+)
+from subp_fx.masks import block_importance, expand_block_mask, kept_per_row, prune_rate_at, to_block_layout, uniform_block_mask
+from subp_fx.modules import MaskUpdate, SUBPConv2d
+from subp_fx.passes import dry_run, format_dry_run, masks_are_final, prepare, update_masks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "LayerSelection",
+    "MaskUpdate",
+    "SUBPConv2d",
+    "SelectionError",
+    "SparsityConfig",
+    "SubpError",
+    "UntraceableModelError",
+    "block_importance",
+    "dry_run",
+    "expand_block_mask",
+    "format_dry_run",
+    "kept_per_row",
+    "masks_are_final",
+    "prepare",
+    "prune_rate_at",
+    "to_block_layout",
+    "uniform_block_mask",
+    "update_masks",
+]

@@ -1,0 +1,25 @@
+"""Errors a user can fix. The CLI prints them as one paragraph and exits with status 2."""
+
+
+class SubpError(Exception):
+    """Base of every error caused by user input (recipe, data, checkpoint, model)."""
+
+
+class ConfigError(SubpError):
+    """A recipe or config value is malformed or out of range."""
+
+
+class DataError(SubpError):
+    """A dataset is missing, empty or malformed."""
+
+
+class CheckpointError(SubpError):
+    """A checkpoint is missing, corrupt or does not fit the model."""
+
+
+class UntraceableModelError(SubpError):
+    """torch.fx cannot trace the model."""
+
+
+class SelectionError(SubpError):
+    """A layer selection asks for something impossible (e.g. N not dividing C_out)."""

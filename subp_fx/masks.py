@@ -1,0 +1,218 @@
+"""SUBP block masks: importance criteria, uniform pruning with regrowth, prune-rate schedules.
+
+A 1xN *block* of a conv weight ``W`` (C_out, C_in, kh, kw) is ``W[r*N:(r+1)*N, c, :, :]``:
+N consecutive output channels, one input channel, the whole kernel. Block masks have shape
+(C_out/N, C_in) -- one row per block-row -- and are 0/1 floats.
+
+Everything here is a pure function of its arguments (randomness only through an explicit
+``torch.Generator``), so the same call gives the same mask on every rank of a distributed run.
+These functions reproduce the paper authors' reference implementation (its "v2" rule: scores
+are computed on ``W * current mask``); ``tests/test_masks.py`` checks that against the golden
+data produced with the authors' code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+CRITERIA = ("L1", "L2", "BPAR")
+SCHEDULES = ("linear", "exp", "cos", "cubic")
+
+# The exp schedule's steepness, as in the reference implementation.
+_EXP_SCHEDULE_RATE = 0.05
+
+
+def _check_block_shape(weight: torch.Tensor, N: int) -> None:
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be a 4-d conv weight (C_out, C_in, kh, kw), got shape {tuple(weight.shape)}")
+    if not isinstance(N, int) or N < 1:
+        raise ValueError(f"N must be a positive integer, got {N!r}")
+    if weight.shape[0] % N != 0:
+        raise ValueError(
+            f"N={N} does not divide C_out={weight.shape[0]} of a weight of shape {tuple(weight.shape)}; "
+            f"valid N for this layer divide {weight.shape[0]}"
+        )
+
+
+def to_block_layout(weight: torch.Tensor, N: int) -> torch.Tensor:
+    """(C_out, C_in, kh, kw) -> (C_out/N, C_in, N*kh*kw): one vector per 1xN block."""
+    _check_block_shape(weight, N)
+    c_out, c_in, kh, kw = weight.shape
+    return weight.reshape(c_out // N, N, c_in, kh, kw).transpose(1, 2).flatten(2)
+
+
+def expand_block_mask(block_mask: torch.Tensor, weight_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """(C_out/N, C_in) block mask -> a mask of the weight's shape (C_out, C_in, kh, kw)."""
+    c_out, c_in, kh, kw = weight_shape
+    rows, mask_c_in = block_mask.shape
+    if mask_c_in != c_in or c_out % rows != 0:
+        raise ValueError(
+            f"block mask of shape {tuple(block_mask.shape)} does not fit a weight of shape {tuple(weight_shape)}"
+        )
+    n = c_out // rows
+    return block_mask[:, None, :, None, None].expand(rows, n, c_in, kh, kw).reshape(c_out, c_in, kh, kw)
+
+
+def _check_block_mask(block_mask: torch.Tensor, weight: torch.Tensor, N: int) -> None:
+    expected = (weight.shape[0] // N, weight.shape[1])
+    if tuple(block_mask.shape) != expected:
+        raise ValueError(f"block_mask has shape {tuple(block_mask.shape)}; for this weight and N={N} it must be {expected}")
+
+
+def _l1(blocks: torch.Tensor, block_mask: torch.Tensor, alpha: float) -> torch.Tensor:
+    return blocks.abs().sum(dim=-1)
+
+
+def _l2(blocks: torch.Tensor, block_mask: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.norm(blocks, dim=-1)
+
+
+def _bpar(blocks: torch.Tensor, block_mask: torch.Tensor, alpha: float) -> torch.Tensor:
+    # Block angular redundancy: a block is less important when its direction is already
+    # covered by other blocks of the same row. Pruned blocks are zero vectors; their
+    # normalised copy stays zero, so they count as orthogonal to everything.
+    l1 = blocks.abs().sum(dim=-1)
+    l1_share = l1 / l1.sum(dim=-1, keepdim=True)
+    unit = F.normalize(blocks * block_mask[..., None], dim=-1)
+    redundancy = torch.einsum("ijk,ink->ijn", unit, unit).abs().sum(dim=-1)
+    redundancy_share = redundancy / redundancy.sum(dim=-1, keepdim=True)
+    redundancy_share = torch.where(redundancy_share == 0, 1, redundancy_share)
+    return l1_share - alpha * redundancy_share
+
+
+_CRITERION_SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "L1": _l1,
+    "L2": _l2,
+    "BPAR": _bpar,
+}
+
+
+@torch.no_grad()
+def block_importance(
+    weight: torch.Tensor,
+    N: int,
+    criterion: str,
+    block_mask: torch.Tensor | None = None,
+    alpha: float = 1.0,
+) -> torch.Tensor:
+    """Importance of every 1xN block, shape (C_out/N, C_in); higher means more important.
+
+    With ``block_mask`` given, the score is computed on ``weight * block_mask`` (the paper's v2
+    rule: currently pruned blocks score as zero blocks), and BPAR's angular term sees only the
+    kept blocks.
+    """
+    if criterion not in _CRITERION_SCORES:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    _check_block_shape(weight, N)
+    if block_mask is None:
+        block_mask = torch.ones(weight.shape[0] // N, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    else:
+        _check_block_mask(block_mask, weight, N)
+        block_mask = block_mask.to(dtype=weight.dtype, device=weight.device)
+        weight = weight * expand_block_mask(block_mask, weight.shape)
+    return _CRITERION_SCORES[criterion](to_block_layout(weight, N), block_mask, alpha)
+
+
+def pruned_per_row(prune_rate: float, in_channels: int) -> int:
+    """Blocks pruned in every block-row at the final rate: int(prune_rate * C_in)."""
+    return int(prune_rate * in_channels)
+
+
+def kept_per_row(prune_rate: float, in_channels: int) -> int:
+    """Input channels every block-row keeps once pruning is final."""
+    return in_channels - pruned_per_row(prune_rate, in_channels)
+
+
+@torch.no_grad()
+def uniform_block_mask(
+    weight: torch.Tensor,
+    N: int,
+    prune_rate: float,
+    current_rate: float,
+    criterion: str,
+    block_mask: torch.Tensor | None = None,
+    alpha: float = 1.0,
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A new uniform 0/1 block mask of shape (C_out/N, C_in).
+
+    In every block-row, the ``P = int(prune_rate * C_in)`` least important blocks are pruned,
+    then ``G = int((prune_rate - current_rate) * C_in)`` of them regrow, drawn without
+    replacement with probabilities ``softmax(normalize(pruned scores) / tau)``. Every row keeps
+    ``C_in - P + G`` blocks. ``current_rate`` is the scheduled rate for this epoch
+    (``prune_rate_at``); once it equals ``prune_rate`` nothing regrows and the mask is final.
+    """
+    if not 0.0 <= prune_rate < 1.0:
+        raise ValueError(f"prune_rate must be in [0, 1), got {prune_rate!r}")
+    if not 0.0 <= current_rate <= prune_rate:
+        raise ValueError(f"current_rate must be in [0, prune_rate={prune_rate}], got {current_rate!r}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau!r}")
+    score = block_importance(weight, N, criterion, block_mask=block_mask, alpha=alpha)
+    in_channels = weight.shape[1]
+    pruned = pruned_per_row(prune_rate, in_channels)
+    regrown = int((prune_rate - current_rate) * in_channels)
+
+    sorted_score, order = torch.sort(score, dim=1)
+    new_mask = torch.ones(score.shape, dtype=torch.float32, device=score.device)
+    new_mask.scatter_(1, order[:, :pruned], 0.0)
+    if regrown > 0:
+        probabilities = torch.softmax(F.normalize(sorted_score[:, :pruned], dim=-1) / tau, dim=-1)
+        drawn = torch.multinomial(probabilities, num_samples=regrown, generator=generator)
+        new_mask.scatter_(1, torch.gather(order, 1, drawn), 1.0)
+    return new_mask
+
+
+def _linear_ratio(epoch: int, start: int, end: int) -> float:
+    return min(max((epoch - start) / (end - start), 0), 1)
+
+
+def _cos_ratio(epoch: int, start: int, end: int) -> float:
+    if epoch < start:
+        return 0.0
+    if epoch < end:
+        return 1 - math.cos((epoch - start) / (end - start) * math.pi * 0.5)
+    return 1.0
+
+
+def _exp_ratio(epoch: int, start: int, end: int) -> float:
+    if epoch < start:
+        return 0.0
+    if epoch < end:
+        def ramp(i: int) -> float:
+            return 1 - math.exp(-_EXP_SCHEDULE_RATE * i)
+
+        return ramp(epoch - start) / ramp(end - start - 1)
+    return 1.0
+
+
+def _cubic_ratio(epoch: int, start: int, end: int) -> float:
+    return min(max(((epoch - start) / (end - start)) ** 3, 0), 1)
+
+
+_SCHEDULE_RATIOS: dict[str, Callable[[int, int, int], float]] = {
+    "linear": _linear_ratio,
+    "exp": _exp_ratio,
+    "cos": _cos_ratio,
+    "cubic": _cubic_ratio,
+}
+
+
+def prune_rate_at(epoch: int, schedule: str, prune_rate: float, decay_start: int, decay_end: int) -> float:
+    """The prune rate in force at ``epoch``: ramps from 0 at ``decay_start`` to ``prune_rate`` at
+    ``decay_end`` along ``schedule``; ``decay_start == decay_end == 0`` means the full rate from
+    the start."""
+    if schedule not in _SCHEDULE_RATIOS:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if not 0 <= decay_start <= decay_end:
+        raise ValueError(f"need 0 <= decay_start <= decay_end, got decay_start={decay_start}, decay_end={decay_end}")
+    if decay_start == decay_end:
+        if decay_start == 0:
+            return prune_rate
+        return prune_rate if epoch >= decay_end else 0.0
+    return _SCHEDULE_RATIOS[schedule](epoch, decay_start, decay_end) * prune_rate

@@ -1,0 +1,115 @@
+"""Dry run of ``prepare``: what a config would do to every conv of a model, without doing it."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from tabulate import tabulate
+from torch.fx.passes.shape_prop import ShapeProp
+
+from subp_fx.config import SparsityConfig, as_sparsity_config
+from subp_fx.masks import kept_per_row
+from subp_fx.passes.select import select_convs
+from subp_fx.passes.trace import trace
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    name: str
+    selected: bool
+    reason: str
+    weight_shape: tuple[int, int, int, int]
+    output_hw: tuple[int, int]
+    N: int | None
+    kept_per_row: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    convs: list[ConvPlan]
+    config: SparsityConfig
+    input_shape: tuple[int, ...]
+
+    @property
+    def macs_before(self) -> int:
+        return sum(plan.macs_before for plan in self.convs)
+
+    @property
+    def macs_after(self) -> int:
+        return sum(plan.macs_after for plan in self.convs)
+
+    @property
+    def selected(self) -> list[ConvPlan]:
+        return [plan for plan in self.convs if plan.selected]
+
+
+def _conv_macs(conv: nn.Conv2d, output_shape: torch.Size) -> int:
+    """Multiply-accumulates of one image through this conv."""
+    _, c_out, out_h, out_w = output_shape
+    kh, kw = conv.kernel_size
+    return out_h * out_w * c_out * (conv.in_channels // conv.groups) * kh * kw
+
+
+def dry_run(model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> DryRunReport:
+    """Plan ``prepare(model, config)`` for one input of ``input_shape`` (NCHW): every conv, selected
+    or not and why, its shape, kept input channels per block-row and MACs per image before and after.
+    Raises what ``prepare`` would raise."""
+    config = as_sparsity_config(config)
+    gm = trace(copy.deepcopy(model), config.leaf_modules)
+    gm.eval()
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(input_shape))
+    output_shapes = {
+        node.target: node.meta["tensor_meta"].shape for node in gm.graph.nodes if node.op == "call_module" and "tensor_meta" in node.meta
+    }
+    plans = []
+    for decision in select_convs(gm, config):
+        conv = decision.conv
+        macs = _conv_macs(conv, output_shapes[decision.name])
+        kept = kept_per_row(config.prune_rate, conv.in_channels) if decision.selected else conv.in_channels
+        plans.append(
+            ConvPlan(
+                name=decision.name,
+                selected=decision.selected,
+                reason=decision.reason,
+                weight_shape=tuple(conv.weight.shape),
+                output_hw=tuple(output_shapes[decision.name][2:]),
+                N=config.N if decision.selected else None,
+                kept_per_row=kept,
+                macs_before=macs,
+                macs_after=macs * kept // conv.in_channels,
+            )
+        )
+    return DryRunReport(plans, config, tuple(input_shape))
+
+
+def format_dry_run(report: DryRunReport) -> str:
+    """The dry run as a table a user reads before training for days."""
+    rows = [
+        [
+            plan.name,
+            "sparse" if plan.selected else "dense",
+            plan.reason,
+            "x".join(map(str, plan.weight_shape)),
+            "x".join(map(str, plan.output_hw)),
+            plan.N or "-",
+            f"{plan.kept_per_row}/{plan.weight_shape[1]}" if plan.selected else "-",
+            f"{plan.macs_before / 1e6:.2f}",
+            f"{plan.macs_after / 1e6:.2f}",
+        ]
+        for plan in report.convs
+    ]
+    headers = ["conv", "kind", "why", "weight (Co x Ci x kh x kw)", "out HxW", "N", "kept/row", "MMACs before", "MMACs after"]
+    table = tabulate(rows, headers=headers, tablefmt="simple")
+    before, after = report.macs_before, report.macs_after
+    summary = (
+        f"\n{len(report.selected)} of {len(report.convs)} convs selected (N={report.config.N}, prune_rate={report.config.prune_rate}, "
+        f"criterion={report.config.criterion}); conv MACs per image at input {tuple(report.input_shape)}: "
+        f"{before / 1e9:.4f} G -> {after / 1e9:.4f} G ({before / max(after, 1):.2f}x fewer)"
+    )
+    return table + summary

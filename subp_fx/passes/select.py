@@ -1,0 +1,110 @@
+"""Which convs of a traced model become SUBP convs, and why the others do not.
+
+The rules (first match wins), documented for users in ``LayerSelection``:
+  1. exact name in ``exclude``      -> dense
+  2. exact name in ``include``      -> sparse (bypasses ``min_in_channels``)
+  3. ``re:`` regex in ``exclude``   -> dense
+  4. ``re:`` regex in ``include``   -> sparse
+  5. ``include`` empty              -> the default rule; otherwise dense
+A conv that cannot be block-sparse (grouped, N not dividing C_out) is never selected; naming it
+exactly in ``include`` is an error, matching it by regex just skips it with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch.fx as fx
+import torch.nn as nn
+
+from subp_fx.config import LayerSelection, SparsityConfig
+from subp_fx.errors import SelectionError
+from subp_fx.modules import SUBPConv2d
+
+
+@dataclass(frozen=True)
+class ConvDecision:
+    name: str
+    conv: nn.Conv2d
+    selected: bool
+    reason: str
+
+
+def _regex_match(patterns: list[str], name: str) -> str | None:
+    for pattern in patterns:
+        if pattern.startswith("re:") and re.fullmatch(pattern[3:], name):
+            return pattern
+    return None
+
+
+def _structural_problem(conv: nn.Conv2d, N: int) -> str | None:
+    """Why this conv cannot hold 1xN blocks at all, or None."""
+    if conv.groups != 1:
+        kind = "depthwise" if conv.groups == conv.in_channels else "grouped"
+        return f"{kind} conv (groups={conv.groups}); 1xN blocks need groups=1"
+    if conv.out_channels % N != 0:
+        return f"N={N} does not divide C_out={conv.out_channels}"
+    return None
+
+
+def _decide(name: str, conv: nn.Conv2d, config: SparsityConfig) -> ConvDecision:
+    selection: LayerSelection = config.layers
+    if isinstance(conv, SUBPConv2d):
+        return ConvDecision(name, conv, False, "already a SUBP conv")
+    problem = _structural_problem(conv, config.N)
+    if name in selection.exclude:
+        return ConvDecision(name, conv, False, "excluded by name")
+    if name in selection.include:
+        if problem:
+            raise SelectionError(
+                f"layer {name!r} is named in sparsity.layers.include but cannot be made 1xN sparse: {problem}. "
+                f"Remove it from include, or choose an N that divides {conv.out_channels}."
+            )
+        return ConvDecision(name, conv, True, "included by name")
+    excluded_by = _regex_match(selection.exclude, name)
+    if excluded_by:
+        return ConvDecision(name, conv, False, f"excluded by {excluded_by}")
+    included_by = _regex_match(selection.include, name)
+    if included_by:
+        if problem:
+            return ConvDecision(name, conv, False, f"matched {included_by} but {problem}")
+        return ConvDecision(name, conv, True, f"included by {included_by}")
+    if selection.include:
+        return ConvDecision(name, conv, False, "not matched by include")
+    if problem:
+        return ConvDecision(name, conv, False, problem)
+    if conv.in_channels < selection.min_in_channels:
+        return ConvDecision(
+            name, conv, False, f"C_in={conv.in_channels} < min_in_channels={selection.min_in_channels} (stem)"
+        )
+    return ConvDecision(name, conv, True, "default rule")
+
+
+def conv_modules(gm: fx.GraphModule) -> list[tuple[str, nn.Conv2d]]:
+    """Every Conv2d the graph calls, in execution order, once each."""
+    seen: dict[str, nn.Conv2d] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target not in seen:
+            module = gm.get_submodule(node.target)
+            if isinstance(module, nn.Conv2d):
+                seen[node.target] = module
+    return list(seen.items())
+
+
+def select_convs(gm: fx.GraphModule, config: SparsityConfig) -> list[ConvDecision]:
+    """Decide every conv of ``gm``; raises ``SelectionError`` for an impossible explicit request
+    and for include/exclude names that are not convs of this model (typos)."""
+    convs = conv_modules(gm)
+    names = {name for name, _ in convs}
+    unknown = [
+        entry for entry in config.layers.include + config.layers.exclude if not entry.startswith("re:") and entry not in names
+    ]
+    if unknown:
+        sample = ", ".join(sorted(names)[:6])
+        raise SelectionError(
+            f"sparsity.layers names {unknown} but the model has no conv of that name. "
+            f"Conv names look like: {sample}{', ...' if len(names) > 6 else ''} "
+            "(run `subp-fx prune RECIPE --dry-run` to list them all, or use 're:<regex>')."
+        )
+    return [_decide(name, conv, config) for name, conv in convs]

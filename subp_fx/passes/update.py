@@ -1,0 +1,60 @@
+"""The once-per-epoch SUBP mask update of every SUBP conv in a model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from subp_fx.modules import MaskUpdate
+from subp_fx.passes.prepare import subp_modules
+
+
+def mask_generator(seed: int, epoch: int, layer_index: int, device: torch.device) -> torch.Generator:
+    """The regrowth sampler's generator for one layer and epoch.
+
+    Derived from (seed, epoch, layer) alone, so every rank draws the same blocks and a resumed
+    run draws what the uninterrupted run would have drawn, with no sampler state to save.
+    """
+    state = np.random.SeedSequence([seed, epoch, layer_index]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return generator
+
+
+@torch.no_grad()
+def update_masks(gm: nn.Module, epoch: int, seed: int = 0) -> dict[str, MaskUpdate]:
+    """Recompute the block mask of every SUBP conv for ``epoch``; returns per-layer telemetry.
+
+    Under torch.distributed the masks are computed from identical weights with identical
+    generators on every rank, then broadcast from rank 0 so they stay bit-identical even if
+    some kernel was nondeterministic.
+    """
+    updates = {}
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    for layer_index, (name, module) in enumerate(subp_modules(gm)):
+        generator = mask_generator(seed, epoch, layer_index, module.weight.device)
+        updates[name] = module.update_mask(epoch, generator=generator)
+        if distributed:
+            dist.broadcast(module.block_mask, src=0)
+    return updates
+
+
+def decay_pruned_weights(gm: nn.Module) -> None:
+    """Apply every SUBP conv's pruned-weight decay to its gradient (after AMP unscaling)."""
+    for _, module in subp_modules(gm):
+        module.decay_pruned_weights()
+
+
+def masks_are_final(gm: nn.Module) -> dict[str, str]:
+    """Layers whose mask is not uniform at the target rate, with what is wrong (empty: all good)."""
+    problems = {}
+    for name, module in subp_modules(gm):
+        per_row = module.block_mask.sum(dim=1)
+        target = module.final_kept_per_row
+        if not module.is_uniform():
+            problems[name] = f"rows keep between {int(per_row.min())} and {int(per_row.max())} input channels"
+        elif int(per_row[0]) != target:
+            problems[name] = f"keeps {int(per_row[0])} per row, target {target}"
+    return problems
