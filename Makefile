@@ -1,0 +1,37 @@
+# Two entry points that set everything up on a fresh machine and are cheap the second time:
+#   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml)
+#   make test   -> the test suite
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_OUT ?= runs/fashion-mnist-demo
+
+.PHONY: setup demo test dataset clean
+
+setup: $(STAMP) dataset
+
+# torch/torchvision are pinned to the builds this machine keeps on disk; an unpinned torch would
+# pull a multi-GB CUDA build from the network.
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install --quiet -e '.[compile,test,bench]'
+	@touch $(STAMP)
+
+dataset: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+demo: setup
+	$(VENV)/bin/subp-fx prune recipes/fashion-mnist-demo.yaml --force --set output.dir=$(DEMO_OUT)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,88 @@
+"""Checkpoints: written atomically, read back with errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from subp_fx.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "subp-fx-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_atomic(payload: dict, path: str | Path) -> None:
+    """Write ``payload`` to ``path`` so that a reader (or a crash) never sees half a file: the
+    bytes go to a temporary file in the same folder, are fsynced, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint file on the CPU; raise ``CheckpointError`` if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass a file written by `subp-fx prune` (last.pt or best.pt in the run's output dir)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "use another checkpoint (best.pt / last.pt) or retrain"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a dict of tensors or a subp-fx checkpoint")
+    return payload
+
+
+def is_training_checkpoint(payload: dict) -> bool:
+    return payload.get("format") == CHECKPOINT_FORMAT
+
+
+def model_state_from(payload: dict) -> dict:
+    """The model state dict in a subp-fx checkpoint or a plain / wrapped state dict."""
+    for key in ("model", "state_dict"):
+        if isinstance(payload.get(key), dict):
+            payload = payload[key]
+            break
+    return {name.removeprefix("module."): value for name, value in payload.items()}
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
+    """``load_state_dict`` with a one-paragraph error when the checkpoint does not fit."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+        for key in own
+        if key in state and hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(own[key].shape)
+    ]
+    if missing or unexpected or mismatched:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if mismatched:
+            details.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
+        raise CheckpointError(
+            f"checkpoint {source} does not fit this model: {'; '.join(details)}. "
+            "It was probably written for another architecture, N or layer selection; use the recipe it was trained with."
+        )
+    model.load_state_dict(state)

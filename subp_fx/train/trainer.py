@@ -1,0 +1,396 @@
+"""The SUBP trainer: runs a recipe from scratch (or from a checkpoint) to uniform 1xN masks.
+
+Order of work per epoch, as in the paper's reference: update every mask for the epoch, then
+train (forward with masked weights, backward, unscale, decay pruned weights, step), then
+evaluate, log, checkpoint. All input is validated before the output folder is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from subp_fx.data import DataBundle, build_datasets, build_loaders
+from subp_fx.errors import ConfigError
+from subp_fx.flops import count_flops
+from subp_fx.passes import masks_are_final, prepare, subp_modules, update_masks
+from subp_fx.passes.update import decay_pruned_weights
+from subp_fx.recipe import Recipe, validate_recipe
+from subp_fx.recipe_model import recipe_model
+from subp_fx.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    is_training_checkpoint,
+    load_model_state,
+    model_state_from,
+    read_checkpoint,
+    save_atomic,
+)
+from subp_fx.train.distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown_distributed
+from subp_fx.train.metrics import RunningSums, append_jsonl, layer_records, sparsity_table
+from subp_fx.train.optim import build_optimizer, build_scheduler
+
+LOG = logging.getLogger("subp_fx.train")
+
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    epochs_run: int
+    final: dict
+    best_top1: float
+    masks_final: bool
+    mask_problems: dict[str, str]
+    seconds: float
+
+
+def build_data(recipe: Recipe) -> DataBundle:
+    return build_datasets(recipe.data, recipe.data.image_size, None)
+
+
+def build_prepared_model(recipe: Recipe, bundle: DataBundle) -> torch.fx.GraphModule:
+    return prepare(recipe_model(recipe, bundle.num_classes, bundle.in_channels), recipe.sparsity)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _configure_threads(recipe: Recipe, ctx: DistContext) -> None:
+    if ctx.device.type == "cpu":
+        threads = recipe.train.threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
+        torch.set_num_threads(threads)
+
+
+def _setup_logging(output_dir: Path, is_main: bool) -> None:
+    LOG.setLevel(logging.INFO if is_main else logging.WARNING)
+    LOG.handlers.clear()
+    LOG.propagate = False
+    formatter = logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = logging.StreamHandler()
+    console.setFormatter(formatter)
+    LOG.addHandler(console)
+    if is_main:
+        file_handler = logging.FileHandler(output_dir / LOG_FILE)
+        file_handler.setFormatter(formatter)
+        LOG.addHandler(file_handler)
+
+
+def _check_output_dir(output_dir: Path, resume: bool, force: bool) -> None:
+    if resume or force:
+        return
+    existing = [name for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_FILE) if (output_dir / name).exists()]
+    if existing:
+        raise ConfigError(
+            f"output dir {str(output_dir)!r} already holds a run ({', '.join(existing)}). "
+            "Continue it with --resume, choose another folder with --set output.dir=PATH, "
+            "or start over in place with --force."
+        )
+
+
+def _autocast(ctx: DistContext, amp: bool):
+    if amp and ctx.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, ctx: DistContext, amp: bool = False, max_batches: int | None = None, show_progress: bool = True) -> dict:
+    """Loss, top-1 and top-5 (percent) on ``loader``, summed over every rank's shard."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss()
+    sums = RunningSums()
+    batches = tqdm(loader, desc="eval", leave=False, disable=not (ctx.is_main and show_progress), dynamic_ncols=True)
+    for index, (images, targets) in enumerate(batches):
+        if max_batches is not None and index >= max_batches:
+            break
+        images, targets = images.to(ctx.device, non_blocking=True), targets.to(ctx.device, non_blocking=True)
+        with _autocast(ctx, amp):
+            logits = model(images)
+        sums.add(float(criterion(logits.float(), targets)), logits.float(), targets)
+    return RunningSums.summary(all_reduce_sum(sums.as_list(), ctx.device))
+
+
+class Trainer:
+    """One training run of a recipe. ``run()`` trains; construction validates everything the
+    run needs (data, model, checkpoint, output folder) without writing anything."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False, force: bool = False):
+        self.recipe = recipe
+        self.ctx = init_distributed(recipe.train.device)
+        _configure_threads(recipe, self.ctx)
+        _seed_everything(recipe.train.seed)
+        self.output_dir = Path(recipe.output.dir)
+        _check_output_dir(self.output_dir, resume, force)
+        self.resume_payload = read_checkpoint(self.output_dir / LAST_CHECKPOINT) if resume else None
+        if self.resume_payload is not None and not is_training_checkpoint(self.resume_payload):
+            raise ConfigError(f"{self.output_dir / LAST_CHECKPOINT} is not a subp-fx training checkpoint; cannot resume from it")
+
+        self.bundle = build_data(recipe)
+        self.gm = build_prepared_model(recipe, self.bundle).to(self.ctx.device)
+        self.train_loader, self.val_loader, self.train_sampler = build_loaders(
+            self.bundle, recipe.train.batch_size, recipe.train.workers, self.ctx.enabled, recipe.train.seed
+        )
+        steps = len(self.train_loader)
+        if steps == 0:
+            from subp_fx.errors import DataError
+
+            raise DataError(
+                f"the training set has {len(self.bundle.train)} samples, fewer than one batch of {recipe.train.batch_size} per process; "
+                "lower train.batch_size or add data"
+            )
+        self.steps_per_epoch = min(steps, recipe.train.max_steps_per_epoch or steps)
+        self.optimizer = build_optimizer(self.gm, recipe.optim)
+        self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.train.epochs)
+        self.amp = recipe.train.amp and self.ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
+        self.start_epoch = 0
+        self.best_top1 = float("-inf")
+        if self.resume_payload is not None:
+            self._restore(self.resume_payload)
+        self.model = (
+            DistributedDataParallel(self.gm, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None)
+            if self.ctx.enabled
+            else self.gm
+        )
+
+    def _restore(self, payload: dict) -> None:
+        saved_recipe = validate_recipe(payload["recipe"], source="the checkpoint's recipe")
+        if saved_recipe.model != self.recipe.model or saved_recipe.sparsity != self.recipe.sparsity:
+            raise ConfigError(
+                f"--resume: the checkpoint in {str(self.output_dir)!r} was trained with another model or sparsity "
+                "section than this recipe; resume with the recipe it was started with"
+            )
+        load_model_state(self.gm, payload["model"], source=str(self.output_dir / LAST_CHECKPOINT))
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.start_epoch = payload["epoch"]
+        self.best_top1 = payload["best_top1"]
+        _restore_rng_state(payload["rng"])
+
+    def _checkpoint(self, epoch: int, metrics: dict, is_best: bool) -> None:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "recipe": self.recipe.model_dump(),
+            "epoch": epoch + 1,
+            "model": self.gm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_top1": self.best_top1,
+            "metrics": metrics,
+            "rng": _rng_state(),
+            "num_classes": self.bundle.num_classes,
+            "in_channels": self.bundle.in_channels,
+            "image_size": self.bundle.image_size,
+        }
+        save_atomic(payload, self.output_dir / LAST_CHECKPOINT)
+        if is_best:
+            save_atomic(payload, self.output_dir / BEST_CHECKPOINT)
+
+    def _set_data_epoch(self, epoch: int) -> None:
+        # The shuffle order (and workers' augmentation seeds) depend on (seed, epoch) only, so an
+        # epoch replayed after --resume sees the same batches as the uninterrupted run.
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
+        generator = getattr(self.train_loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self.recipe.train.seed * 100_003 + epoch)
+
+    def _train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        sums = RunningSums()
+        progress = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.recipe.train.epochs}",
+            disable=not self.ctx.is_main,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for step, (images, targets) in enumerate(self.train_loader):
+            if step >= self.steps_per_epoch:
+                break
+            images, targets = images.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
+            with _autocast(self.ctx, self.amp):
+                logits = self.model(images)
+                loss = self.criterion(logits, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower optim.lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            decay_pruned_weights(self.gm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            sums.add(float(loss), logits.detach().float(), targets)
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(loss):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4f}")
+            if (step + 1) % self.recipe.train.log_every == 0:
+                running = RunningSums.summary(sums.as_list())
+                LOG.info(
+                    "epoch %d step %d/%d loss %.4f top1 %.2f lr %.5f",
+                    epoch + 1, step + 1, self.steps_per_epoch, running["loss"], running["top1"], self.optimizer.param_groups[0]["lr"],
+                )
+        progress.close()
+        return RunningSums.summary(all_reduce_sum(sums.as_list(), self.ctx.device))
+
+    def _log_start(self) -> None:
+        recipe = self.recipe
+        LOG.info("recipe %s: model %s, data %s (%d train / %d val, %d classes, %dx%d, %d channel(s))",
+                 recipe.name, recipe.model.name, recipe.data.kind, len(self.bundle.train), len(self.bundle.val),
+                 self.bundle.num_classes, self.bundle.image_size, self.bundle.image_size, self.bundle.in_channels)
+        LOG.info("device %s, world size %d, torch threads %d, AMP %s, %d steps/epoch, epochs %d..%d",
+                 self.ctx.device, self.ctx.world_size, torch.get_num_threads(), self.amp, self.steps_per_epoch,
+                 self.start_epoch + 1, recipe.train.epochs)
+        flops = count_flops(self.gm, (1, self.bundle.in_channels, self.bundle.image_size, self.bundle.image_size))
+        LOG.info("%d SUBP convs (N=%d, target prune rate %.4f, %s, %s); MACs/image %.4f G dense -> %.4f G at the target",
+                 len(subp_modules(self.gm)), recipe.sparsity.N, recipe.sparsity.prune_rate, recipe.sparsity.criterion,
+                 recipe.sparsity.schedule, flops.macs_dense / 1e9, flops.macs / 1e9)
+
+    def run(self) -> TrainResult:
+        recipe = self.recipe
+        if self.ctx.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.resume_payload is None:
+                for name in (METRICS_FILE, LOG_FILE, SUMMARY_FILE):
+                    (self.output_dir / name).unlink(missing_ok=True)
+        barrier()
+        _setup_logging(self.output_dir, self.ctx.is_main)
+        started = time.perf_counter()
+        final: dict = {}
+        with logging_redirect_tqdm(loggers=[LOG]):
+            self._log_start()
+            for epoch in range(self.start_epoch, recipe.train.epochs):
+                epoch_started = time.perf_counter()
+                updates = update_masks(self.gm, epoch, seed=recipe.train.seed)
+                if updates:
+                    LOG.info("epoch %d masks:\n%s", epoch + 1, sparsity_table(updates))
+                self._set_data_epoch(epoch)
+                train_metrics = self._train_epoch(epoch)
+                val_metrics = evaluate(self.model, self.val_loader, self.ctx, self.amp, recipe.train.max_eval_batches)
+                is_best = val_metrics["top1"] > self.best_top1
+                self.best_top1 = max(self.best_top1, val_metrics["top1"])
+                record = {
+                    "epoch": epoch + 1,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "train": train_metrics,
+                    "val": val_metrics,
+                    "best_top1": self.best_top1,
+                    "seconds": time.perf_counter() - epoch_started,
+                    "layers": layer_records(updates),
+                }
+                LOG.info("epoch %d/%d: train loss %.4f top1 %.2f | val loss %.4f * Prec@1 %.3f Prec@5 %.3f | %.1fs",
+                         epoch + 1, recipe.train.epochs, train_metrics["loss"], train_metrics["top1"],
+                         val_metrics["loss"], val_metrics["top1"], val_metrics["top5"], record["seconds"])
+                if self.ctx.is_main:
+                    append_jsonl(self.output_dir / METRICS_FILE, record)
+                    self._checkpoint(epoch, record, is_best)
+                barrier()
+                final = record
+        problems = masks_are_final(self.gm)
+        if problems:
+            LOG.warning("masks are NOT final and uniform at the target rate:\n%s",
+                        "\n".join(f"  {name}: {problem}" for name, problem in problems.items()))
+        else:
+            LOG.info("final masks: every SUBP conv is uniform at its target (%d convs checked)", len(subp_modules(self.gm)))
+        result = TrainResult(
+            output_dir=self.output_dir,
+            epochs_run=recipe.train.epochs - self.start_epoch,
+            final=final,
+            best_top1=self.best_top1,
+            masks_final=not problems,
+            mask_problems=problems,
+            seconds=time.perf_counter() - started,
+        )
+        if self.ctx.is_main:
+            summary = {
+                "recipe": recipe.name,
+                "epochs": recipe.train.epochs,
+                "final_val": final.get("val"),
+                "best_top1": self.best_top1,
+                "masks_final_and_uniform": result.masks_final,
+                "mask_problems": problems,
+                "seconds_this_run": result.seconds,
+            }
+            (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return result
+
+    def close(self) -> None:
+        shutdown_distributed()
+
+
+def train(recipe: Recipe, resume: bool = False, force: bool = False) -> TrainResult:
+    trainer = Trainer(recipe, resume=resume, force=force)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+def load_trained(checkpoint: str | Path) -> tuple[torch.fx.GraphModule, Recipe, dict]:
+    """Rebuild the prepared model a ``subp-fx prune`` checkpoint holds: (model, recipe, payload).
+    The model is in eval mode on the CPU, its masks as trained."""
+    payload = read_checkpoint(checkpoint)
+    if not is_training_checkpoint(payload):
+        raise ConfigError(f"{checkpoint} is a plain state dict, not a subp-fx training checkpoint: it carries no recipe to rebuild the model from")
+    recipe = validate_recipe(payload["recipe"], source=f"the recipe inside {checkpoint}")
+    model = recipe_model(recipe, payload["num_classes"], payload["in_channels"], load_pretrained=False)
+    gm = prepare(model, recipe.sparsity)
+    load_model_state(gm, payload["model"], source=str(checkpoint))
+    return gm.eval(), recipe, payload
+
+
+def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path) -> dict:
+    """``--evaluate --pretrained CKPT``: the recipe's validation set through the checkpoint's weights."""
+    ctx = init_distributed(recipe.train.device)
+    try:
+        _configure_threads(recipe, ctx)
+        payload = read_checkpoint(checkpoint)
+        bundle = build_data(recipe)
+        gm = build_prepared_model(recipe, bundle)
+        load_model_state(gm, model_state_from(payload), source=str(checkpoint))
+        gm.to(ctx.device)
+        _, val_loader, _ = build_loaders(bundle, recipe.train.batch_size, recipe.train.workers, ctx.enabled, recipe.train.seed)
+        return evaluate(gm, val_loader, ctx, recipe.train.amp and ctx.device.type == "cuda", recipe.train.max_eval_batches)
+    finally:
+        shutdown_distributed()
