@@ -7,10 +7,12 @@ evaluate, log, checkpoint. All input is validated before the output folder is to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,7 +41,14 @@ from subp_fx.train.checkpoint import (
     read_checkpoint,
     save_atomic,
 )
-from subp_fx.train.distributed import DistContext, all_reduce_sum, barrier, init_distributed, shutdown_distributed
+from subp_fx.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown_distributed,
+)
 from subp_fx.train.metrics import RunningSums, append_jsonl, layer_records, sparsity_table
 from subp_fx.train.optim import build_optimizer, build_scheduler
 
@@ -124,6 +133,21 @@ def _check_output_dir(output_dir: Path, resume: bool, force: bool) -> None:
         )
 
 
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (masks included), in name order: equal digests on
+    two ranks mean bit-identical models."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _show_progress(ctx: DistContext) -> bool:
+    # Bars on an interactive terminal only; logs and CI get the periodic log lines instead.
+    return ctx.is_main and sys.stderr.isatty()
+
+
 def _autocast(ctx: DistContext, amp: bool):
     if amp and ctx.device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -136,7 +160,7 @@ def evaluate(model: nn.Module, loader, ctx: DistContext, amp: bool = False, max_
     model.eval()
     criterion = nn.CrossEntropyLoss()
     sums = RunningSums()
-    batches = tqdm(loader, desc="eval", leave=False, disable=not (ctx.is_main and show_progress), dynamic_ncols=True)
+    batches = tqdm(loader, desc="eval", leave=False, disable=not (show_progress and _show_progress(ctx)), dynamic_ncols=True)
     for index, (images, targets) in enumerate(batches):
         if max_batches is not None and index >= max_batches:
             break
@@ -168,13 +192,6 @@ class Trainer:
             self.bundle, recipe.train.batch_size, recipe.train.workers, self.ctx.enabled, recipe.train.seed
         )
         steps = len(self.train_loader)
-        if steps == 0:
-            from subp_fx.errors import DataError
-
-            raise DataError(
-                f"the training set has {len(self.bundle.train)} samples, fewer than one batch of {recipe.train.batch_size} per process; "
-                "lower train.batch_size or add data"
-            )
         self.steps_per_epoch = min(steps, recipe.train.max_steps_per_epoch or steps)
         self.optimizer = build_optimizer(self.gm, recipe.optim)
         self.scheduler = build_scheduler(self.optimizer, recipe.optim, self.steps_per_epoch, recipe.train.epochs)
@@ -234,7 +251,7 @@ class Trainer:
             self.train_sampler.set_epoch(epoch)
         generator = getattr(self.train_loader, "generator", None)
         if generator is not None:
-            generator.manual_seed(self.recipe.train.seed * 100_003 + epoch)
+            generator.manual_seed(self.recipe.train.seed * 100_003 + epoch + 1_000_003 * self.ctx.rank)
 
     def _train_epoch(self, epoch: int) -> dict:
         self.model.train()
@@ -242,7 +259,7 @@ class Trainer:
         progress = tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{self.recipe.train.epochs}",
-            disable=not self.ctx.is_main,
+            disable=not _show_progress(self.ctx),
             dynamic_ncols=True,
             leave=False,
         )
@@ -262,9 +279,9 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            sums.add(float(loss), logits.detach().float(), targets)
+            sums.add(float(loss.detach()), logits.detach().float(), targets)
             progress.update(1)
-            progress.set_postfix(loss=f"{float(loss):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4f}")
+            progress.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4f}")
             if (step + 1) % self.recipe.train.log_every == 0:
                 running = RunningSums.summary(sums.as_list())
                 LOG.info(
@@ -307,7 +324,9 @@ class Trainer:
                     LOG.info("epoch %d masks:\n%s", epoch + 1, sparsity_table(updates))
                 self._set_data_epoch(epoch)
                 train_metrics = self._train_epoch(epoch)
-                val_metrics = evaluate(self.model, self.val_loader, self.ctx, self.amp, recipe.train.max_eval_batches)
+                # The unwrapped model: its buffers are already in sync, and DDP's per-forward
+                # buffer broadcast would hang a rank whose validation shard is empty.
+                val_metrics = evaluate(self.gm, self.val_loader, self.ctx, self.amp, recipe.train.max_eval_batches)
                 is_best = val_metrics["top1"] > self.best_top1
                 self.best_top1 = max(self.best_top1, val_metrics["top1"])
                 record = {
@@ -327,6 +346,11 @@ class Trainer:
                     self._checkpoint(epoch, record, is_best)
                 barrier()
                 final = record
+        digests = gather_objects(state_digest(self.gm))
+        if len(set(digests)) > 1:
+            LOG.warning("ranks disagree: model digests %s", digests)
+        elif self.ctx.enabled:
+            LOG.info("all %d ranks hold bit-identical weights and masks", self.ctx.world_size)
         problems = masks_are_final(self.gm)
         if problems:
             LOG.warning("masks are NOT final and uniform at the target rate:\n%s",
@@ -350,6 +374,8 @@ class Trainer:
                 "best_top1": self.best_top1,
                 "masks_final_and_uniform": result.masks_final,
                 "mask_problems": problems,
+                "world_size": self.ctx.world_size,
+                "rank_state_digests": digests,
                 "seconds_this_run": result.seconds,
             }
             (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
