@@ -25,8 +25,9 @@ class LayerSelection(_Strict):
     wins: (1) exact name in ``exclude``; (2) exact name in ``include``; (3) regex in ``exclude``;
     (4) regex in ``include``; (5) when ``include`` is empty, every conv the default rule accepts
     (``groups == 1``, ``C_in >= min_in_channels``, ``C_out % N == 0``); otherwise none.
-    A conv named exactly in ``include`` bypasses ``min_in_channels``; no rule bypasses the
-    structural requirements (ungrouped conv, N dividing C_out).
+    A conv named exactly in ``include`` bypasses ``min_in_channels`` (a regex match does not, so
+    ``re:.*`` leaves RGB stems dense); no rule bypasses the structural requirements (ungrouped
+    conv, N dividing C_out).
     """
 
     include: list[str] = Field(default_factory=list)

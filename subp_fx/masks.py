@@ -187,7 +187,9 @@ def _exp_ratio(epoch: int, start: int, end: int) -> float:
         def ramp(i: int) -> float:
             return 1 - math.exp(-_EXP_SCHEDULE_RATE * i)
 
-        return ramp(epoch - start) / ramp(end - start - 1)
+        full = ramp(end - start - 1)
+        # A one-epoch window has a single ramp point, ramp(0) == 0: nothing to ramp through.
+        return ramp(epoch - start) / full if full > 0 else 0.0
     return 1.0
 
 

@@ -69,6 +69,10 @@ def _decide(name: str, conv: nn.Conv2d, config: SparsityConfig) -> ConvDecision:
     if included_by:
         if problem:
             return ConvDecision(name, conv, False, f"matched {included_by} but {problem}")
+        if conv.in_channels < selection.min_in_channels:
+            return ConvDecision(
+                name, conv, False, f"matched {included_by} but C_in={conv.in_channels} < min_in_channels={selection.min_in_channels}"
+            )
         return ConvDecision(name, conv, True, f"included by {included_by}")
     if selection.include:
         return ConvDecision(name, conv, False, "not matched by include")

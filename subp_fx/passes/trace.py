@@ -8,6 +8,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.errors import UntraceableModelError
+from subp_fx.modules import SUBPConv2d
 
 
 class _LeafTracer(fx.Tracer):
@@ -19,6 +20,9 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         if qualified_name in self._leaf_modules or type(module).__name__ in self._leaf_modules:
+            return True
+        if isinstance(module, SUBPConv2d):
+            # Its forward expands the mask with Python shape logic fx cannot follow; it is one op.
             return True
         return super().is_leaf_module(module, qualified_name)
 

@@ -1,0 +1,325 @@
+"""A TE/TIR generator for the uniform 1xN block-sparse conv2d, NHWC, with a fused epilogue.
+
+What it computes, for output channel ``co = r*N + j`` (block-row r, lane j)::
+
+    conv[b, oh, ow, co] = sum_{k < K, s < kh, t < kw}
+        x[b, oh*sh + s - ph, ow*sw + t - pw, indices[r, k]] * values[r, k, s, t, j]
+    out[b, oh, ow, co]  = act(conv + bias[co] + residual[b, oh, ow, co])
+
+(x is zero outside the input). The weights are buffer *arguments*, not constants: the
+whole-model lowering passes them as constants of a Relax ``call_tir`` and Relax binds them, so
+one compiled kernel serves any weights of the same shape. Only K (kept channels per block-row)
+is static: it is the reduction's loop bound.
+
+The schedule (why each step; numbers in the package report and ``tiling``'s docstring):
+
+- parallel over fused (batch, block-row, output-row tile): B*R*OH/rows tasks balance well on few
+  cores, and a thread's contiguous run of tasks reuses one block-row's weights
+  (K*kh*kw*N floats) across all its output rows;
+- the output is cut into register tiles of ``rows x cols`` pixels x N lanes; the loop order inside
+  a tile is (k, s, t, tile row, tile col, lane): the partial sums stay in vector registers for the
+  whole reduction (the conv buffer is "local" and compute-at the tile), each weight vector is
+  loaded once per (k, s, t) and reused by every pixel of the tile;
+- s, t and the tile are unrolled, the N lanes vectorised (N/lanes vector registers per pixel);
+- ``decompose_reduction`` puts the zero-init outside the reduction loop; the epilogue (bias,
+  residual, activation) is compute-at the tile too and runs on the registers before the single
+  write-back, vectorised over the lanes;
+- padding is read under a bounds condition in the hot loop ("inline", no copy) or, as a
+  schedule option, copied once into a zero-padded buffer inside the same kernel ("stage").
+  Output extents that the tile does not divide are padded: the extra pixels are computed into
+  the local buffer and never written back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tvm import s_tir, te, tirx
+
+from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.tiling import (
+    PADDING_STAGE,
+    ConvTile,
+    VectorISA,
+    vector_chunk,
+)
+
+DTYPE = "float32"
+INDEX_DTYPE = "int32"
+
+
+def _identity(value: te.Tensor) -> te.Tensor:
+    return value
+
+
+def _relu(value: te.Tensor) -> te.Tensor:
+    return te.max(value, tirx.const(0.0, DTYPE))
+
+
+def _relu6(value: te.Tensor) -> te.Tensor:
+    return te.min(te.max(value, tirx.const(0.0, DTYPE)), tirx.const(6.0, DTYPE))
+
+
+# Activation name -> the scalar expression applied in the write-back.
+ACTIVATIONS: dict[str, Callable[[te.Tensor], te.Tensor]] = {
+    "none": _identity,
+    "relu": _relu,
+    "relu6": _relu6,
+}
+
+
+def _pair(name: str, value: int | tuple[int, int], minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in pair):
+        raise KernelSpecError(f"{name} must be an integer >= {minimum} or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class BlockSparseConvSpec:
+    """Everything static about one block-sparse conv kernel: shapes, stride, padding, epilogue.
+
+    ``block_size`` is N (output channels per block), ``kept_per_row`` is K (input channels each
+    block-row keeps; K = in_channels is a dense conv). ``kernel_size``, ``stride`` and
+    ``padding`` take an int or an (h, w) pair, as torch's Conv2d does (padding is symmetric).
+    """
+
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    block_size: int
+    kept_per_row: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    bias: bool = False
+    residual: bool = False
+    activation: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_per_row"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KernelSpecError(f"BlockSparseConvSpec.{name} must be an integer >= 1, got {value!r}")
+        object.__setattr__(self, "kernel_size", _pair("kernel_size", self.kernel_size, 1))
+        object.__setattr__(self, "stride", _pair("stride", self.stride, 1))
+        object.__setattr__(self, "padding", _pair("padding", self.padding, 0))
+        if self.out_channels % self.block_size != 0:
+            raise KernelSpecError(
+                f"block_size N={self.block_size} does not divide out_channels={self.out_channels}; "
+                f"valid N divide {self.out_channels}"
+            )
+        if self.kept_per_row > self.in_channels:
+            raise KernelSpecError(
+                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; valid K are 1..{self.in_channels}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise KernelSpecError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.out_height < 1 or self.out_width < 1:
+            raise KernelSpecError(
+                f"a {self.kernel_size} kernel with padding {self.padding} does not fit a {self.height}x{self.width} input"
+            )
+
+    @property
+    def block_rows(self) -> int:
+        """R = C_out / N."""
+        return self.out_channels // self.block_size
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.height, self.width, self.in_channels)
+
+    @property
+    def values_shape(self) -> tuple[int, int, int, int, int]:
+        return (self.block_rows, self.kept_per_row, *self.kernel_size, self.block_size)
+
+    @property
+    def indices_shape(self) -> tuple[int, int]:
+        return (self.block_rows, self.kept_per_row)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_height, self.out_width, self.out_channels)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 actually needed (pruned blocks excluded, no padding work)."""
+        kh, kw = self.kernel_size
+        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_per_row * kh * kw
+
+    def argument_names(self) -> list[str]:
+        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
+        names = ["data", "values", "indices"]
+        names += ["bias"] if self.bias else []
+        names += ["residual"] if self.residual else []
+        return names + ["out"]
+
+
+def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_width: int):
+    """The condition under which padded coordinates (h, w) fall inside the input, or None.
+
+    Only the clauses that can fail are emitted, so a 1x1 unpadded conv whose tile divides the
+    output has no condition at all.
+    """
+    pad_h, pad_w = spec.padding
+
+    def condition(h, w):
+        clauses = []
+        clauses += [h >= pad_h] if pad_h > 0 else []
+        clauses += [h < spec.height + pad_h] if padded_height > spec.height + pad_h else []
+        clauses += [w >= pad_w] if pad_w > 0 else []
+        clauses += [w < spec.width + pad_w] if padded_width > spec.width + pad_w else []
+        return tirx.all(*clauses) if clauses else None
+
+    return condition
+
+
+@dataclass(frozen=True)
+class _Stages:
+    arguments: list[te.Tensor]
+    has_pad_stage: bool
+
+
+def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
+    N, K = spec.block_size, spec.kept_per_row
+    kh, kw = spec.kernel_size
+    stride_h, stride_w = spec.stride
+    pad_h, pad_w = spec.padding
+    computed_height = math.ceil(spec.out_height / tile.rows) * tile.rows
+    computed_width = math.ceil(spec.out_width / tile.cols) * tile.cols
+    padded_height = (computed_height - 1) * stride_h + kh
+    padded_width = (computed_width - 1) * stride_w + kw
+
+    data = te.placeholder(spec.data_shape, DTYPE, name="data")
+    values = te.placeholder(spec.values_shape, DTYPE, name="values")
+    indices = te.placeholder(spec.indices_shape, INDEX_DTYPE, name="indices")
+    zero = tirx.const(0.0, DTYPE)
+    inside = _bounds_condition(spec, padded_height, padded_width)
+    needs_bounds = inside(pad_h, pad_w) is not None
+
+    def guarded(b, h, w, c):
+        condition = inside(h, w)
+        value = data[b, h - pad_h, w - pad_w, c]
+        return value if condition is None else te.if_then_else(condition, value, zero)
+
+    has_pad_stage = tile.padding == PADDING_STAGE and needs_bounds
+    if has_pad_stage:
+        padded = te.compute(
+            (spec.batch, padded_height, padded_width, spec.in_channels), guarded, name="pad"
+        )
+
+        def read(b, h, w, c):
+            return padded[b, h, w, c]
+
+    else:
+        read = guarded
+
+    kept = te.reduce_axis((0, K), name="k")
+    kernel_row = te.reduce_axis((0, kh), name="s")
+    kernel_col = te.reduce_axis((0, kw), name="t")
+    conv = te.compute(
+        (spec.batch, computed_height, computed_width, spec.out_channels),
+        lambda b, oh, ow, co: te.sum(
+            read(b, oh * stride_h + kernel_row, ow * stride_w + kernel_col, indices[co // N, kept])
+            * values[co // N, kept, kernel_row, kernel_col, co % N],
+            axis=[kept, kernel_row, kernel_col],
+        ),
+        name="conv",
+    )
+
+    arguments = [data, values, indices]
+    bias = residual = None
+    if spec.bias:
+        bias = te.placeholder((spec.out_channels,), DTYPE, name="bias")
+        arguments.append(bias)
+    if spec.residual:
+        residual = te.placeholder(spec.out_shape, DTYPE, name="residual")
+        arguments.append(residual)
+    activation = ACTIVATIONS[spec.activation]
+
+    def epilogue(b, oh, ow, co):
+        value = conv[b, oh, ow, co]
+        value = value + bias[co] if bias is not None else value
+        value = value + residual[b, oh, ow, co] if residual is not None else value
+        return activation(value)
+
+    out = te.compute(spec.out_shape, epilogue, name="out")
+    return _Stages(arguments + [out], has_pad_stage)
+
+
+def _vectorize_lanes(sch: s_tir.Schedule, loop, N: int, isa: VectorISA) -> None:
+    """Vectorise a loop over the N lanes of a block: whole when it fits a register, else in chunks."""
+    chunk = vector_chunk(N, isa)
+    if chunk == N:
+        sch.vectorize(loop)
+        return
+    outer, inner = sch.split(loop, [None, chunk])
+    sch.unroll(outer)
+    sch.vectorize(inner)
+
+
+def _schedule_pad_stage(sch: s_tir.Schedule, spec: BlockSparseConvSpec, isa: VectorISA) -> None:
+    batch, row, col, channel = sch.get_loops(sch.get_sblock("pad"))
+    sch.parallel(sch.fuse(batch, row))
+    chunk = math.gcd(spec.in_channels, isa.lanes)
+    if chunk > 1:
+        _, lanes = sch.split(channel, [None, chunk])
+        sch.vectorize(lanes)
+
+
+def _schedule(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA, has_pad_stage: bool) -> None:
+    N = spec.block_size
+    conv = sch.get_sblock("conv")
+    batch, out_row, out_col, channel, kept, kernel_row, kernel_col = sch.get_loops(conv)
+    row_tile, tile_row = sch.split(out_row, [None, tile.rows])
+    col_tile, tile_col = sch.split(out_col, [None, tile.cols])
+    block_row, lane = sch.split(channel, [None, N])
+    sch.reorder(batch, block_row, row_tile, col_tile, kept, kernel_row, kernel_col, tile_row, tile_col, lane)
+    sch.parallel(sch.fuse(batch, block_row, row_tile))
+
+    out = sch.get_sblock("out")
+    sch.reverse_compute_at(out, col_tile)
+    sch.set_scope(conv, 0, "local")
+    for loop in (kernel_row, kernel_col, tile_row, tile_col):
+        sch.unroll(loop)
+    _vectorize_lanes(sch, lane, N, isa)
+
+    init = sch.decompose_reduction(conv, kept)
+    *_, init_row, init_col, init_lane = sch.get_loops(init)
+    sch.unroll(init_row)
+    sch.unroll(init_col)
+    _vectorize_lanes(sch, init_lane, N, isa)
+
+    *_, out_row_in_tile, out_col_in_tile, out_lane = sch.get_loops(out)
+    sch.unroll(out_row_in_tile)
+    sch.unroll(out_col_in_tile)
+    _vectorize_lanes(sch, out_lane, N, isa)
+
+    if has_pad_stage:
+        _schedule_pad_stage(sch, spec, isa)
+
+
+def block_sparse_conv2d_primfunc(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) -> tirx.PrimFunc:
+    """The scheduled kernel as a PrimFunc with buffer arguments ``spec.argument_names()``.
+
+    Ready for ``tvm.compile`` or for a Relax ``call_tir`` (the output is the last argument).
+    """
+    if not isinstance(tile, ConvTile):
+        raise KernelSpecError(f"tile must be a ConvTile, got {tile!r}")
+    stages = _compute(spec, tile)
+    func = te.create_prim_func(stages.arguments)
+    sch = s_tir.Schedule(func)
+    _schedule(sch, spec, tile, isa, stages.has_pad_stage)
+    return sch.mod["main"]

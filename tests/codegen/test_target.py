@@ -1,0 +1,188 @@
+"""parse_target and the TVM runtime thread pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from subp_fx.codegen import errors  # noqa: E402
+from subp_fx.codegen.target import (  # noqa: E402
+    get_num_threads,
+    host_cpu_name,
+    host_triple,
+    parse_target,
+    set_num_threads,
+)
+from subp_fx.codegen.threads import physical_core_count, thread_pool_capacity  # noqa: E402
+from subp_fx.errors import SubpError  # noqa: E402
+
+
+def _attrs(target) -> dict:
+    return dict(target.attrs)
+
+
+def test_classic_string_with_every_llvm_option_kind():
+    target = parse_target("llvm -mcpu=znver3 -mattr=+avx2,+fma -num-cores=2 -fast-math")
+    attrs = _attrs(target)
+    assert target.kind.name == "llvm"
+    assert attrs["mcpu"] == "znver3"
+    assert list(attrs["mattr"]) == ["+avx2", "+fma"]
+    assert attrs["num-cores"] == 2
+    assert attrs["fast-math"] is True or attrs["fast-math"] == 1
+    assert attrs["mtriple"] == host_triple()
+
+
+def test_native_resolves_to_the_host_cpu_and_a_triple_llvm_honours():
+    attrs = _attrs(parse_target("llvm -mcpu=native"))
+    assert attrs["mcpu"] == host_cpu_name()
+    assert attrs["mcpu"] not in ("native", "generic", "")
+    assert "conda" not in attrs["mtriple"]
+    assert attrs["num-cores"] == physical_core_count()
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64" or os.uname().sysname != "Linux", reason="x86-64 Linux triple")
+def test_default_triple_on_x86_64_linux():
+    assert host_triple() == "x86_64-linux-gnu"
+    assert _attrs(parse_target("llvm"))["mtriple"] == "x86_64-linux-gnu"
+
+
+def test_plain_llvm_stays_generic():
+    attrs = _attrs(parse_target("llvm"))
+    assert "mcpu" not in attrs
+
+
+def test_json_string_dict_and_target_forms_agree():
+    from_json = parse_target('{"kind": "llvm", "mcpu": "native", "num-cores": 2}')
+    from_dict = parse_target({"kind": "llvm", "mcpu": "native", "num-cores": 2})
+    from_target = parse_target(from_dict)
+    for target in (from_json, from_dict, from_target):
+        assert _attrs(target)["mcpu"] == host_cpu_name()
+        assert _attrs(target)["num-cores"] == 2
+
+
+def test_num_cores_argument_overrides_the_string():
+    assert _attrs(parse_target("llvm -mcpu=native -num-cores=8", num_cores=3))["num-cores"] == 3
+    assert _attrs(parse_target("llvm", num_cores=1))["num-cores"] == 1
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "empty"),
+        ("lvm -mcpu=native", "unknown target kind 'lvm'"),
+        ("llvm -mcpu", "-mcpu in 'llvm -mcpu' has no value"),
+        ("llvm -mcpu=", "has no value"),
+        ("llvm -mcpux=native", "unknown option 'mcpux'"),
+        ("llvm -mcpu=notacpu", "-mcpu=notacpu is not a CPU LLVM knows"),
+        ("llvm -mattr=avx2", "must be a feature with a sign"),
+        ("llvm -num-cores=two", "needs an integer"),
+        ("llvm -num-cores=0", "num-cores must be an integer >= 1"),
+        ("llvm mcpu=native", "options start with '-'"),
+        ('{"kind": "llvm",', "not valid JSON"),
+        ('{"mcpu": "native"}', "has no 'kind'"),
+        ({"kind": "llvm", "cpu": "znver3"}, "unknown option 'cpu'"),
+    ],
+)
+def test_malformed_targets_say_what_is_valid(text, fragment):
+    with pytest.raises(errors.TargetError) as raised:
+        parse_target(text)
+    message = str(raised.value)
+    assert fragment in message
+    assert "llvm -mcpu=native" in message  # every message shows the valid forms
+    assert "\n" not in message
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, SubpError)
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(errors.TargetError, match=r"valid options are .*-mattr.*-mcpu.*-num-cores"):
+        parse_target("llvm -foo=1")
+
+
+@pytest.mark.parametrize("num_cores", [0, -1, 1.5, True])
+def test_bad_num_cores_argument(num_cores):
+    with pytest.raises(errors.TargetError, match="num_cores must be an integer >= 1"):
+        parse_target("llvm", num_cores=num_cores)
+
+
+# --- thread pool -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    before = get_num_threads()
+    yield
+    set_num_threads(before)
+
+
+def test_pool_is_sized_to_the_physical_cores_by_default():
+    if any(name in os.environ for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")) and os.environ.get(
+        "TVM_NUM_THREADS"
+    ) != str(physical_core_count()):
+        pytest.skip("the environment sizes the pool explicitly")
+    assert thread_pool_capacity() == physical_core_count()
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.0, "2", True])
+def test_set_num_threads_rejects_non_positive_integers(bad, restore_threads):
+    with pytest.raises(errors.ThreadConfigError, match="integer n >= 1"):
+        set_num_threads(bad)
+
+
+def test_set_num_threads_beyond_the_pool_says_how_to_grow_it(restore_threads):
+    capacity = thread_pool_capacity()
+    with pytest.raises(errors.ThreadConfigError, match=f"valid n are 1..{capacity}.*TVM_NUM_THREADS"):
+        set_num_threads(capacity + 1)
+
+
+def test_set_and_get_round_trip(restore_threads):
+    for n in range(1, thread_pool_capacity() + 1):
+        set_num_threads(n)
+        assert get_num_threads() == n
+
+
+def _thread_cpu_seconds() -> dict[str, float]:
+    """CPU time of every OS thread of this process (utime + stime from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[task.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def _threads_that_worked(run, seconds: float = 0.4) -> int:
+    before = _thread_cpu_seconds()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        run()
+    after = _thread_cpu_seconds()
+    busy = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    most = max(busy.values())
+    return sum(1 for used in busy.values() if used > 0.3 * most)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_thread_count_really_reaches_the_kernels(restore_threads):
+    """Counts the OS threads that burn CPU while a parallel kernel runs: CPU time, not wall time,
+    so a busy machine slows the test down but does not change the count."""
+    if thread_pool_capacity() < 2:
+        pytest.skip("the pool has a single thread")
+    from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, compile_block_sparse_conv
+
+    spec = BlockSparseConvSpec(1, 28, 28, 64, 64, 16, 32, 3, 1, 1)
+    kernel = compile_block_sparse_conv(spec, ConvTile(1, 4), "llvm -mcpu=native")
+    arguments = kernel.random_arguments()
+    set_num_threads(2)
+    assert _threads_that_worked(lambda: kernel.function(*arguments)) == 2
+    set_num_threads(1)
+    assert _threads_that_worked(lambda: kernel.function(*arguments)) == 1
+    assert np.isfinite(arguments[-1].numpy()).all()
