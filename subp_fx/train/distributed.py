@@ -75,3 +75,15 @@ def gather_objects(value) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (batch-norm statistics, masks) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch each
+    rank holds statistics updated by its own batch; evaluation and checkpoints use rank 0's.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=src)

@@ -45,6 +45,7 @@ from subp_fx.train.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
+    broadcast_buffers,
     gather_objects,
     init_distributed,
     shutdown_distributed,
@@ -324,6 +325,7 @@ class Trainer:
                     LOG.info("epoch %d masks:\n%s", epoch + 1, sparsity_table(updates))
                 self._set_data_epoch(epoch)
                 train_metrics = self._train_epoch(epoch)
+                broadcast_buffers(self.gm)
                 # The unwrapped model: its buffers are already in sync, and DDP's per-forward
                 # buffer broadcast would hang a rank whose validation shard is empty.
                 val_metrics = evaluate(self.gm, self.val_loader, self.ctx, self.amp, recipe.train.max_eval_batches)
