@@ -52,7 +52,7 @@ def _read(path: Path) -> object:
         ) from exc
 
 
-def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
+def extract_state_dict(content: object, path: Path | str) -> dict[str, torch.Tensor]:
     """The tensor mapping inside a file: accepts a bare state dict, one nested under
     ``state_dict`` or ``model``, and keys prefixed with ``module.`` by DDP."""
     while isinstance(content, Mapping):
@@ -135,11 +135,18 @@ def load_state_dict_file(model: nn.Module, path: str | Path, strict: bool = True
     file and for keys or shapes that do not fit, naming the file and the first offending keys.
     """
     path = Path(path)
-    state = _unwrap(_read(path), path)
+    return load_state_dict(model, extract_state_dict(_read(path), path), source=f"checkpoint file {str(path)!r}", strict=strict)
+
+
+def load_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True
+) -> nn.modules.module._IncompatibleKeys:
+    """``model.load_state_dict(state)`` that first checks the fit and raises ``CheckpointError``
+    naming ``source`` and the first offending keys."""
     misfit = _misfit(model, state, strict)
     if misfit:
         raise CheckpointError(
-            f"checkpoint file {str(path)!r} does not fit the {type(model).__name__} model: {misfit.describe()}. "
+            f"{source} does not fit the {type(model).__name__} model: {misfit.describe()}. "
             f"{_fix_hint(strict, misfit)}"
         )
     return model.load_state_dict(state, strict=strict)

@@ -39,7 +39,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass a file written by `subp-fx prune` (last.pt or best.pt in the run's output dir)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint is data; unpickling arbitrary objects would run code.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
@@ -52,37 +53,3 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def is_training_checkpoint(payload: dict) -> bool:
     return payload.get("format") == CHECKPOINT_FORMAT
-
-
-def model_state_from(payload: dict) -> dict:
-    """The model state dict in a subp-fx checkpoint or a plain / wrapped state dict."""
-    for key in ("model", "state_dict"):
-        if isinstance(payload.get(key), dict):
-            payload = payload[key]
-            break
-    return {name.removeprefix("module."): value for name, value in payload.items()}
-
-
-def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
-    """``load_state_dict`` with a one-paragraph error when the checkpoint does not fit."""
-    own = model.state_dict()
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
-    mismatched = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-        for key in own
-        if key in state and hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(own[key].shape)
-    ]
-    if missing or unexpected or mismatched:
-        details = []
-        if missing:
-            details.append(f"missing {len(missing)} keys (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-        if mismatched:
-            details.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
-        raise CheckpointError(
-            f"checkpoint {source} does not fit this model: {'; '.join(details)}. "
-            "It was probably written for another architecture, N or layer selection; use the recipe it was trained with."
-        )
-    model.load_state_dict(state)

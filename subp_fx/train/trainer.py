@@ -28,6 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from subp_fx.data import DataBundle, build_datasets, build_loaders
 from subp_fx.errors import ConfigError
 from subp_fx.flops import count_flops
+from subp_fx.models.state_dict_file import extract_state_dict, load_state_dict
 from subp_fx.passes import masks_are_final, prepare, subp_modules, update_masks
 from subp_fx.passes.update import decay_pruned_weights
 from subp_fx.recipe import Recipe, validate_recipe
@@ -36,8 +37,6 @@ from subp_fx.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     is_training_checkpoint,
-    load_model_state,
-    model_state_from,
     read_checkpoint,
     save_atomic,
 )
@@ -88,7 +87,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -96,7 +100,8 @@ def _rng_state() -> dict:
 
 def _restore_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -216,7 +221,7 @@ class Trainer:
                 f"--resume: the checkpoint in {str(self.output_dir)!r} was trained with another model or sparsity "
                 "section than this recipe; resume with the recipe it was started with"
             )
-        load_model_state(self.gm, payload["model"], source=str(self.output_dir / LAST_CHECKPOINT))
+        load_state_dict(self.gm, payload["model"], source=f"checkpoint {str(self.output_dir / LAST_CHECKPOINT)!r}")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
@@ -404,7 +409,7 @@ def load_trained(checkpoint: str | Path) -> tuple[torch.fx.GraphModule, Recipe, 
     recipe = validate_recipe(payload["recipe"], source=f"the recipe inside {checkpoint}")
     model = recipe_model(recipe, payload["num_classes"], payload["in_channels"], load_pretrained=False)
     gm = prepare(model, recipe.sparsity)
-    load_model_state(gm, payload["model"], source=str(checkpoint))
+    load_state_dict(gm, payload["model"], source=f"checkpoint {str(checkpoint)!r}")
     return gm.eval(), recipe, payload
 
 
@@ -416,7 +421,7 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path) -> dict:
         payload = read_checkpoint(checkpoint)
         bundle = build_data(recipe)
         gm = build_prepared_model(recipe, bundle)
-        load_model_state(gm, model_state_from(payload), source=str(checkpoint))
+        load_state_dict(gm, extract_state_dict(payload, checkpoint), source=f"checkpoint {str(checkpoint)!r}")
         gm.to(ctx.device)
         _, val_loader, _ = build_loaders(bundle, recipe.train.batch_size, recipe.train.workers, ctx.enabled, recipe.train.seed)
         return evaluate(gm, val_loader, ctx, recipe.train.amp and ctx.device.type == "cuda", recipe.train.max_eval_batches)
