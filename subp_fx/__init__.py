@@ -12,6 +12,9 @@ from subp_fx.errors import (
 from subp_fx.masks import block_importance, expand_block_mask, kept_per_row, prune_rate_at, to_block_layout, uniform_block_mask
 from subp_fx.modules import MaskUpdate, SUBPConv2d
 from subp_fx.passes import dry_run, format_dry_run, masks_are_final, prepare, update_masks
+from subp_fx.block_sparse import BlockSparseConv2d
+from subp_fx.errors import ConversionError
+from subp_fx.passes import convert, fold_batchnorm, impose_random_masks
 
 __version__ = "0.1.0"
 
@@ -37,4 +40,9 @@ __all__ = [
     "to_block_layout",
     "uniform_block_mask",
     "update_masks",
+    "BlockSparseConv2d",
+    "ConversionError",
+    "convert",
+    "fold_batchnorm",
+    "impose_random_masks",
 ]

@@ -23,3 +23,8 @@ class UntraceableModelError(SubpError):
 
 class SelectionError(SubpError):
     """A layer selection asks for something impossible (e.g. N not dividing C_out)."""
+
+
+class ConversionError(SubpError):
+    """A model cannot be turned into its compact inference form (a non-uniform block mask, a batch
+    norm still in training mode, ...)."""

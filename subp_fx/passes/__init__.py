@@ -6,6 +6,9 @@ from subp_fx.passes.prepare import prepare, subp_modules
 from subp_fx.passes.select import ConvDecision, select_convs
 from subp_fx.passes.trace import trace
 from subp_fx.passes.update import decay_pruned_weights, masks_are_final, update_masks
+from subp_fx.passes.convert import ConvertedConv, convert
+from subp_fx.passes.fold_batchnorm import fold_batchnorm
+from subp_fx.passes.impose_random_masks import impose_random_masks
 
 __all__ = [
     "ConvDecision",
@@ -20,4 +23,8 @@ __all__ = [
     "subp_modules",
     "trace",
     "update_masks",
+    "ConvertedConv",
+    "convert",
+    "fold_batchnorm",
+    "impose_random_masks",
 ]

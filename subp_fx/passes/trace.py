@@ -8,21 +8,25 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.errors import UntraceableModelError
+from subp_fx.block_sparse import BlockSparseConv2d
 from subp_fx.modules import SUBPConv2d
 
 
 class _LeafTracer(fx.Tracer):
     """A tracer that keeps the named module classes (or qualified module names) opaque."""
 
-    def __init__(self, leaf_modules: list[str]):
+    # A default keeps traced GraphModules picklable: unpickling re-creates the tracer class
+    # without arguments.
+    def __init__(self, leaf_modules: list[str] | tuple[str, ...] = ()):
         super().__init__()
         self._leaf_modules = set(leaf_modules)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         if qualified_name in self._leaf_modules or type(module).__name__ in self._leaf_modules:
             return True
-        if isinstance(module, SUBPConv2d):
-            # Its forward expands the mask with Python shape logic fx cannot follow; it is one op.
+        if isinstance(module, (SUBPConv2d, BlockSparseConv2d)):
+            # One conv each: SUBPConv2d's forward has Python shape logic fx cannot follow, and
+            # codegen must see a block-sparse conv as a single node.
             return True
         return super().is_leaf_module(module, qualified_name)
 
