@@ -9,6 +9,7 @@ from subp_fx.passes.update import decay_pruned_weights, masks_are_final, update_
 from subp_fx.passes.convert import ConvertedConv, convert
 from subp_fx.passes.fold_batchnorm import fold_batchnorm
 from subp_fx.passes.impose_random_masks import impose_random_masks
+from subp_fx.passes.strip_masks import strip_masks
 
 __all__ = [
     "ConvDecision",
@@ -27,4 +28,5 @@ __all__ = [
     "convert",
     "fold_batchnorm",
     "impose_random_masks",
+    "strip_masks",
 ]

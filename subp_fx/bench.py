@@ -1,0 +1,117 @@
+"""Side-by-side latency measurement: every contender in one process, same inputs, same threads,
+runs interleaved so drift in machine load hits all of them alike.
+
+Nothing here imports TVM: contenders are plain callables. PyTorch baselines are built here;
+compiled models come from ``subp_fx.codegen``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one contender over ``iters`` timed runs, milliseconds per batch."""
+
+    name: str
+    batch: int
+    iters: int
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    throughput_per_s: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stats(name: str, batch: int, samples_ms: list[float]) -> LatencyStats:
+    ordered = np.sort(np.asarray(samples_ms))
+    median = float(statistics.median(samples_ms))
+    return LatencyStats(
+        name=name,
+        batch=batch,
+        iters=len(samples_ms),
+        median_ms=median,
+        mean_ms=float(ordered.mean()),
+        p90_ms=float(np.percentile(ordered, 90)),
+        p99_ms=float(np.percentile(ordered, 99)),
+        min_ms=float(ordered[0]),
+        throughput_per_s=1000.0 * batch / median,
+    )
+
+
+def measure_interleaved(
+    contenders: dict[str, Callable[[], object]], batch: int, warmup: int = 5, iters: int = 30
+) -> dict[str, LatencyStats]:
+    """Run each contender ``warmup`` times, then ``iters`` rounds in which every contender runs
+    once (in rotating order); returns per-contender latency statistics."""
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    names = list(contenders)
+    for name in names:
+        for _ in range(warmup):
+            contenders[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(iters):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            contenders[name]()
+            samples[name].append(1000.0 * (time.perf_counter() - started))
+    return {name: _stats(name, batch, samples[name]) for name in names}
+
+
+def torch_eager(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+    model = model.eval()
+
+    def run():
+        with torch.inference_mode():
+            return model(example)
+
+    return run
+
+
+def torch_compiled(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+    """``torch.compile`` (inductor) with freezing: weights become constants, BN folds into convs.
+    The fastest PyTorch CPU path measured on this machine."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    compiled = torch.compile(model.eval())
+
+    def run():
+        with torch.inference_mode():
+            return compiled(example)
+
+    run()  # compile outside the timed region
+    return run
+
+
+def torch_script_frozen(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+    """Traced + frozen TorchScript (deprecated upstream, still what many deploy)."""
+    with torch.inference_mode():
+        scripted = torch.jit.freeze(torch.jit.trace(model.eval(), example))
+
+    def run():
+        with torch.inference_mode():
+            return scripted(example)
+
+    return run
+
+
+TORCH_BASELINES: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[], object]]] = {
+    "pytorch_eager_dense": torch_eager,
+    "pytorch_compile_dense": torch_compiled,
+    "pytorch_torchscript_dense": torch_script_frozen,
+}
