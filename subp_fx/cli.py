@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 from typing import Callable
 
 from subp_fx.errors import SubpError
@@ -87,6 +88,65 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from subp_fx.deploy import compile_to_directory, load_compile_source
+
+    source = load_compile_source(args.source, batch=args.batch, image_size=args.image_size, impose_sparsity=args.impose_sparsity, seed=args.seed)
+    compiled = compile_to_directory(
+        source, args.output, target=args.target, threads=args.threads, force=args.force,
+        dense_baseline=not args.no_dense_baseline, tune_tiles=args.tune_tiles,
+    )
+    print(f"compiled {source.origin}" + (f" with random uniform masks at prune rate {source.imposed_prune_rate}" if source.imposed_prune_rate is not None else ""))
+    print(compiled.report())
+    print(f"wrote {args.output}/ (model.so, manifest.json{', dense/' if not args.no_dense_baseline else ''}, pytorch_model.pt, source.json)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from subp_fx.deploy import evaluate_compiled
+
+    result = evaluate_compiled(args.artefact, kind=args.data, root=args.root, val_subset=args.val_subset,
+                               threads=args.threads, compare_pytorch=args.compare_pytorch)
+    for name in ("compiled", "pytorch"):
+        if name in result:
+            metrics = result[name]
+            print(f"{name:>8}: * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} Error@1 {100 - metrics['top1']:.3f} "
+                  f"Loss {metrics['loss']:.4f} ({metrics['samples']} images)")
+    if "pytorch" in result:
+        print(f"top-1 difference {abs(result['compiled']['top1'] - result['pytorch']['top1']):.3f} points; "
+              f"max |logit difference| {result['max_abs_logit_diff']:.2e} (max |logit| {result['max_abs_logit']:.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from subp_fx.deploy import BENCH_FIELDS, bench_compiled, format_bench
+
+    if args.explain:
+        for field, meaning in BENCH_FIELDS.items():
+            print(f"{field}: {meaning}")
+        return 0
+    if not args.artefact:
+        raise SubpError("bench needs the directory written by `subp-fx compile`")
+    result = bench_compiled(args.artefact, threads=args.threads, warmup=args.warmup, iters=args.iters, torch_compile=not args.no_torch_compile)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json} (fields: subp-fx bench --explain)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="subp-fx",
@@ -107,6 +167,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_arguments(flops)
     flops.add_argument("--json", action="store_true", help="print totals as JSON (paper convention and kept-per-row)")
     flops.set_defaults(handler=_cmd_flops)
+
+    compile_ = commands.add_parser("compile", help="compile a checkpoint (or a recipe's model) to a TVM program with 1xN block-sparse kernels")
+    compile_.add_argument("source", help="checkpoint from `subp-fx prune` (last.pt / best.pt) or a recipe YAML (random weights)")
+    compile_.add_argument("-o", "--output", required=True, help="artefact directory to write (refused if it exists, unless --force)")
+    compile_.add_argument("--target", default="llvm -mcpu=native", help='TVM target, classic or JSON form (default "llvm -mcpu=native")')
+    compile_.add_argument("--batch", type=_positive_int, default=1, help="static batch size (default 1)")
+    compile_.add_argument("--image-size", type=_positive_int, help="input height = width (default: the recipe's)")
+    compile_.add_argument("--threads", type=_positive_int, help="TVM runtime threads (default: all cores)")
+    compile_.add_argument("--impose-sparsity", type=float, metavar="P", help="replace the masks by random uniform ones at prune rate P (measure speed before training)")
+    compile_.add_argument("--seed", type=int, default=0, help="seed of imposed random masks")
+    compile_.add_argument("--tune-tiles", action="store_true", help="time a few register tiles per conv shape at compile time")
+    compile_.add_argument("--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`")
+    compile_.add_argument("--force", action="store_true", help="replace an existing output directory")
+    compile_.set_defaults(handler=_cmd_compile)
+
+    evaluate = commands.add_parser("eval", help="top-1 / top-5 of a compiled model on a validation set")
+    evaluate.add_argument("artefact", help="directory written by `subp-fx compile`")
+    evaluate.add_argument("--data", choices=["imagefolder", "fashion-mnist", "synthetic"], help="dataset kind (default: the recipe's)")
+    evaluate.add_argument("--root", help="dataset root (default: the recipe's)")
+    evaluate.add_argument("--val-subset", type=_positive_int, help="first k validation images only")
+    evaluate.add_argument("--threads", type=_positive_int, help="TVM runtime threads")
+    evaluate.add_argument("--compare-pytorch", action="store_true", help="also evaluate the same weights in PyTorch eager and report the difference")
+    evaluate.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    evaluate.set_defaults(handler=_cmd_eval)
+
+    bench = commands.add_parser("bench", help="latency of a compiled model beside our dense build and PyTorch's dense paths")
+    bench.add_argument("artefact", nargs="?", help="directory written by `subp-fx compile`")
+    bench.add_argument("--threads", type=_positive_int, help="threads for every contender (TVM and torch; default: the artefact's)")
+    bench.add_argument("--warmup", type=int, default=10, help="warm-up runs per contender (default 10)")
+    bench.add_argument("--iters", type=_positive_int, default=50, help="timed runs per contender, interleaved (default 50)")
+    bench.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile baseline (it compiles for a minute or more)")
+    bench.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    bench.add_argument("--explain", action="store_true", help="print what every JSON field means and exit")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 

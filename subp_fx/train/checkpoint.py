@@ -41,7 +41,15 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run code.
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({str(exc).splitlines()[0]}); use another checkpoint or retrain") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds Python objects besides tensors and plain values, so it is not loaded "
+            "(loading is weights-only: unpickling arbitrary objects could run code). It was written by another tool "
+            "or an older subp-fx; re-save its model state_dict with torch.save, or retrain"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "use another checkpoint (best.pt / last.pt) or retrain"
