@@ -20,7 +20,8 @@ from subp_fx.codegen.kernels import (  # noqa: E402
     tile_candidates,
     vector_isa,
 )
-from subp_fx.codegen.kernels.tiling import VectorISA, fits_registers  # noqa: E402
+from subp_fx.codegen.kernels.build import timing_candidates  # noqa: E402
+from subp_fx.codegen.kernels.tiling import fits_registers, preferred_parallel, streamed_bytes  # noqa: E402
 from subp_fx.codegen.packing import (  # noqa: E402
     dense_as_block_sparse,
     kept_indices,
@@ -31,9 +32,10 @@ from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.masks import expand_block_mask  # noqa: E402
 
 NATIVE = parse_target("llvm -mcpu=native")
-AVX2 = VectorISA("avx2", lanes=8, registers=16)
-AVX512 = VectorISA("avx512", lanes=16, registers=32)
-HOST_HAS_AVX2 = vector_isa(NATIVE).name in ("avx2", "avx512")
+NATIVE_ISA = vector_isa(NATIVE)
+AVX2 = vector_isa(parse_target("llvm -mcpu=znver3"))
+AVX512 = vector_isa(parse_target("llvm -mcpu=skylake-avx512"))
+HOST_HAS_AVX2 = NATIVE_ISA.name in ("avx2", "avx512")
 TORCH_ACTIVATIONS = {"none": lambda t: t, "relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0.0, 6.0)}
 
 
@@ -97,6 +99,9 @@ NUMERIC_CASES = [
     (_spec(1, 14, 20, 16, 16, 1, 1, 2, 0, bias=True, residual=True), ConvTile(1, 4)),
     (_spec(3, 13, 5, 8, 8, 3, 3, 2, 1, bias=True, residual=True, activation="relu"), ConvTile(2, 5, "stage")),
     (_spec(1, 7, 64, 64, 16, 34, 3, 1, 1, bias=True, residual=True, activation="relu"), ConvTile(1, 7)),
+    (_spec(3, 13, 20, 64, 16, 9, 3, 2, 1, bias=True, residual=True, activation="relu"), ConvTile(1, 4, "inline", "pixels")),
+    (_spec(1, 14, 36, 64, 32, 17, 1, 1, 0, bias=True, activation="relu6"), ConvTile(2, 3, "inline", "pixels")),
+    (_spec(3, (9, 11), 12, 32, 8, 6, 5, 1, 2, residual=True), ConvTile(1, 5, "stage", "pixels")),
 ]
 
 
@@ -186,11 +191,18 @@ def test_kept_indices_rejects_empty_rows_and_non_binary_masks():
 
 
 def test_heuristic_tiles_match_the_measured_avx2_optimum():
-    """The notes' measurements on AVX2: N=16 -> 4 pixels, N=32 -> 2 pixels."""
-    for N, pixels in ((16, 4), (32, 2)):
-        spec = _spec(1, 48, 64, 64, N, 34, 3, 1, 1)
-        tile = heuristic_tile(spec, AVX2)
-        assert tile.pixels == pixels and tile.rows == 1
+    """Measured on znver3 (AVX2): N=16 -> 4 pixels per tile, N=32 -> 2 pixels."""
+    for width in (12, 24, 48, 56):
+        for N, pixels in ((16, 4), (32, 2)):
+            tile = heuristic_tile(_spec(1, width, 64, 64, N, 34, 3, 1, 1), AVX2)
+            assert (tile.rows, tile.cols) == (1, pixels)
+
+
+def test_heuristic_tile_on_avx512_is_wide_and_divides_the_output():
+    tile = heuristic_tile(_spec(1, 56, 64, 64, 16, 34, 3, 1, 1), AVX512)
+    assert (tile.rows, tile.cols) == (1, 14)
+    tile = heuristic_tile(_spec(1, 7, 512, 512, 32, 272, 3, 1, 1), AVX512)
+    assert (tile.rows, tile.cols) == (1, 7)
 
 
 @pytest.mark.parametrize("isa", [AVX2, AVX512], ids=lambda isa: isa.name)
@@ -200,21 +212,42 @@ def test_every_candidate_fits_the_registers(isa, N):
     candidates = tile_candidates(spec, isa)
     assert candidates
     assert all(fits_registers(spec, tile, isa) and tile.cols <= 7 and tile.rows <= 2 for tile in candidates)
-    assert ConvTile(1, 7) in candidates or N * 7 // isa.lanes + N // isa.lanes + 1 > isa.registers
+    assert all(tile.pixels * max(1, N // isa.lanes) <= isa.max_accumulators for tile in candidates)
+    one_row_widths = {tile.cols for tile in candidates if tile.rows == 1}
+    assert one_row_widths == set(range(1, min(7, isa.max_accumulators // max(1, N // isa.lanes)) + 1))
+
+
+@pytest.mark.parametrize(
+    "spec, parallel",
+    [
+        (_spec(1, 56, 256, 64, 16, 136, 1, 1, 0), "pixels"),
+        (_spec(1, 56, 64, 256, 16, 34, 1, 1, 0), "pixels"),
+        (_spec(1, 28, 128, 128, 16, 68, 3, 1, 1), "block_rows"),
+        (_spec(1, 7, 512, 512, 16, 272, 3, 1, 1), "block_rows"),
+    ],
+)
+def test_parallel_mode_streams_fewer_bytes(spec, parallel):
+    assert preferred_parallel(spec) == parallel
+    assert heuristic_tile(spec, AVX2).parallel == parallel
+    other = next(mode for mode in ("pixels", "block_rows") if mode != parallel)
+    assert streamed_bytes(spec, parallel) < streamed_bytes(spec, other)
 
 
 def test_vector_isa_reads_the_target_features():
-    assert vector_isa(parse_target("llvm -mcpu=znver3")) == AVX2
-    assert vector_isa(parse_target("llvm -mcpu=skylake-avx512")) == AVX512
+    assert (AVX2.name, AVX2.lanes, AVX2.registers) == ("avx2", 8, 16)
+    assert (AVX512.name, AVX512.lanes, AVX512.registers) == ("avx512", 16, 32)
     assert vector_isa(parse_target("llvm -mcpu=skylake-avx512 -mattr=-avx512f")) == AVX2
     assert vector_isa(parse_target("llvm")).lanes == 4
 
 
 def test_choose_tile_times_candidates_and_caches_the_choice():
     spec = _spec(1, 14, 32, 32, 16, 16, 3, 1, 1, activation="relu")
+    candidates = timing_candidates(spec, NATIVE, 3)
+    assert candidates[0] == heuristic_tile(spec, NATIVE_ISA)
+    assert {tile.parallel for tile in candidates} == {"block_rows", "pixels"}
+    assert {tile.padding for tile in candidates} == {"inline", "stage"}
     tile, timings = choose_tile(spec, NATIVE)
-    assert tile in timings and len(timings) >= 2
-    assert any(candidate.padding == "stage" for candidate in timings)
+    assert tile in timings and set(timings) <= set(candidates)
     assert timings[tile] == min(timings.values()) > 0
     assert choose_tile(spec, NATIVE) is choose_tile(spec, NATIVE)
     _check_against_torch(spec, None)
@@ -295,6 +328,8 @@ def test_bad_tiles(tile, fragment):
         build_block_sparse_conv(spec, NATIVE, tile=tile(0, 2) if tile is ConvTile else tile)
     with pytest.raises(KernelSpecError, match="padding must be one of inline, stage"):
         ConvTile(1, 2, "halo")
+    with pytest.raises(KernelSpecError, match="parallel must be one of block_rows, pixels"):
+        ConvTile(1, 2, "inline", "channels")
 
 
 def test_call_errors_name_the_argument():

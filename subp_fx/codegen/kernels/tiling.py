@@ -29,33 +29,54 @@ PADDING_INLINE = "inline"
 PADDING_STAGE = "stage"
 PADDING_MODES = (PADDING_INLINE, PADDING_STAGE)
 
-# Tiles taller than this waste too much on the bottom rows of small feature maps for no
-# measured gain (2 rows helped only when the width left few pixels per row).
+# What one parallel task computes. "block_rows": one block-row (N output channels) of one tile
+# row of the output; a thread's run of tasks reuses that block-row's weights while the input
+# streams past. "pixels": one tile row of the output for every block-row; the input tile stays in
+# L1 while all the weights stream past. The first suits layers whose weights are large next to
+# their input (deep 3x3 layers), the second layers with a large input and few block-rows (1x1
+# layers at high resolution), which the first reads R times.
+PARALLEL_BLOCK_ROWS = "block_rows"
+PARALLEL_PIXELS = "pixels"
+PARALLEL_MODES = (PARALLEL_BLOCK_ROWS, PARALLEL_PIXELS)
+
+# Two-row tiles share input rows between their rows (row 0's kernel row 1 reads what row 1's
+# kernel row 0 reads); LLVM keeps those loads live and spills far earlier than the count of
+# accumulators suggests, so they are timing candidates only, never the heuristic's choice.
 MAX_TILE_ROWS = 2
-# The heuristic keeps the accumulators to this share of the vector registers. On AVX2 (16
-# registers) the measured best tiles were N=16 x 4 pixels and N=32 x 2 pixels: 8 accumulators.
-# Tiles that fit on paper with fewer registers to spare (N=16 x 6 pixels: 12 accumulators + 2
-# weight vectors + 1 broadcast = 15 of 16) ran 10-20% slower.
-ACCUMULATOR_SHARE = 0.5
 
 
 @dataclass(frozen=True)
 class VectorISA:
-    """The float32 SIMD unit the kernel is scheduled for."""
+    """The float32 SIMD unit the kernel is scheduled for.
+
+    Both accumulator counts are measured, not derived. ``max_accumulators``: the most
+    partial-sum registers a one-row tile holds before LLVM spills in the hot loop (read from the
+    assembly, 3x3 kernels, inline padding); the weight vectors, the broadcasts LLVM keeps live
+    across kernel taps and the bounds checks take the rest of the register file. AVX2 (16 ymm):
+    N=16 x 5 pixels = 10 is clean, x 6 spills; N=32 x 2 = 8 clean, x 3 spills. AVX-512 (32 zmm):
+    N=16 x 14 and N=32 x 7 = 14 clean, 16 not. ``preferred_accumulators``: the most the
+    heuristic uses, where timing found larger tiles no faster: on znver3 (AVX2) N=16 x 4 pixels
+    and N=32 x 2 pixels were fastest, i.e. 8 (the same AVX2 code on an Intel AVX-512 core ran
+    10-20% faster with 5 pixels; the timed choice finds that, the heuristic stays with 8).
+    """
 
     name: str
     lanes: int  # float32 values in one vector register
     registers: int  # architectural vector registers
+    max_accumulators: int
+    preferred_accumulators: int
 
 
 # Feature that proves the unit -> the unit; the first feature the target has wins.
 _ISA_BY_FEATURE: tuple[tuple[str, VectorISA], ...] = (
-    ("avx512f", VectorISA("avx512", lanes=16, registers=32)),
-    ("avx2", VectorISA("avx2", lanes=8, registers=16)),
-    ("avx", VectorISA("avx", lanes=8, registers=16)),
-    ("neon", VectorISA("neon", lanes=4, registers=32)),
+    ("avx512f", VectorISA("avx512", lanes=16, registers=32, max_accumulators=14, preferred_accumulators=14)),
+    ("avx2", VectorISA("avx2", lanes=8, registers=16, max_accumulators=10, preferred_accumulators=8)),
+    ("avx", VectorISA("avx", lanes=8, registers=16, max_accumulators=10, preferred_accumulators=8)),
+    ("neon", VectorISA("neon", lanes=4, registers=32, max_accumulators=14, preferred_accumulators=14)),
 )
-_BASELINE_ISA = VectorISA("sse", lanes=4, registers=16)
+# SSE (and NEON above) are not measured: they take the counts of the x86 unit with as many
+# registers.
+_BASELINE_ISA = VectorISA("sse", lanes=4, registers=16, max_accumulators=10, preferred_accumulators=8)
 
 
 def vector_isa(target: Target) -> VectorISA:
@@ -77,16 +98,19 @@ def vector_chunk(N: int, isa: VectorISA) -> int:
 
 @dataclass(frozen=True)
 class ConvTile:
-    """One schedule choice: a register tile of ``rows x cols`` output pixels, and how padding is done.
+    """One schedule choice: a register tile of ``rows x cols`` output pixels, how padding is done,
+    and what a parallel task computes.
 
     ``padding``: ``"inline"`` reads the unpadded input under a bounds condition (no copy);
     ``"stage"`` first copies the input into a zero-padded buffer inside the same kernel (a
-    parallel, vectorised pass) so the hot loop has no condition.
+    parallel, vectorised pass) so the hot loop has no condition. ``parallel``: see
+    :data:`PARALLEL_MODES` (``"block_rows"`` or ``"pixels"``).
     """
 
     rows: int
     cols: int
     padding: str = PADDING_INLINE
+    parallel: str = PARALLEL_BLOCK_ROWS
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -95,6 +119,8 @@ class ConvTile:
                 raise KernelSpecError(f"ConvTile.{name} must be an integer >= 1, got {value!r}")
         if self.padding not in PADDING_MODES:
             raise KernelSpecError(f"ConvTile.padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
+        if self.parallel not in PARALLEL_MODES:
+            raise KernelSpecError(f"ConvTile.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
 
     @property
     def pixels(self) -> int:
@@ -103,10 +129,6 @@ class ConvTile:
     def accumulators(self, N: int, isa: VectorISA) -> int:
         """Vector registers holding the tile's partial sums."""
         return self.pixels * vectors_per_pixel(N, isa)
-
-    def vector_registers(self, N: int, isa: VectorISA) -> int:
-        """Registers the hot loop needs: accumulators, one block's weight vectors, a broadcast."""
-        return self.accumulators(N, isa) + vectors_per_pixel(N, isa) + 1
 
 
 def vectors_per_pixel(N: int, isa: VectorISA) -> int:
@@ -118,46 +140,72 @@ def _padded(extent: int, tile: int) -> int:
     return math.ceil(extent / tile) * tile
 
 
+def output_waste(spec: BlockSparseConvSpec, tile: ConvTile) -> float:
+    """Computed pixels per real output pixel (>= 1: the output is padded to whole tiles)."""
+    computed = _padded(spec.out_height, tile.rows) * _padded(spec.out_width, tile.cols)
+    return computed / (spec.out_height * spec.out_width)
+
+
 def tile_cost(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) -> float:
     """Relative time per useful FMA: padded work times memory operations per FMA.
 
     Per reduction step the tile does ``pixels * V`` FMAs (V vectors per pixel) and loads V weight
     vectors plus one broadcast per pixel, so there are ``1/pixels + 1/V`` loads per FMA; that is
-    scaled by the share of computed pixels that are real (the rest pads the output to whole tiles).
+    scaled by the share of computed pixels that are real.
     """
     vectors = vectors_per_pixel(spec.block_size, isa)
-    computed = _padded(spec.out_height, tile.rows) * _padded(spec.out_width, tile.cols)
-    waste = computed / (spec.out_height * spec.out_width)
-    return waste * (1.0 / vectors + 1.0 / tile.pixels)
+    return output_waste(spec, tile) * (1.0 / vectors + 1.0 / tile.pixels)
 
 
 def fits_registers(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) -> bool:
-    """Whether accumulators + one block's weight vectors + a broadcast fit the register file."""
-    return tile.vector_registers(spec.block_size, isa) <= isa.registers
+    """Whether the tile's accumulators stay within ``isa.max_accumulators``."""
+    return tile.accumulators(spec.block_size, isa) <= isa.max_accumulators
 
 
-def _within_accumulator_share(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) -> bool:
-    return tile.accumulators(spec.block_size, isa) <= isa.registers * ACCUMULATOR_SHARE
+def streamed_bytes(spec: BlockSparseConvSpec, parallel: str, tile_rows: int = 1) -> int:
+    """Bytes a parallel mode streams through the caches, the one that lives there being read once.
 
-
-def tile_candidates(spec: BlockSparseConvSpec, isa: VectorISA, padding: str = PADDING_INLINE) -> list[ConvTile]:
-    """Every tile that fits ``isa``'s registers, most promising first.
-
-    First the tiles whose accumulators stay within :data:`ACCUMULATOR_SHARE` of the registers,
-    then the larger ones; each group cheapest first by :func:`tile_cost`, ties to one-row, then
-    wider tiles. A tile never exceeds the output (a 7-wide output gets no 8-wide tile).
+    "block_rows" reads the whole input once per block-row; "pixels" reads all the weights once
+    per task (per tile row of the output). Measured on the ResNet-18 layers: the mode that
+    streams fewer bytes was the faster one, by 1.5-1.8x on the 56x56 1x1 layers ("pixels") and
+    the 7x7 layer ("block_rows"), within noise on the others.
     """
+    kh, kw = spec.kernel_size
+    input_bytes = 4 * spec.batch * spec.height * spec.width * spec.in_channels
+    weight_bytes = 4 * spec.out_channels * spec.kept_per_row * kh * kw
+    tasks = spec.batch * math.ceil(spec.out_height / tile_rows)
+    return {PARALLEL_BLOCK_ROWS: spec.block_rows * input_bytes, PARALLEL_PIXELS: tasks * weight_bytes}[parallel]
+
+
+def preferred_parallel(spec: BlockSparseConvSpec) -> str:
+    """The parallel mode that streams fewer bytes (:func:`streamed_bytes`)."""
+    return min(PARALLEL_MODES, key=lambda parallel: streamed_bytes(spec, parallel))
+
+
+def tile_candidates(
+    spec: BlockSparseConvSpec,
+    isa: VectorISA,
+    padding: str = PADDING_INLINE,
+    parallel: str | None = None,
+) -> list[ConvTile]:
+    """Every tile that fits ``isa``'s registers, cheapest first by :func:`tile_cost`.
+
+    ``parallel`` defaults to :func:`preferred_parallel`. Ties go to the tile with less output
+    padding, then to one-row, then to wider tiles. A tile never exceeds the output (a 7-wide
+    output gets no 8-wide tile).
+    """
+    parallel = preferred_parallel(spec) if parallel is None else parallel
     tiles = [
-        ConvTile(rows, cols, padding)
+        ConvTile(rows, cols, padding, parallel)
         for rows in range(1, min(MAX_TILE_ROWS, spec.out_height) + 1)
         for cols in range(1, spec.out_width + 1)
     ]
-    fitting = [tile for tile in tiles if fits_registers(spec, tile, isa)] or [ConvTile(1, 1, padding)]
+    fitting = [tile for tile in tiles if fits_registers(spec, tile, isa)] or [ConvTile(1, 1, padding, parallel)]
     return sorted(
         fitting,
         key=lambda tile: (
-            not _within_accumulator_share(spec, tile, isa),
             round(tile_cost(spec, tile, isa), 6),
+            round(output_waste(spec, tile), 6),
             tile.rows,
             -tile.cols,
         ),
@@ -165,5 +213,11 @@ def tile_candidates(spec: BlockSparseConvSpec, isa: VectorISA, padding: str = PA
 
 
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA) -> ConvTile:
-    """The cost model's best tile, with padding done inline (no copy): the no-timing default."""
-    return tile_candidates(spec, isa)[0]
+    """The cost model's best one-row tile within ``isa.preferred_accumulators``, padding done
+    inline (no copy), in the :func:`preferred_parallel` mode: the no-timing default."""
+    preferred = [
+        tile
+        for tile in tile_candidates(spec, isa)
+        if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= isa.preferred_accumulators
+    ]
+    return preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
