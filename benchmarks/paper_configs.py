@@ -1,0 +1,138 @@
+"""Latency of the SUBP paper's five configurations, compiled by subp-fx, beside dense baselines.
+
+For each configuration (random weights, random uniform 1xN masks at the paper's prune rate --
+speed does not depend on which blocks are kept, only on how many), at each batch size:
+compile the sparse model and its dense twin with subp-fx, then for each thread count run
+`subp-fx bench`'s interleaved comparison: our sparse build, our dense build, PyTorch eager,
+torch.compile (inductor, freezing on) and frozen TorchScript, all dense PyTorch paths on the same
+weights, same input, same thread count. Writes a markdown table and the raw JSON.
+
+    python benchmarks/paper_configs.py                       # everything (about an hour on 2 cores)
+    python benchmarks/paper_configs.py --configs resnet18-n16 --batches 1 --threads 2
+
+Run it on an otherwise idle machine: every contender shares the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+CONFIGS = {
+    "resnet18-n16": "resnet18-n16.yaml",
+    "resnet34-n16": "resnet34-n16.yaml",
+    "resnet50-2.0g-n16": "resnet50-2.0g-n16.yaml",
+    "resnet50-1.0g-n16": "resnet50-1.0g-n16.yaml",
+    "mobilenetv1-n16": "mobilenetv1-n16.yaml",
+    "resnet18-n32": "resnet18-n32.yaml",
+}
+
+
+def describe_machine() -> dict:
+    cpu = "unknown"
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    import torch
+
+    from subp_fx.codegen.target import host_cpu_name
+
+    return {
+        "cpu": cpu,
+        "llvm_cpu": host_cpu_name(),
+        "vector_isa": "avx512" if "avx512f" in flags else ("avx2+fma" if "avx2" in flags else "other"),
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "tvm": __import__("tvm").__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def run_config(name: str, batch: int, thread_counts: list[int], warmup: int, iters: int, torch_compile: bool) -> list[dict]:
+    from subp_fx.deploy import bench_compiled, compile_to_directory, load_compile_source
+
+    source = load_compile_source(str(REPO / "recipes" / CONFIGS[name]), batch=batch)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / name
+        started = time.perf_counter()
+        compile_to_directory(source, out, target="llvm -mcpu=native", threads=max(thread_counts))
+        compile_seconds = time.perf_counter() - started
+        rows = []
+        for threads in thread_counts:
+            result = bench_compiled(out, threads=threads, warmup=warmup, iters=iters, torch_compile=torch_compile)
+            result.update(config=name, prune_rate=source.imposed_prune_rate, compile_seconds_sparse_and_dense=compile_seconds)
+            rows.append(result)
+            print(f"{name} batch {batch} threads {threads}: " + ", ".join(
+                f"{contender} {r['median_ms']:.2f} ms" for contender, r in result["results"].items()), flush=True)
+        return rows
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = [
+        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), {machine['logical_cpus']} logical CPUs; "
+        f"torch {machine['torch']}, TVM {machine['tvm']}, Python {machine['python']}; {machine['date']}.",
+        "Median latency in ms per batch (interleaved runs, same input and thread count for every contender; "
+        "TVM and torch threads equal). Random uniform masks at the paper's prune rates; fp32.",
+        "",
+        "| config | batch | threads | subp sparse | subp dense | PyTorch eager | torch.compile (freezing) | TorchScript frozen "
+        "| sparse vs torch.compile | sparse vs subp dense | FLOP ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        results = row["results"]
+
+        def median(name: str) -> str:
+            return f"{results[name]['median_ms']:.2f}" if name in results else "-"
+
+        versus_compile = row["speedup_vs"].get("pytorch_compile_dense")
+        lines.append(
+            f"| {row['config']} | {row['batch']} | {row['threads']['tvm']} | {median('subp_sparse')} | {median('subp_dense')} "
+            f"| {median('pytorch_eager_dense')} | {median('pytorch_compile_dense')} | {median('pytorch_torchscript_dense')} "
+            f"| {f'{versus_compile:.2f}x' if versus_compile else '-'} | {row['speedup_vs'].get('subp_dense', 0):.2f}x "
+            f"| {row.get('flop_ideal_speedup', 0):.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--output", default=str(RESULTS / "paper_configs"), help="path prefix of the .md and .json written")
+    args = parser.parse_args()
+
+    machine = describe_machine()
+    rows = []
+    for name in args.configs:
+        for batch in args.batches:
+            rows.extend(run_config(name, batch, args.threads, args.warmup, args.iters, not args.no_torch_compile))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(rows, machine))
+    print(markdown(rows, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
