@@ -1,5 +1,6 @@
 # Two entry points that set everything up on a fresh machine and are cheap the second time:
-#   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml)
+#   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml), compile
+#                  it to 1xN block-sparse CPU code with TVM, and check its accuracy against PyTorch
 #   make test   -> the test suite
 PYTHON ?= python3.11
 VENV := .venv
@@ -29,6 +30,8 @@ $(FASHION_MNIST):
 
 demo: setup
 	$(VENV)/bin/subp-fx prune recipes/fashion-mnist-demo.yaml --force --set output.dir=$(DEMO_OUT)
+	$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled --force
+	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled --compare-pytorch --json $(DEMO_OUT)/compiled-eval.json
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

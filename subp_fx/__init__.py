@@ -19,6 +19,9 @@ from subp_fx.passes import convert, fold_batchnorm, impose_random_masks
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledModel",
+    "compile",
+    "load_compiled",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -46,3 +49,16 @@ __all__ = [
     "fold_batchnorm",
     "impose_random_masks",
 ]
+
+
+# The compile API lives in subp_fx.codegen, the only package that imports TVM; importing
+# subp_fx for training must not pay for (or require) TVM.
+_CODEGEN_NAMES = {"compile", "load_compiled", "CompiledModel"}
+
+
+def __getattr__(name: str):
+    if name in _CODEGEN_NAMES:
+        from subp_fx.codegen import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'subp_fx' has no attribute {name!r}")

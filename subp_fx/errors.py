@@ -28,3 +28,17 @@ class SelectionError(SubpError):
 class ConversionError(SubpError):
     """A model cannot be turned into its compact inference form (a non-uniform block mask, a batch
     norm still in training mode, ...)."""
+
+
+class UnsupportedOpError(SubpError):
+    """A model holds ops the compiler cannot lower; the message lists every one of them (node,
+    op, target, module type, why) and what is supported."""
+
+
+class ArtifactError(SubpError):
+    """A compiled-model directory cannot be written (it exists, and overwriting was not asked
+    for) or read (missing or malformed files)."""
+
+
+class CompiledInputError(SubpError, ValueError):
+    """An input given to a compiled model does not match what it was compiled for."""

@@ -1,0 +1,90 @@
+"""The per-layer kernel table: what each conv / linear layer was compiled to, and why.
+
+One :class:`KernelEntry` per conv or linear layer, in execution order. It goes into the compiled
+model's manifest (``to_json``) and the compile report (:func:`format_kernel_table`): kind
+(sparse / dense / depthwise), K / C_in, MACs, the register tile, what the epilogue fuses, and for
+a dense layer why it is dense. Pure Python: readable without TVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+SPARSE = "sparse"
+DENSE = "dense"
+DEPTHWISE = "depthwise"
+KINDS = (SPARSE, DENSE, DEPTHWISE)
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One layer of the compiled model.
+
+    ``kept_per_row`` is K, the input channels each block-row reads (C_in for a dense layer, 1 for
+    a depthwise one); ``macs`` counts multiply-adds actually done per call (pruned blocks
+    excluded, channel padding excluded); ``block_size`` is N (None for depthwise).
+    """
+
+    layer: str
+    kind: str
+    op: str  # "conv2d" or "linear"
+    kernel: str  # the PrimFunc's name in the compiled module
+    in_channels: int
+    kept_per_row: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    out_hw: tuple[int, int]
+    block_size: int | None
+    macs: int
+    tile: str
+    epilogue: str
+    dense_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "KernelEntry":
+        names = {field.name for field in fields(cls)}
+        values = {name: data[name] for name in names if name in data}
+        for pair in ("kernel_size", "stride", "out_hw"):
+            values[pair] = tuple(values[pair])
+        return cls(**values)
+
+
+def epilogue_text(bias: bool, residual: bool, activation: str) -> str:
+    """What a kernel's write-back adds to the conv, e.g. "bias+residual+relu" (or "none")."""
+    parts = ["bias"] * bias + ["residual"] * residual + ([activation] if activation != "none" else [])
+    return "+".join(parts) or "none"
+
+
+_COLUMNS = ("layer", "kind", "K/C_in", "kernel", "out", "N", "MMACs", "tile", "epilogue", "why dense")
+
+
+def _row(entry: KernelEntry) -> tuple[str, ...]:
+    kh, kw = entry.kernel_size
+    return (
+        entry.layer,
+        entry.kind,
+        f"{entry.kept_per_row}/{entry.in_channels}",
+        f"{kh}x{kw}/{entry.stride[0]}",
+        f"{entry.out_channels}@{entry.out_hw[0]}x{entry.out_hw[1]}",
+        "-" if entry.block_size is None else str(entry.block_size),
+        f"{entry.macs / 1e6:.1f}",
+        entry.tile,
+        entry.epilogue,
+        entry.dense_reason or "",
+    )
+
+
+def format_kernel_table(entries: list[KernelEntry]) -> str:
+    """A plain-text table, one line per layer, with totals."""
+    rows = [_COLUMNS] + [_row(entry) for entry in entries]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    total = sum(entry.macs for entry in entries)
+    sparse = sum(entry.macs for entry in entries if entry.kind == SPARSE)
+    lines.append(f"total {total / 1e6:.1f} MMACs, of which {sparse / 1e6:.1f} in sparse kernels ({len(entries)} layers)")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""The state one lowering carries from node to node (the handlers' single argument besides the node)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.fx as fx
+from tvm.target import Target
+
+from subp_fx.codegen.fusion import Epilogue
+from subp_fx.codegen.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.kernel_table import KernelEntry
+from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, VectorISA, choose_tile, heuristic_tile
+from subp_fx.codegen.relax_program import RelaxProgram
+
+
+@dataclass
+class LoweringContext:
+    """Graph facts, the program being emitted, the target, and what each node lowered to.
+
+    ``values`` maps an fx node to its lowered value: a :class:`LoweredTensor`, or a plain Python
+    value for nodes that compute shapes (``x.size(0)``). ``epilogues`` maps a conv node to what
+    its kernel fuses (see ``fusion``). ``tune_tiles`` times a few register tiles per distinct conv
+    shape (``choose_tile``) instead of taking the cost model's choice.
+    """
+
+    view: GraphView
+    program: RelaxProgram
+    target: Target
+    isa: VectorISA
+    tune_tiles: bool = False
+    epilogues: dict[fx.Node, Epilogue] = field(default_factory=dict)
+    values: dict[fx.Node, Any] = field(default_factory=dict)
+    kernel_table: list[KernelEntry] = field(default_factory=list)
+
+    @property
+    def lanes(self) -> int:
+        return self.isa.lanes
+
+    def tensor(self, node: Any) -> LoweredTensor:
+        value = self.values[node]
+        if not isinstance(value, LoweredTensor):
+            raise TypeError(f"{node} lowered to {type(value).__name__}, not a tensor")
+        return value
+
+    def epilogue(self, conv: fx.Node) -> Epilogue:
+        return self.epilogues.get(conv, Epilogue(conv))
+
+    def tile_for(self, spec: BlockSparseConvSpec) -> ConvTile:
+        if self.tune_tiles:
+            return choose_tile(spec, self.target)[0]
+        return heuristic_tile(spec, self.isa)

@@ -1,0 +1,92 @@
+"""Loop-nest helpers shared by the op schedules: vector chunks, and the parallel + vector split.
+
+Why: every memory-bound op here (pooling, elementwise, layout) wants the same two things on a
+multi-core SIMD CPU: an outer loop split across the runtime's threads, and an innermost loop of
+contiguous elements that LLVM turns into vector instructions. The vector chunk must divide the
+loop it splits, or TIR would add a bounds predicate that blocks vectorisation.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+DTYPE = "float32"
+
+
+def lane_chunk(extent: int, lanes: int) -> int:
+    """The largest divisor of ``extent`` that is at most ``lanes``: the widest vector that tiles
+    ``extent`` exactly (1 when nothing but 1 divides it)."""
+    for chunk in range(min(lanes, extent), 0, -1):
+        if extent % chunk == 0:
+            return chunk
+    return 1
+
+
+def vectorize_split(sch: s_tir.Schedule, loop, extent: int, lanes: int):
+    """Split ``loop`` (of ``extent``) into (outer, vector chunk) and vectorise the chunk.
+
+    Returns the outer loop; a chunk of 1 is left as a plain loop (nothing to vectorise).
+    """
+    chunk = lane_chunk(extent, lanes)
+    outer, inner = sch.split(loop, [None, chunk])
+    if chunk > 1:
+        sch.vectorize(inner)
+    return outer
+
+
+def unroll_then_vectorize_below(sch: s_tir.Schedule, block, depth: int) -> None:
+    """Unroll every loop of ``block`` below its first ``depth`` loops, vectorise the innermost.
+
+    For a tile stage placed by ``reverse_compute_at`` / ``decompose_reduction``: TIR drops the
+    stage's unit-extent loops, so its loops are counted from the loop it was placed under, never
+    from the innermost end (which would reach up into the parallel loop when the tile has unit
+    extents).
+    """
+    inner = sch.get_loops(block)[depth:]
+    if not inner:
+        return
+    *outer, innermost = inner
+    for loop in outer:
+        sch.unroll(loop)
+    sch.vectorize(innermost)
+
+
+def schedule_flat_parallel_vector(sch: s_tir.Schedule, block_name: str, shape: tuple[int, ...], lanes: int) -> None:
+    """Schedule an injective block over ``shape`` as one flat loop: parallel chunks of vectors.
+
+    The vector chunk divides the innermost extent, so a chunk never straddles two rows and
+    per-channel operands (bias[c]) stay contiguous within it.
+    """
+    block = sch.get_sblock(block_name)
+    fused = sch.fuse(*sch.get_loops(block))
+    chunk = lane_chunk(shape[-1], lanes)
+    outer, inner = sch.split(fused, [None, chunk])
+    sch.parallel(outer)
+    if chunk > 1:
+        sch.vectorize(inner)
+
+
+def relu(value):
+    return tirx.max(value, tirx.const(0.0, DTYPE))
+
+
+def relu6(value):
+    return tirx.min(tirx.max(value, tirx.const(0.0, DTYPE)), tirx.const(6.0, DTYPE))
+
+
+def hardswish(value):
+    """x * relu6(x + 3) / 6, as torch's Hardswish."""
+    return value * relu6(value + tirx.const(3.0, DTYPE)) * tirx.const(1.0 / 6.0, DTYPE)
+
+
+def identity(value):
+    return value
+
+
+# Activation name -> scalar expression; the names match the conv kernel's ACTIVATIONS where both exist.
+ACTIVATION_EXPRESSIONS = {
+    "none": identity,
+    "relu": relu,
+    "relu6": relu6,
+    "hardswish": hardswish,
+}
