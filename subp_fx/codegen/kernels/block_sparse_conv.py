@@ -291,6 +291,16 @@ def _schedule_pad_stage(sch: s_tir.Schedule, spec: BlockSparseConvSpec, isa: Vec
         sch.vectorize(lanes)
 
 
+def _loops_inside(sch: s_tir.Schedule, block, anchor) -> list:
+    """The loops of ``block`` nested inside the loop ``anchor``."""
+    anchor_loop = sch.get(anchor)
+    loops = sch.get_loops(block)
+    for index, loop in enumerate(loops):
+        if sch.get(loop).same_as(anchor_loop):
+            return list(loops[index + 1 :])
+    raise KernelSpecError("internal: the tile is not nested in the parallel loop")
+
+
 def _schedule(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA, has_pad_stage: bool) -> None:
     N = spec.block_size
     conv = sch.get_sblock("conv")
@@ -301,12 +311,13 @@ def _schedule(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, is
     reduction_and_tile = (kept, kernel_row, kernel_col, tile_row, tile_col, lane)
     if tile.parallel == PARALLEL_PIXELS:
         sch.reorder(batch, row_tile, col_tile, block_row, *reduction_and_tile)
-        sch.parallel(sch.fuse(batch, row_tile))
+        parallel_loop = sch.fuse(batch, row_tile)
         write_back_at = block_row
     else:
         sch.reorder(batch, block_row, row_tile, col_tile, *reduction_and_tile)
-        sch.parallel(sch.fuse(batch, block_row, row_tile))
+        parallel_loop = sch.fuse(batch, block_row, row_tile)
         write_back_at = col_tile
+    sch.parallel(parallel_loop)
 
     out = sch.get_sblock("out")
     sch.reverse_compute_at(out, write_back_at)
@@ -316,15 +327,14 @@ def _schedule(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, is
     _vectorize_lanes(sch, lane, N, isa)
 
     init = sch.decompose_reduction(conv, kept)
-    *_, init_row, init_col, init_lane = sch.get_loops(init)
-    sch.unroll(init_row)
-    sch.unroll(init_col)
-    _vectorize_lanes(sch, init_lane, N, isa)
-
-    *_, out_row_in_tile, out_col_in_tile, out_lane = sch.get_loops(out)
-    sch.unroll(out_row_in_tile)
-    sch.unroll(out_col_in_tile)
-    _vectorize_lanes(sch, out_lane, N, isa)
+    for tile_block in (init, out):
+        # The innermost (row, col, lane) loops; TIR drops unit-extent loops, so for a one-row tile
+        # this reaches the tile loop above (unrolling it keeps the accumulators in registers:
+        # measured in the asm), but it must never reach the parallel loop (a one-pixel tile).
+        *pixel_loops, lane_loop = _loops_inside(sch, tile_block, parallel_loop)[-3:]
+        for loop in pixel_loops:
+            sch.unroll(loop)
+        _vectorize_lanes(sch, lane_loop, N, isa)
 
     if has_pad_stage:
         _schedule_pad_stage(sch, spec, isa)
