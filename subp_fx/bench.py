@@ -52,23 +52,44 @@ def _stats(name: str, batch: int, samples_ms: list[float]) -> LatencyStats:
 
 
 def measure_interleaved(
-    contenders: dict[str, Callable[[], object]], batch: int, warmup: int = 5, iters: int = 30
+    contenders: dict[str, Callable[[], object]],
+    batch: int,
+    warmup: int = 5,
+    iters: int = 30,
+    block: int = 5,
+    settle_s: float = 0.05,
 ) -> dict[str, LatencyStats]:
-    """Run each contender ``warmup`` times, then ``iters`` rounds in which every contender runs
-    once (in rotating order); returns per-contender latency statistics."""
-    if iters < 1 or warmup < 0:
-        raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    """Run each contender ``warmup`` times, then ``iters`` timed runs each, taken in rounds: per
+    round every contender (in rotating order) does one untimed run and then ``block`` timed
+    ones. Returns per-contender latency statistics.
+
+    Why blocks and not single alternating calls: a runtime that just returned keeps its worker
+    threads spinning for a while (PyTorch's OpenMP pool, TVM's pool), so a call timed right after
+    another runtime's measures the other's idle spinning too. ``settle_s`` of sleep and one
+    untimed call at each switch let that die down; rotating the order spreads slow machine drift
+    over every contender.
+    """
+    if iters < 1 or warmup < 0 or block < 1:
+        raise ValueError(f"need iters >= 1, warmup >= 0 and block >= 1, got iters={iters}, warmup={warmup}, block={block}")
     names = list(contenders)
     for name in names:
         for _ in range(warmup):
             contenders[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(iters):
+    round_index = 0
+    while any(len(samples[name]) < iters for name in names):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
+            wanted = min(block, iters - len(samples[name]))
+            if wanted <= 0:
+                continue
+            time.sleep(settle_s)
             contenders[name]()
-            samples[name].append(1000.0 * (time.perf_counter() - started))
+            for _ in range(wanted):
+                started = time.perf_counter()
+                contenders[name]()
+                samples[name].append(1000.0 * (time.perf_counter() - started))
+        round_index += 1
     return {name: _stats(name, batch, samples[name]) for name in names}
 
 

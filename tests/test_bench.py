@@ -6,12 +6,13 @@ import torch
 from subp_fx.bench import TORCH_BASELINES, _stats, measure_interleaved
 
 
-def test_interleaving_warmup_and_counts():
+def test_interleaving_warmup_blocks_and_counts():
     calls = []
     contenders = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
-    stats = measure_interleaved(contenders, batch=4, warmup=2, iters=3)
+    stats = measure_interleaved(contenders, batch=4, warmup=2, iters=3, block=2, settle_s=0)
     assert calls[:6] == ["a", "a", "b", "b", "c", "c"]
-    assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotating order
+    # round 1: a, b, c each 1 untimed + 2 timed; round 2 rotates to b, c, a with the 1 run left
+    assert calls[6:] == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2
     assert {s.iters for s in stats.values()} == {3} and stats["a"].batch == 4
 
 
@@ -25,6 +26,8 @@ def test_statistics():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="iters"):
         measure_interleaved({"a": lambda: None}, batch=1, iters=0)
+    with pytest.raises(ValueError, match="block"):
+        measure_interleaved({"a": lambda: None}, batch=1, block=0)
 
 
 def test_torch_baselines_agree_with_eager():
