@@ -1,64 +1,63 @@
-"""subp-fx: Soft Uniform Block Pruning (1xN block sparsity) for CNNs, from torch.fx to fast CPU code."""
+"""subp-fx: Soft Uniform Block Pruning (1xN block sparsity) for CNNs, from torch.fx to fast CPU code.
 
-from subp_fx.config import LayerSelection, SparsityConfig
-from subp_fx.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    SelectionError,
-    SubpError,
-    UntraceableModelError,
-)
-from subp_fx.masks import block_importance, expand_block_mask, kept_per_row, prune_rate_at, to_block_layout, uniform_block_mask
-from subp_fx.modules import MaskUpdate, SUBPConv2d
-from subp_fx.passes import dry_run, format_dry_run, masks_are_final, prepare, update_masks
-from subp_fx.block_sparse import BlockSparseConv2d
-from subp_fx.errors import ConversionError
-from subp_fx.passes import convert, fold_batchnorm, impose_random_masks
+Names are imported on first use (PEP 562), so ``import subp_fx`` is cheap and a deployment that
+only loads a compiled model (``subp_fx.load_compiled``) needs numpy and the TVM runtime, not torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CompiledModel",
-    "compile",
-    "load_compiled",
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "LayerSelection",
-    "MaskUpdate",
-    "SUBPConv2d",
-    "SelectionError",
-    "SparsityConfig",
-    "SubpError",
-    "UntraceableModelError",
-    "block_importance",
-    "dry_run",
-    "expand_block_mask",
-    "format_dry_run",
-    "kept_per_row",
-    "masks_are_final",
-    "prepare",
-    "prune_rate_at",
-    "to_block_layout",
-    "uniform_block_mask",
-    "update_masks",
-    "BlockSparseConv2d",
-    "ConversionError",
-    "convert",
-    "fold_batchnorm",
-    "impose_random_masks",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "LayerSelection": "subp_fx.config",
+    "SparsityConfig": "subp_fx.config",
+    "SubpError": "subp_fx.errors",
+    "ConfigError": "subp_fx.errors",
+    "DataError": "subp_fx.errors",
+    "CheckpointError": "subp_fx.errors",
+    "UntraceableModelError": "subp_fx.errors",
+    "SelectionError": "subp_fx.errors",
+    "ConversionError": "subp_fx.errors",
+    "UnsupportedOpError": "subp_fx.errors",
+    "ArtifactError": "subp_fx.errors",
+    "block_importance": "subp_fx.masks",
+    "uniform_block_mask": "subp_fx.masks",
+    "prune_rate_at": "subp_fx.masks",
+    "to_block_layout": "subp_fx.masks",
+    "expand_block_mask": "subp_fx.masks",
+    "kept_per_row": "subp_fx.masks",
+    "SUBPConv2d": "subp_fx.modules",
+    "MaskUpdate": "subp_fx.modules",
+    "BlockSparseConv2d": "subp_fx.block_sparse",
+    "prepare": "subp_fx.passes",
+    "dry_run": "subp_fx.passes",
+    "format_dry_run": "subp_fx.passes",
+    "update_masks": "subp_fx.passes",
+    "masks_are_final": "subp_fx.passes",
+    "fold_batchnorm": "subp_fx.passes",
+    "convert": "subp_fx.passes",
+    "impose_random_masks": "subp_fx.passes",
+    "strip_masks": "subp_fx.passes",
+    # The compile API lives in subp_fx.codegen, the only package that imports TVM.
+    "compile": "subp_fx.codegen.compiled",
+    "load_compiled": "subp_fx.codegen.compiled",
+    "CompiledModel": "subp_fx.codegen.compiled",
+}
 
-
-# The compile API lives in subp_fx.codegen, the only package that imports TVM; importing
-# subp_fx for training must not pay for (or require) TVM.
-_CODEGEN_NAMES = {"compile", "load_compiled", "CompiledModel"}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _CODEGEN_NAMES:
-        from subp_fx.codegen import api
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subp_fx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'subp_fx' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

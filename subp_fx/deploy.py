@@ -12,7 +12,6 @@ It is built in a temporary sibling directory and renamed into place only when co
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.fx as fx
 
 from subp_fx.errors import CheckpointError, ConfigError
+from subp_fx.fileio import publish_directory
 from subp_fx.recipe import Recipe, load_recipe
 
 SOURCE_FILE = "source.json"
@@ -82,17 +82,6 @@ def load_compile_source(
     return CompileSource(gm.eval(), (batch, channels, size, size), recipe, origin, rate)
 
 
-def _publish(staging: Path, destination: Path) -> None:
-    """Rename a complete ``staging`` directory to ``destination``; an old one is removed last."""
-    if not destination.exists():
-        os.rename(staging, destination)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
-    os.rename(destination, aside / destination.name)
-    os.rename(staging, destination)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def compile_to_directory(
     source: CompileSource,
     out_dir: str | Path,
@@ -128,7 +117,7 @@ def compile_to_directory(
             "imposed_prune_rate": source.imposed_prune_rate,
             "recipe": source.recipe.model_dump(),
         }, indent=2) + "\n")
-        _publish(staging, out_dir)
+        publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -51,6 +51,25 @@ class MaskUpdate:
         return 1.0 - self.kept_per_row / self.in_channels
 
 
+def conv_geometry(conv: nn.Conv2d) -> tuple[int, int, tuple[int, int]]:
+    """(in_channels, out_channels, kernel_size): the positional arguments of an equal Conv2d."""
+    return conv.in_channels, conv.out_channels, conv.kernel_size
+
+
+def conv_options(conv: nn.Conv2d) -> dict:
+    """The keyword arguments that build a Conv2d of the same shape, placement and dtype."""
+    return {
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+        "device": conv.weight.device,
+        "dtype": conv.weight.dtype,
+    }
+
+
 class SUBPConv2d(nn.Conv2d):
     """A Conv2d trained with Soft Uniform Block Pruning.
 
@@ -99,20 +118,7 @@ class SUBPConv2d(nn.Conv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **subp_settings) -> "SUBPConv2d":
         """Wrap an existing Conv2d, sharing nothing but copying its weight and bias."""
-        module = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            **subp_settings,
-        )
+        module = cls(*conv_geometry(conv), **conv_options(conv), **subp_settings)
         with torch.no_grad():
             module.weight.copy_(conv.weight)
             if conv.bias is not None:

@@ -38,6 +38,7 @@ from subp_fx.codegen.kernel_table import KernelEntry, format_kernel_table
 from subp_fx.codegen.manifest import LIBRARY_FILE, MANIFEST_FILE, Manifest
 from subp_fx.codegen.threads import get_num_threads, physical_core_count, set_num_threads, thread_pool_capacity
 from subp_fx.errors import ArtifactError, CompiledInputError
+from subp_fx.fileio import publish_directory
 
 DEFAULT_TARGET = "llvm -mcpu=native"
 
@@ -127,22 +128,11 @@ class CompiledModel:
         try:
             shutil.copyfile(self._library, staging / self.manifest.library)
             self.manifest.write(staging / MANIFEST_FILE)
-            _replace_directory(staging, directory)
+            publish_directory(staging, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return directory
-
-
-def _replace_directory(complete: Path, destination: Path) -> None:
-    """Move ``complete`` to ``destination``; an old ``destination`` is set aside first, removed last."""
-    if not destination.exists():
-        os.rename(complete, destination)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
-    os.rename(destination, old / destination.name)
-    os.rename(complete, destination)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _example_shape(example_input: Any) -> tuple[int, ...]:

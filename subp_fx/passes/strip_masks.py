@@ -8,23 +8,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.modules import SUBPConv2d
+from subp_fx.modules import SUBPConv2d, conv_geometry, conv_options
 
 
 def _dense_conv(conv: SUBPConv2d) -> nn.Conv2d:
-    dense = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
+    dense = nn.Conv2d(*conv_geometry(conv), **conv_options(conv))
     with torch.no_grad():
         dense.weight.copy_(conv.weight * conv.weight_mask)
         if conv.bias is not None:

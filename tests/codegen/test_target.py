@@ -167,7 +167,9 @@ def _threads_that_worked(run, seconds: float = 0.4) -> int:
     after = _thread_cpu_seconds()
     busy = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
     most = max(busy.values())
-    return sum(1 for used in busy.values() if used > 0.3 * most)
+    # 0.15: under load from other processes a pool worker gets a smaller share, but still far
+    # more than an idle thread (which uses ~0)
+    return sum(1 for used in busy.values() if used > 0.15 * most)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
