@@ -87,6 +87,7 @@ MODELS = {
     "resnet50": (lambda: build_model("resnet50"), (3, 64, 64), 16),
     "mobilenet_v1": (lambda: build_model("mobilenet_v1"), (3, 64, 64), 16),
     "torchvision.mobilenet_v2": (lambda: build_model("torchvision.mobilenet_v2"), (3, 64, 64), 16),
+    "torchvision.resnet50": (lambda: build_model("torchvision.resnet50"), (3, 64, 64), 16),
     "small_cnn": (lambda: build_model("small_cnn", num_classes=10, in_channels=1), (1, 28, 28), 16),
     "op_zoo": (lambda: seeded(OpZoo), (3, 20, 20), 8),
 }

@@ -1,0 +1,100 @@
+"""`subp-fx compile / eval / bench`: the artefact, the reports, and bad input (exit 2, one
+paragraph, nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from subp_fx.cli import main
+from tests.conftest import small_recipe, write_recipe
+
+
+def run_cli(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_user_error(status, err, *fragments):
+    assert status == 2 and err.startswith("subp-fx: error:") and "Traceback" not in err
+    flowed = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flowed, (fragment, err)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A SmallCNN trained for 2 epochs on synthetic 16x16 images, with final uniform masks."""
+    root = tmp_path_factory.mktemp("trained")
+    recipe = write_recipe(root / "r.yaml", small_recipe(root / "run", train={"epochs": 2, "threads": 1}))
+    assert main(["prune", str(recipe)]) == 0
+    return root
+
+
+def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
+    out = tmp_path / "compiled"
+    status, printed, _ = run_cli(capsys, "compile", trained / "run" / "last.pt", "-o", out, "--batch", 2, "--threads", 1)
+    assert status == 0
+    for fragment in ("stem.0", "dense", "sparse", "C_in=3 < 4", "16/32"):
+        assert fragment in printed, fragment
+    for name in ("model.so", "manifest.json", "dense/model.so", "pytorch_model.pt", "source.json"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input_shape"] == [2, 3, 16, 16] and manifest["threads"] == 1
+    kinds = {entry["layer"]: (entry["kind"], entry["kept_per_row"], entry["in_channels"]) for entry in manifest["kernels"]}
+    assert kinds["features.0.0"] == ("sparse", 16, 32) and kinds["stem.0"][0] == "dense"
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no staging left
+
+    status, printed, _ = run_cli(capsys, "eval", out, "--compare-pytorch", "--json", tmp_path / "eval.json")
+    assert status == 0 and "* Prec@1" in printed
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["compiled"]["samples"] == 32 and result["compiled"]["top1"] == pytest.approx(result["pytorch"]["top1"])
+    assert result["max_abs_logit_diff"] <= 1e-4 * result["max_abs_logit"]
+
+    status, printed, _ = run_cli(capsys, "bench", out, "--iters", 2, "--warmup", 1, "--no-torch-compile", "--json", tmp_path / "b.json")
+    assert status == 0
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert set(bench["results"]) == {"subp_sparse", "subp_dense", "pytorch_eager_dense", "pytorch_torchscript_dense"}
+    assert bench["threads"] == {"tvm": 1, "torch": 1} and bench["flop_ideal_speedup"] > 1.5
+    assert {"median_ms", "p90_ms", "p99_ms", "throughput_per_s"} <= set(bench["results"]["subp_sparse"])
+
+
+def test_existing_output_is_refused_and_kept(trained, tmp_path, capsys):
+    out = tmp_path / "compiled"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    status, _, err = run_cli(capsys, "compile", trained / "run" / "last.pt", "-o", out)
+    assert_user_error(status, err, "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_plain_state_dict_from_another_architecture(tmp_path, capsys):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    status, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "out")
+    assert_user_error(status, err, "resnet18.pth", "not a subp-fx training checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_target_and_bad_threads(trained, tmp_path, capsys):
+    status, _, err = run_cli(capsys, "compile", trained / "run" / "last.pt", "-o", tmp_path / "out", "--target", "llvm -mcpu")
+    assert_user_error(status, err, "-mcpu")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exited:
+        main(["compile", str(trained / "run" / "last.pt"), "-o", str(tmp_path / "out"), "--threads", "0"])
+    assert exited.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_recipe_compiles_with_imposed_sparsity(tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run"))
+    status, printed, _ = run_cli(capsys, "compile", recipe, "-o", tmp_path / "out", "--impose-sparsity", 0.75,
+                                 "--no-dense-baseline", "--threads", 1)
+    assert status == 0 and "random uniform masks at prune rate 0.75" in printed
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    sparse = [entry for entry in manifest["kernels"] if entry["kind"] == "sparse"]
+    assert sparse and all(entry["kept_per_row"] == entry["in_channels"] // 4 for entry in sparse)
+    assert not (tmp_path / "out" / "dense").exists()
