@@ -108,7 +108,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     )
     print(f"compiled {source.origin}" + (f" with random uniform masks at prune rate {source.imposed_prune_rate}" if source.imposed_prune_rate is not None else ""))
     print(compiled.report())
-    print(f"wrote {args.output}/ (model.so, manifest.json{', dense/' if not args.no_dense_baseline else ''}, pytorch_model.pt, source.json)")
+    print(f"wrote {args.output}/ (model.so, manifest.json{', dense/' if not args.no_dense_baseline else ''}, pytorch_model.pt, subp_model.pt, source.json)")
     return 0
 
 
@@ -139,7 +139,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.artefact:
         raise SubpError("bench needs the directory written by `subp-fx compile`")
-    result = bench_compiled(args.artefact, threads=args.threads, warmup=args.warmup, iters=args.iters, torch_compile=not args.no_torch_compile)
+    result = bench_compiled(args.artefact, threads=args.threads, warmup=args.warmup, iters=args.iters,
+                            torch_compile=not args.no_torch_compile, batch=args.batch)
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="latency of a compiled model beside our dense build and PyTorch's dense paths")
     bench.add_argument("artefact", nargs="?", help="directory written by `subp-fx compile`")
     bench.add_argument("--threads", type=_positive_int, help="threads for every contender (TVM and torch; default: the artefact's)")
+    bench.add_argument("--batch", type=_positive_int, help="batch size (default: the artefact's; another one recompiles both builds for it)")
     bench.add_argument("--warmup", type=int, default=10, help="warm-up runs per contender (default 10)")
     bench.add_argument("--iters", type=_positive_int, default=50, help="timed runs per contender, interleaved (default 50)")
     bench.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile baseline (it compiles for a minute or more)")

@@ -5,6 +5,7 @@ A compiled artefact is a directory:
   dense/                      the same model compiled with every conv dense (our dense baseline)
   pytorch_model.pt            the same weights as a stock PyTorch model (SUBP convs -> nn.Conv2d
                               with the masked weight, batch norms unfolded): PyTorch's baselines
+  subp_model.pt               the SUBP model itself, so `bench --batch` can recompile both builds
   source.json                 where it came from: checkpoint or recipe, recipe, imposed sparsity
 It is built in a temporary sibling directory and renamed into place only when complete.
 """
@@ -27,6 +28,7 @@ from subp_fx.recipe import Recipe, load_recipe
 
 SOURCE_FILE = "source.json"
 PYTORCH_MODEL_FILE = "pytorch_model.pt"
+SUBP_MODEL_FILE = "subp_model.pt"
 DENSE_DIR = "dense"
 
 
@@ -111,6 +113,7 @@ def compile_to_directory(
         if dense is not None:
             dense.export(staging / DENSE_DIR)
         torch.save(dense_model, staging / PYTORCH_MODEL_FILE)
+        torch.save(source.model, staging / SUBP_MODEL_FILE)
         (staging / SOURCE_FILE).write_text(json.dumps({
             "origin": source.origin,
             "input_shape": list(source.input_shape),
@@ -131,9 +134,31 @@ def read_source(out_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_pytorch_model(out_dir: Path) -> torch.nn.Module:
-    # Our own artefact (a pickled GraphModule of stock modules), written by compile_to_directory.
-    return torch.load(Path(out_dir) / PYTORCH_MODEL_FILE, map_location="cpu", weights_only=False).eval()
+def load_pytorch_model(out_dir: Path, file_name: str = PYTORCH_MODEL_FILE) -> torch.nn.Module:
+    # Our own artefact (a pickled GraphModule), written by compile_to_directory.
+    path = Path(out_dir) / file_name
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is missing; recompile the artefact with `subp-fx compile`")
+    return torch.load(path, map_location="cpu", weights_only=False).eval()
+
+
+def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None):
+    """(sparse, dense or None) compiled models for ``batch``: the artefact's own when its batch
+    matches, otherwise both rebuilt for ``batch`` from the stored models with the same target."""
+    from subp_fx.codegen.api import compile as compile_model
+    from subp_fx.codegen.api import load_compiled
+
+    sparse = load_compiled(out_dir, threads=threads)
+    has_dense = (out_dir / DENSE_DIR).is_dir()
+    if batch is None or batch == sparse.input_shape[0]:
+        return sparse, load_compiled(out_dir / DENSE_DIR, threads=sparse.threads) if has_dense else None
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    shape = (batch, *sparse.input_shape[1:])
+    target, threads = sparse.manifest.target, sparse.threads
+    rebuilt = compile_model(load_pytorch_model(out_dir, SUBP_MODEL_FILE), shape, target=target, threads=threads)
+    dense = compile_model(load_pytorch_model(out_dir), shape, target=target, threads=threads) if has_dense else None
+    return rebuilt, dense
 
 
 def _val_loader(out_dir: Path, input_shape: tuple[int, ...], kind: str | None, root: str | None, val_subset: int | None):
@@ -213,15 +238,20 @@ BENCH_FIELDS = {
 
 
 def bench_compiled(
-    out_dir: str | Path, threads: int | None = None, warmup: int = 10, iters: int = 50, torch_compile: bool = True
+    out_dir: str | Path,
+    threads: int | None = None,
+    warmup: int = 10,
+    iters: int = 50,
+    torch_compile: bool = True,
+    batch: int | None = None,
 ) -> dict:
     """Median / p90 / p99 latency of the sparse model beside our dense build and PyTorch's dense
-    paths, interleaved in one process on the same input with the same thread count."""
+    paths, interleaved in one process on the same input with the same thread count. ``batch``
+    other than the artefact's recompiles both builds for it (the compiled batch is static)."""
     from subp_fx.bench import TORCH_BASELINES, measure_interleaved
-    from subp_fx.codegen.api import load_compiled
 
     out_dir = Path(out_dir)
-    sparse = load_compiled(out_dir, threads=threads)
+    sparse, dense = _contenders_for_batch(out_dir, batch, threads)
     threads = sparse.threads
     torch.set_num_threads(threads)
     shape = tuple(sparse.input_shape)
@@ -230,8 +260,7 @@ def bench_compiled(
     contenders = {SPARSE_NAME: lambda: sparse(array)}
     macs_sparse = sum(entry.macs for entry in sparse.kernel_table)
     macs_dense = None
-    if (out_dir / DENSE_DIR).is_dir():
-        dense = load_compiled(out_dir / DENSE_DIR, threads=threads)
+    if dense is not None:
         contenders[DENSE_NAME] = lambda: dense(array)
         macs_dense = sum(entry.macs for entry in dense.kernel_table)
     reference = load_pytorch_model(out_dir)

@@ -41,7 +41,7 @@ def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
     assert status == 0
     for fragment in ("stem.0", "dense", "sparse", "C_in=3 < 4", "16/32"):
         assert fragment in printed, fragment
-    for name in ("model.so", "manifest.json", "dense/model.so", "pytorch_model.pt", "source.json"):
+    for name in ("model.so", "manifest.json", "dense/model.so", "pytorch_model.pt", "subp_model.pt", "source.json"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input_shape"] == [2, 3, 16, 16] and manifest["threads"] == 1
@@ -61,6 +61,12 @@ def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
     assert set(bench["results"]) == {"subp_sparse", "subp_dense", "pytorch_eager_dense", "pytorch_torchscript_dense"}
     assert bench["threads"] == {"tvm": 1, "torch": 1} and bench["flop_ideal_speedup"] > 1.5
     assert {"median_ms", "p90_ms", "p99_ms", "throughput_per_s"} <= set(bench["results"]["subp_sparse"])
+
+    # another batch recompiles both builds for it
+    status, _, _ = run_cli(capsys, "bench", out, "--batch", 3, "--iters", 1, "--warmup", 0, "--no-torch-compile", "--json", tmp_path / "b3.json")
+    assert status == 0
+    bench = json.loads((tmp_path / "b3.json").read_text())
+    assert bench["input_shape"] == [3, 3, 16, 16] and bench["batch"] == 3 and "subp_dense" in bench["results"]
 
 
 def test_existing_output_is_refused_and_kept(trained, tmp_path, capsys):
