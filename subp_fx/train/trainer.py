@@ -76,8 +76,11 @@ def build_data(recipe: Recipe) -> DataBundle:
     return build_datasets(recipe.data, recipe.data.image_size, None)
 
 
-def build_prepared_model(recipe: Recipe, bundle: DataBundle) -> torch.fx.GraphModule:
-    return prepare(recipe_model(recipe, bundle.num_classes, bundle.in_channels), recipe.sparsity)
+def build_prepared_model(recipe: Recipe, bundle: DataBundle, load_pretrained: bool = True) -> torch.fx.GraphModule:
+    """The recipe's model prepared for SUBP; ``load_pretrained=False`` when a checkpoint's weights
+    are about to replace the recipe's pretrained file (which then need not exist any more)."""
+    model = recipe_model(recipe, bundle.num_classes, bundle.in_channels, load_pretrained=load_pretrained)
+    return prepare(model, recipe.sparsity)
 
 
 def _seed_everything(seed: int) -> None:
@@ -193,7 +196,7 @@ class Trainer:
             raise ConfigError(f"{self.output_dir / LAST_CHECKPOINT} is not a subp-fx training checkpoint; cannot resume from it")
 
         self.bundle = build_data(recipe)
-        self.gm = build_prepared_model(recipe, self.bundle).to(self.ctx.device)
+        self.gm = build_prepared_model(recipe, self.bundle, load_pretrained=self.resume_payload is None).to(self.ctx.device)
         self.train_loader, self.val_loader, self.train_sampler = build_loaders(
             self.bundle, recipe.train.batch_size, recipe.train.workers, self.ctx.enabled, recipe.train.seed
         )
@@ -420,7 +423,7 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path) -> dict:
         _configure_threads(recipe, ctx)
         payload = read_checkpoint(checkpoint)
         bundle = build_data(recipe)
-        gm = build_prepared_model(recipe, bundle)
+        gm = build_prepared_model(recipe, bundle, load_pretrained=False)
         load_state_dict(gm, extract_state_dict(payload, checkpoint), source=f"checkpoint {str(checkpoint)!r}")
         gm.to(ctx.device)
         _, val_loader, _ = build_loaders(bundle, recipe.train.batch_size, recipe.train.workers, ctx.enabled, recipe.train.seed)
