@@ -205,6 +205,26 @@ def test_heuristic_tile_on_avx512_is_wide_and_divides_the_output():
     assert (tile.rows, tile.cols) == (1, 7)
 
 
+RESNET_STEM = _spec(1, 224, 3, 64, 16, 3, 7, 2, 3, bias=True, activation="relu")
+
+
+def test_heuristic_tile_for_a_wide_kernel_stays_within_the_wide_kernel_cap():
+    """The 7x7/2 stem: 14 AVX-512 pixels spill (see the assembly test below); 8 pixels divide
+    its 112-wide output and were fastest, as 4 pixels (8 ymm accumulators) were on AVX2."""
+    assert (heuristic_tile(RESNET_STEM, AVX512).rows, heuristic_tile(RESNET_STEM, AVX512).cols) == (1, 8)
+    assert (heuristic_tile(RESNET_STEM, AVX2).rows, heuristic_tile(RESNET_STEM, AVX2).cols) == (1, 4)
+    narrow = _spec(1, 224, 3, 64, 16, 3, 3, 2, 1)
+    assert heuristic_tile(narrow, AVX512).cols == 14
+
+
+def test_the_wide_kernel_cap_is_where_avx512_stops_spilling():
+    target = parse_target("llvm -mcpu=skylake-avx512")
+    kept = compile_block_sparse_conv(RESNET_STEM, heuristic_tile(RESNET_STEM, AVX512), target).asm_report()
+    widest = compile_block_sparse_conv(RESNET_STEM, ConvTile(1, 14), target).asm_report()
+    assert kept.hot_loop_spills == 0 and kept.hot_loop_vector_stores == 0
+    assert widest.hot_loop_spills > 0
+
+
 @pytest.mark.parametrize("isa", [AVX2, AVX512], ids=lambda isa: isa.name)
 @pytest.mark.parametrize("N", [8, 16, 32])
 def test_every_candidate_fits_the_registers(isa, N):
@@ -224,6 +244,9 @@ def test_every_candidate_fits_the_registers(isa, N):
         (_spec(1, 56, 64, 256, 16, 34, 1, 1, 0), "pixels"),
         (_spec(1, 28, 128, 128, 16, 68, 3, 1, 1), "block_rows"),
         (_spec(1, 7, 512, 512, 16, 272, 3, 1, 1), "block_rows"),
+        # stride-2 1x1 convs read a quarter of their input: block-rows re-read only that
+        (_spec(1, 14, 1024, 2048, 16, 496, 1, 2, 0), "block_rows"),
+        (_spec(1, 56, 256, 512, 16, 124, 1, 2, 0), "pixels"),
     ],
 )
 def test_parallel_mode_streams_fewer_bytes(spec, parallel):

@@ -58,6 +58,11 @@ class VectorISA:
     heuristic uses, where timing found larger tiles no faster: on znver3 (AVX2) N=16 x 4 pixels
     and N=32 x 2 pixels were fastest, i.e. 8 (the same AVX2 code on an Intel AVX-512 core ran
     10-20% faster with 5 pixels; the timed choice finds that, the heuristic stays with 8).
+    ``wide_kernel_accumulators``: the heuristic's cap for kernels wider than 3 taps. Unrolled
+    over a 7-wide stride-2 kernel, neighbouring pixels read the same input columns and LLVM keeps
+    those loads live, so the register file runs out sooner: the ResNet stem (3->64 7x7/2 at
+    224x224, 2 threads) took 1.42 ms with the 14-pixel AVX-512 tile and 0.62-0.70 ms with 7-8
+    pixels; on AVX2 code 4 pixels (8 accumulators) was fastest, 1.19 ms against 1.44 ms at 5.
     """
 
     name: str
@@ -65,6 +70,7 @@ class VectorISA:
     registers: int  # architectural vector registers
     max_accumulators: int
     preferred_accumulators: int
+    wide_kernel_accumulators: int = 8
 
 
 # Feature that proves the unit -> the unit; the first feature the target has wins.
@@ -162,16 +168,26 @@ def fits_registers(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) ->
     return tile.accumulators(spec.block_size, isa) <= isa.max_accumulators
 
 
+def _input_extent_read(extent: int, out_extent: int, kernel: int, stride: int) -> int:
+    """Input rows (or columns) a conv reads: all of them unless the stride skips some."""
+    return min(extent, out_extent * kernel) if stride > kernel else min(extent, (out_extent - 1) * stride + kernel)
+
+
 def streamed_bytes(spec: BlockSparseConvSpec, parallel: str, tile_rows: int = 1) -> int:
     """Bytes a parallel mode streams through the caches, the one that lives there being read once.
 
-    "block_rows" reads the whole input once per block-row; "pixels" reads all the weights once
-    per task (per tile row of the output). Measured on the ResNet-18 layers: the mode that
+    "block_rows" reads the input the conv touches once per block-row (a stride-2 1x1 conv
+    touches a quarter of it: every channel of every other pixel); "pixels" reads all the weights
+    once per task (per tile row of the output). Measured on the ResNet-18 layers: the mode that
     streams fewer bytes was the faster one, by 1.5-1.8x on the 56x56 1x1 layers ("pixels") and
-    the 7x7 layer ("block_rows"), within noise on the others.
+    the 7x7 layer ("block_rows"), within noise on the others; on ResNet-50's 1024->2048 1x1/2
+    layer at 7x7, counting only the pixels read turned the choice to "block_rows": 0.38 ms
+    against 0.66 ms.
     """
     kh, kw = spec.kernel_size
-    input_bytes = 4 * spec.batch * spec.height * spec.width * spec.in_channels
+    rows_read = _input_extent_read(spec.height, spec.out_height, kh, spec.stride[0])
+    cols_read = _input_extent_read(spec.width, spec.out_width, kw, spec.stride[1])
+    input_bytes = 4 * spec.batch * rows_read * cols_read * spec.in_channels
     weight_bytes = 4 * spec.out_channels * spec.kept_per_row * kh * kw
     tasks = spec.batch * math.ceil(spec.out_height / tile_rows)
     return {PARALLEL_BLOCK_ROWS: spec.block_rows * input_bytes, PARALLEL_PIXELS: tasks * weight_bytes}[parallel]
@@ -212,12 +228,24 @@ def tile_candidates(
     )
 
 
+# Kernels wider than this get VectorISA.wide_kernel_accumulators.
+WIDEST_NARROW_KERNEL = 3
+
+
+def preferred_accumulators(spec: BlockSparseConvSpec, isa: VectorISA) -> int:
+    """The most accumulators the heuristic gives this layer's tile (see :class:`VectorISA`)."""
+    if spec.kernel_size[1] > WIDEST_NARROW_KERNEL:
+        return min(isa.preferred_accumulators, isa.wide_kernel_accumulators)
+    return isa.preferred_accumulators
+
+
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA) -> ConvTile:
-    """The cost model's best one-row tile within ``isa.preferred_accumulators``, padding done
+    """The cost model's best one-row tile within :func:`preferred_accumulators`, padding done
     inline (no copy), in the :func:`preferred_parallel` mode: the no-timing default."""
+    cap = preferred_accumulators(spec, isa)
     preferred = [
         tile
         for tile in tile_candidates(spec, isa)
-        if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= isa.preferred_accumulators
+        if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
     return preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
