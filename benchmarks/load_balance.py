@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paper_configs import describe_machine  # benchmarks/ is on sys.path when this script runs
+from affinity import pin_caller  # benchmarks/ is on sys.path when this script runs
+from paper_configs import describe_machine
 from subp_fx.codegen.target import parse_target
 
 from subp_fx.codegen.kernels import BlockSparseConvSpec, build_block_sparse_conv, heuristic_tile, vector_isa
@@ -173,6 +174,7 @@ def _median_times(kernels: dict[str, object], thread_counts: tuple[int, ...], ro
         for _ in range(rounds):
             for threads in thread_counts:
                 set_num_threads(threads)
+                pin_caller()  # after configuring the pool, which frees the caller (see affinity.py)
                 for label, kernel in kernels.items():
                     times.setdefault((label, threads), []).append(min(kernel.time_ms(repeats=1, repeat_ms=20)))
     finally:

@@ -10,11 +10,10 @@ rate) is timed alone, batch 1, interleaved (``measure_interleaved``), medians of
   (bias, residual, ReLU as the kernel table lists them), at 2 threads; and again at 1 thread,
   interleaved with the rest (the TVM pool switched per block of runs);
 - ``dense``: the same kernel with K = C_in (what our dense build runs), same epilogue, 2 threads;
-- ``torch``: PyTorch's fastest of three on dense random weights, 2 torch threads: eager
-  ``F.conv2d`` with bias, then ``add_(residual)`` and ``relu_()`` where the layer has them, in
-  NCHW and in channels_last; and the layer as ``torch.compile`` (inductor, freezing) builds it,
-  weights prepacked for oneDNN and the epilogue fused (eager pays a weight reorder per call that
-  a deployed model does not).
+- ``torch``: ``F.conv2d`` with bias, then ``add_(residual)`` and ``relu_()`` where the layer has
+  them, on dense random weights, 2 torch threads; NCHW and channels_last both timed, the faster
+  reported. (A one-layer module under ``torch.compile`` with freezing was slower than this on
+  every ResNet-50 layer, 0.2-7.8 ms, so the whole-model benchmark carries that comparison.)
 
 FLOP ideal = C_in / K; % of ideal = (dense / sparse) / (C_in / K) (issue 4 asks >= 85%);
 2-thread scaling = sparse at 1 thread / sparse at 2 threads (issue 4 asks >= 1.85x).
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from affinity import pin_caller  # noqa: E402
 from paper_configs import CONFIGS, REPO, RESULTS, describe_machine  # noqa: E402
 
 DEFAULT_CONFIGS = ["resnet18-n16", "resnet50-2.0g-n16"]
@@ -105,26 +104,6 @@ def sparse_layer_shapes(config: str, threads: int) -> dict[LayerShape, list[str]
     return shapes
 
 
-def caller_core() -> int:
-    """The core TVM's pool leaves to the calling thread: it pins worker i to the (i+1)-th core of
-    its frequency-sorted list, here (equal frequencies) the (i+1)-th lowest-numbered CPU."""
-    return min(os.sched_getaffinity(0))
-
-
-def pin_caller() -> None:
-    """Keep the calling thread on :func:`caller_core`.
-
-    Why: TVM pins its workers but leaves the calling thread, which runs task 0 of every parallel
-    kernel, free; whenever the OS leaves it on a worker's core (it does, after PyTorch's pool
-    has run) the two share one core while the other idles, and a 2-thread kernel of 0.05-0.5 ms
-    runs at 1-thread speed for whole blocks of runs (seen in /proc/<tid>/schedstat: both threads
-    on CPU 1, each waiting as long as it ran). Whole-model runs (tens of kernels, 8-40 ms) were
-    not affected: their medians agreed within 1.5% pinned or not. PyTorch's pool was created
-    before the pin, so its worker stays free to run on the other core.
-    """
-    os.sched_setaffinity(0, {caller_core()})
-
-
 def tvm_contender(kernel, threads: int):
     """Call the compiled kernel on fixed random device tensors with the TVM pool at ``threads``."""
     from subp_fx.codegen.threads import get_num_threads, set_num_threads
@@ -165,32 +144,6 @@ def torch_contender(spec, channels_last: bool):
     return run
 
 
-def torch_compiled_contender(spec):
-    """The layer as ``torch.compile`` (inductor, freezing) builds it: conv with weights prepacked
-    for oneDNN, bias, residual add and ReLU fused as inductor chooses, channels_last."""
-    import torch
-    import torch.nn as nn
-
-    from subp_fx.bench import torch_compiled
-
-    class Layer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
-                                  bias=spec.bias)
-            self.register_buffer("residual", torch.randn(1, spec.out_channels, spec.out_height, spec.out_width))
-
-        def forward(self, x):
-            out = self.conv(x)
-            out = out + self.residual if spec.residual else out
-            return torch.relu(out) if spec.activation == "relu" else out
-
-    torch.manual_seed(0)
-    layer = Layer().to(memory_format=torch.channels_last)
-    data = torch.randn(1, spec.in_channels, spec.height, spec.width).to(memory_format=torch.channels_last)
-    return torch_compiled(layer, data)
-
-
 def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile) -> dict:
     from subp_fx.bench import measure_interleaved
     from subp_fx.codegen.conv_lowering import describe_tile
@@ -205,12 +158,11 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "dense": tvm_contender(dense, threads),
         "torch_nchw": torch_contender(dense_spec, channels_last=False),
         "torch_channels_last": torch_contender(dense_spec, channels_last=True),
-        "torch_compile": torch_compiled_contender(dense_spec),
         "sparse_1_thread": tvm_contender(sparse, 1),
     }
     stats = measure_interleaved(contenders, batch=1, warmup=warmup, iters=iters)
     medians = {name: value.median_ms for name, value in stats.items()}
-    torch_layout = min(("torch_nchw", "torch_channels_last", "torch_compile"), key=medians.get)
+    torch_layout = min(("torch_nchw", "torch_channels_last"), key=medians.get)
     ideal = shape.in_channels / shape.kept_per_row
     return {
         "shape": shape.describe(),
@@ -228,7 +180,6 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "dense_ms": medians["dense"],
         "torch_ms": medians[torch_layout],
         "torch_layout": torch_layout.removeprefix("torch_"),
-        "torch_compile_ms": medians["torch_compile"],
         "sparse_1_thread_ms": medians["sparse_1_thread"],
         "flop_ideal": ideal,
         "sparse_vs_dense": medians["dense"] / medians["sparse"],
@@ -301,9 +252,8 @@ def markdown(config: str, result: dict) -> str:
         f"Batch 1, {result['threads']} threads (TVM and torch) unless a column says 1t; median of {result['iters']} "
         f"interleaved runs after {result['warmup']} warm-up runs; tiles: {result['tile']}. Random uniform masks at prune "
         f"rate {result['prune_rate']}. sparse = our 1xN kernel at K, dense = the same kernel at K = C_in, both with the "
-        "layer's fused epilogue; torch = the fastest of eager F.conv2d(+bias) then add_(residual) / relu_() as the "
-        "layer has them (NCHW or channels_last) and the layer under torch.compile with freezing (compile), dense "
-        "weights. ideal = C_in/K; % ideal = (dense/sparse)/ideal (goal >= 85%); "
+        "layer's fused epilogue; torch = F.conv2d(+bias) then add_(residual) / relu_() as the layer has them, dense "
+        "weights, faster of NCHW and channels_last. ideal = C_in/K; % ideal = (dense/sparse)/ideal (goal >= 85%); "
         "2t scaling = sparse 1 thread / sparse 2 threads (goal >= 1.85x); ! marks a miss. "
         "\"(+n)\": n more layers of the same shape.",
         "",
@@ -331,7 +281,7 @@ def plot(config: str, result: dict, path: Path) -> None:
     width = 0.38
     figure, axes = plt.subplots(figsize=(max(8.0, 0.55 * len(rows) + 3), 5.5))
     axes.bar(positions - width / 2, [row["sparse_vs_dense"] for row in rows], width, label="sparse vs our dense kernel")
-    axes.bar(positions + width / 2, [row["sparse_vs_torch"] for row in rows], width, label="sparse vs PyTorch (fastest of eager, torch.compile)")
+    axes.bar(positions + width / 2, [row["sparse_vs_torch"] for row in rows], width, label="sparse vs PyTorch conv2d")
     axes.plot(positions, [row["flop_ideal"] for row in rows], "k_", markersize=22, markeredgewidth=2.5,
               label="FLOP ideal (C_in / K)")
     axes.plot(positions, [GOAL_FRACTION_OF_IDEAL * row["flop_ideal"] for row in rows], "k_", markersize=22,
