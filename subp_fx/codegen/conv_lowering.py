@@ -30,14 +30,19 @@ from subp_fx.codegen.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.kernel_table import DENSE, DEPTHWISE, SPARSE, KernelEntry, epilogue_text
 from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, block_sparse_conv2d_primfunc
+from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_cost
 from subp_fx.codegen.depthwise_lowering import lower_depthwise_conv
 from subp_fx.codegen.lowering_context import LoweringContext
 from subp_fx.codegen.ops.layout import slice_channels_primfunc
 from subp_fx.codegen.packing import dense_as_block_sparse
 from subp_fx.codegen.torch_params import explicit_padding, float32_array
 
-# N for dense layers, widest first (16 lanes: one AVX-512 or two AVX2 registers per pixel).
-DENSE_BLOCK_SIZES = (16, 8)
+# N candidates for dense layers. A dense conv's N is free, so each layer takes the candidate whose
+# heuristic register tile needs the fewest loads per FMA (tiling.tile_cost); ties go to the
+# earlier one. On AVX-512 that is N=32 (7 pixels x 2 zmm: 0.64 loads per FMA, against 1.07 for
+# 14 pixels x 1 zmm at N=16); on AVX2 16 and 32 tie and 16 stays (the N=16 tile was the one
+# measured fastest on znver3).
+DENSE_BLOCK_SIZES = (16, 32, 8)
 # C_out that no DENSE_BLOCK_SIZES divides is padded up to a multiple of this.
 CHANNEL_PADDING_MULTIPLE = 8
 STEM_IN_CHANNELS = 4  # below this, a conv is an image stem (the default selection's min_in_channels)
@@ -78,10 +83,14 @@ def dense_block_size(out_channels: int) -> tuple[int, int]:
     return next(size for size in DENSE_BLOCK_SIZES if padded % size == 0), padded
 
 
-def pack_dense(weight: np.ndarray, bias: np.ndarray | None) -> KernelWeights:
-    """A dense (C_out, C_in, kh, kw) weight as K = C_in block-sparse weights (padded if needed)."""
+def pack_dense(weight: np.ndarray, bias: np.ndarray | None, block_size: int | None = None) -> KernelWeights:
+    """A dense (C_out, C_in, kh, kw) weight as K = C_in block-sparse weights (padded if needed),
+    in blocks of ``block_size`` output channels (default: :func:`dense_block_size`'s)."""
     out_channels = weight.shape[0]
     N, padded = dense_block_size(out_channels)
+    N = N if block_size is None else block_size
+    if padded % N != 0:
+        raise ValueError(f"block_size={N} does not divide the {padded} (padded) output channels")
     if padded != out_channels:
         weight = np.concatenate([weight, np.zeros((padded - out_channels, *weight.shape[1:]), np.float32)])
         bias = None if bias is None else np.concatenate([bias, np.zeros(padded - out_channels, np.float32)])
@@ -181,6 +190,33 @@ class _KernelLayer:
     dense_reason: str | None
 
 
+def _kernel_spec(
+    epilogue: Epilogue,
+    data: LoweredTensor,
+    out_channels: int,
+    block_size: int,
+    kept_per_row: int,
+    bias: bool,
+    layer: _KernelLayer,
+) -> BlockSparseConvSpec:
+    batch, height, width, in_channels = data.stored_shape
+    return BlockSparseConvSpec(
+        batch=batch,
+        height=height,
+        width=width,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_size=block_size,
+        kept_per_row=kept_per_row,
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        bias=bias,
+        residual=epilogue.residual is not None,
+        activation=epilogue.activation,
+    )
+
+
 def _emit_block_sparse_kernel(
     ctx: LoweringContext,
     node: fx.Node,
@@ -190,22 +226,9 @@ def _emit_block_sparse_kernel(
 ) -> LoweredTensor:
     """Call the block-sparse kernel on an NHWC feature map; returns the NHWC (sliced) output."""
     epilogue: Epilogue = ctx.epilogue(node)
-    batch, height, width, in_channels = data.stored_shape
-    spec = BlockSparseConvSpec(
-        batch=batch,
-        height=height,
-        width=width,
-        in_channels=in_channels,
-        out_channels=weights.padded_out_channels,
-        block_size=weights.block_size,
-        kept_per_row=weights.kept_per_row,
-        kernel_size=layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        bias=weights.bias is not None,
-        residual=epilogue.residual is not None,
-        activation=epilogue.activation,
-    )
+    batch, _, _, in_channels = data.stored_shape
+    spec = _kernel_spec(epilogue, data, weights.padded_out_channels, weights.block_size, weights.kept_per_row,
+                        weights.bias is not None, layer)
     tile = ctx.tile_for(spec)
     arguments = [data.expr, ctx.program.constant(weights.values), ctx.program.constant(weights.indices)]
     arguments += [ctx.program.constant(weights.bias)] if weights.bias is not None else []
@@ -274,7 +297,24 @@ def _lower_dense_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> L
         DENSE, tuple(conv.kernel_size), tuple(conv.stride),
         explicit_padding(conv.padding, conv.kernel_size, conv.dilation), _dense_reason(conv),
     )
-    return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), pack_dense(float32_array(conv.weight), bias), layer)
+    data = ctx.tensor(node.args[0])
+    block_size = _cheapest_dense_block_size(ctx, node, data, conv, layer)
+    weights = pack_dense(float32_array(conv.weight), bias, block_size)
+    return _emit_block_sparse_kernel(ctx, node, data, weights, layer)
+
+
+def _cheapest_dense_block_size(
+    ctx: LoweringContext, node: fx.Node, data: LoweredTensor, conv: nn.Conv2d, layer: _KernelLayer
+) -> int:
+    """The :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
+    padded = dense_block_size(conv.out_channels)[1]
+    in_channels = data.stored_shape[3]
+
+    def cost(block_size: int) -> float:
+        spec = _kernel_spec(ctx.epilogue(node), data, padded, block_size, in_channels, conv.bias is not None, layer)
+        return tile_cost(spec, heuristic_tile(spec, ctx.isa), ctx.isa)
+
+    return min((size for size in DENSE_BLOCK_SIZES if padded % size == 0), key=cost)
 
 
 _CONV2D_LOWERINGS: dict[str, Callable[[LoweringContext, fx.Node, nn.Conv2d], LoweredTensor]] = {
