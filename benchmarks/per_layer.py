@@ -9,7 +9,10 @@ rate) is timed alone, batch 1, interleaved (``measure_interleaved``), medians of
 - ``sparse``: our block-sparse kernel at the layer's K, with the layer's own fused epilogue
   (bias, residual, ReLU as the kernel table lists them), at 2 threads; and again at 1 thread,
   interleaved with the rest (the TVM pool switched per block of runs);
-- ``dense``: the same kernel with K = C_in (what our dense build runs), same epilogue, 2 threads;
+- ``dense``: the same kernel with K = C_in and the block size N our dense build picks for the
+  layer (32 on AVX-512: see ``conv_lowering.DENSE_BLOCK_SIZES``), same epilogue, 2 threads; and,
+  where that N differs from the sparse layer's, the dense kernel at the sparse N too
+  ("same N": what the kernel loses to sparsity alone, apart from the N=16 tile's extra loads);
 - ``torch``: ``F.conv2d`` with bias, then ``add_(residual)`` and ``relu_()`` where the layer has
   them, on dense random weights, 2 torch threads; NCHW and channels_last both timed, the faster
   reported. (A one-layer module under ``torch.compile`` with freezing was slower than this on
@@ -27,6 +30,7 @@ Writes benchmarks/results/per_layer_<config>.{json,md,png}. Run it on an otherwi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -144,13 +148,23 @@ def torch_contender(spec, channels_last: bool):
     return run
 
 
+def dense_block_size(spec) -> int:
+    """The N our dense build gives a conv of this shape (``compile`` picks it per layer)."""
+    from subp_fx.codegen.conv_lowering import DENSE_BLOCK_SIZES
+    from subp_fx.codegen.kernels.tiling import cheapest_block_size, vector_isa
+    from subp_fx.codegen.target import parse_target
+
+    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, vector_isa(parse_target(TARGET)))
+
+
 def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile) -> dict:
     from subp_fx.bench import measure_interleaved
     from subp_fx.codegen.conv_lowering import describe_tile
     from subp_fx.codegen.kernels.build import build_block_sparse_conv
 
     sparse_spec = shape.kernel_spec(shape.kept_per_row)
-    dense_spec = shape.kernel_spec(shape.in_channels)
+    same_n_dense_spec = shape.kernel_spec(shape.in_channels)
+    dense_spec = dataclasses.replace(same_n_dense_spec, block_size=dense_block_size(same_n_dense_spec))
     sparse = build_block_sparse_conv(sparse_spec, TARGET, tile=tile)
     dense = build_block_sparse_conv(dense_spec, TARGET, tile=tile)
     contenders = {
@@ -160,8 +174,11 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "torch_channels_last": torch_contender(dense_spec, channels_last=True),
         "sparse_1_thread": tvm_contender(sparse, 1),
     }
+    if dense_spec.block_size != sparse_spec.block_size:
+        contenders["dense_same_n"] = tvm_contender(build_block_sparse_conv(same_n_dense_spec, TARGET, tile=tile), threads)
     stats = measure_interleaved(contenders, batch=1, warmup=warmup, iters=iters)
     medians = {name: value.median_ms for name, value in stats.items()}
+    medians.setdefault("dense_same_n", medians["dense"])
     torch_layout = min(("torch_nchw", "torch_channels_last"), key=medians.get)
     ideal = shape.in_channels / shape.kept_per_row
     return {
@@ -182,8 +199,11 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "torch_layout": torch_layout.removeprefix("torch_"),
         "sparse_1_thread_ms": medians["sparse_1_thread"],
         "flop_ideal": ideal,
+        "dense_block_size": dense_spec.block_size,
+        "dense_same_n_ms": medians["dense_same_n"],
         "sparse_vs_dense": medians["dense"] / medians["sparse"],
         "fraction_of_ideal": medians["dense"] / medians["sparse"] / ideal,
+        "fraction_of_ideal_same_n": medians["dense_same_n"] / medians["sparse"] / ideal,
         "sparse_vs_torch": medians[torch_layout] / medians["sparse"],
         "dense_vs_torch": medians[torch_layout] / medians["dense"],
         "thread_scaling": medians["sparse_1_thread"] / medians["sparse"],
@@ -193,8 +213,8 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
     }
 
 
-COLUMNS = ("layers", "shape", "K/C_in", "epilogue", "sparse ms", "dense ms", "torch ms", "ideal", "sparse/dense",
-           "% ideal", "sparse/torch", "sparse 1t ms", "2t scaling")
+COLUMNS = ("layers", "shape", "K/C_in", "epilogue", "sparse ms", "dense ms (N)", "torch ms", "ideal", "sparse/dense",
+           "% ideal", "% ideal same N", "sparse/torch", "sparse 1t ms", "2t scaling")
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
@@ -208,11 +228,12 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             f"{row['kept_per_row']}/{row['in_channels']}",
             row["epilogue"],
             f"{row['sparse_ms']:.3f}",
-            f"{row['dense_ms']:.3f}",
+            f"{row['dense_ms']:.3f} ({row['dense_block_size']})",
             f"{row['torch_ms']:.3f} ({row['torch_layout']})",
             f"{row['flop_ideal']:.2f}x",
             f"{row['sparse_vs_dense']:.2f}x",
             f"{100 * row['fraction_of_ideal']:.0f}%" + flag(row["fraction_of_ideal"] >= GOAL_FRACTION_OF_IDEAL),
+            f"{100 * row['fraction_of_ideal_same_n']:.0f}%",
             f"{row['sparse_vs_torch']:.2f}x",
             f"{row['sparse_1_thread_ms']:.3f}",
             f"{row['thread_scaling']:.2f}x" + flag(row["thread_scaling"] >= GOAL_SCALING),
@@ -251,7 +272,8 @@ def markdown(config: str, result: dict) -> str:
         f"torch {machine['torch']}, TVM {machine['tvm']}; {machine['date']}.",
         f"Batch 1, {result['threads']} threads (TVM and torch) unless a column says 1t; median of {result['iters']} "
         f"interleaved runs after {result['warmup']} warm-up runs; tiles: {result['tile']}. Random uniform masks at prune "
-        f"rate {result['prune_rate']}. sparse = our 1xN kernel at K, dense = the same kernel at K = C_in, both with the "
+        f"rate {result['prune_rate']}. sparse = our 1xN kernel at K, dense = the same kernel at K = C_in with the block "
+        "size N our dense build picks (in brackets; \"same N\" = the dense kernel at the sparse N), both with the "
         "layer's fused epilogue; torch = F.conv2d(+bias) then add_(residual) / relu_() as the layer has them, dense "
         "weights, faster of NCHW and channels_last. ideal = C_in/K; % ideal = (dense/sparse)/ideal (goal >= 85%); "
         "2t scaling = sparse 1 thread / sparse 2 threads (goal >= 1.85x); ! marks a miss. "

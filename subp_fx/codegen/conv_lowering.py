@@ -30,7 +30,7 @@ from subp_fx.codegen.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.kernel_table import DENSE, DEPTHWISE, SPARSE, KernelEntry, epilogue_text
 from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_cost
+from subp_fx.codegen.kernels.tiling import cheapest_block_size
 from subp_fx.codegen.depthwise_lowering import lower_depthwise_conv
 from subp_fx.codegen.lowering_context import LoweringContext
 from subp_fx.codegen.ops.layout import slice_channels_primfunc
@@ -307,14 +307,9 @@ def _cheapest_dense_block_size(
     ctx: LoweringContext, node: fx.Node, data: LoweredTensor, conv: nn.Conv2d, layer: _KernelLayer
 ) -> int:
     """The :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
-    padded = dense_block_size(conv.out_channels)[1]
-    in_channels = data.stored_shape[3]
-
-    def cost(block_size: int) -> float:
-        spec = _kernel_spec(ctx.epilogue(node), data, padded, block_size, in_channels, conv.bias is not None, layer)
-        return tile_cost(spec, heuristic_tile(spec, ctx.isa), ctx.isa)
-
-    return min((size for size in DENSE_BLOCK_SIZES if padded % size == 0), key=cost)
+    first_fit, padded = dense_block_size(conv.out_channels)
+    spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], conv.bias is not None, layer)
+    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
 
 
 _CONV2D_LOWERINGS: dict[str, Callable[[LoweringContext, fx.Node, nn.Conv2d], LoweredTensor]] = {

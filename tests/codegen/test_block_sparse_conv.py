@@ -21,7 +21,12 @@ from subp_fx.codegen.kernels import (  # noqa: E402
     vector_isa,
 )
 from subp_fx.codegen.kernels.build import timing_candidates  # noqa: E402
-from subp_fx.codegen.kernels.tiling import fits_registers, preferred_parallel, streamed_bytes  # noqa: E402
+from subp_fx.codegen.kernels.tiling import (  # noqa: E402
+    cheapest_block_size,
+    fits_registers,
+    preferred_parallel,
+    streamed_bytes,
+)
 from subp_fx.codegen.packing import (  # noqa: E402
     dense_as_block_sparse,
     kept_indices,
@@ -223,6 +228,15 @@ def test_the_wide_kernel_cap_is_where_avx512_stops_spilling():
     widest = compile_block_sparse_conv(RESNET_STEM, ConvTile(1, 14), target).asm_report()
     assert kept.hot_loop_spills == 0 and kept.hot_loop_vector_stores == 0
     assert widest.hot_loop_spills > 0
+
+
+def test_cheapest_block_size_prefers_fewer_loads_per_fma():
+    dense = _spec(1, 56, 64, 64, 16, 64, 3, 1, 1)
+    assert cheapest_block_size(dense, (16, 32, 8), AVX512) == 32  # 7 px x 2 zmm beats 14 px x 1 zmm
+    assert cheapest_block_size(dense, (16, 32, 8), AVX2) == 16  # 4 px x 2 ymm ties 2 px x 4 ymm: first wins
+    assert cheapest_block_size(_spec(1, 56, 64, 48, 16, 64, 3, 1, 1), (16, 32, 8), AVX512) == 16  # 32 does not divide 48
+    with pytest.raises(KernelSpecError, match="none of the block sizes"):
+        cheapest_block_size(_spec(1, 8, 8, 24, 8, 8, 1, 1, 0), (16, 32), AVX512)
 
 
 @pytest.mark.parametrize("isa", [AVX2, AVX512], ids=lambda isa: isa.name)

@@ -13,6 +13,7 @@ fit, best first by a cost model, and the build layer times a few of them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -249,3 +250,19 @@ def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA) -> ConvTile:
         if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
     return preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
+
+
+def cheapest_block_size(spec: BlockSparseConvSpec, block_sizes: tuple[int, ...], isa: VectorISA) -> int:
+    """Of ``block_sizes`` that divide ``spec.out_channels``, the N whose heuristic tile has the
+    lowest :func:`tile_cost` for ``spec`` at that N (ties: the earlier in ``block_sizes``). For
+    layers whose N is free, i.e. dense ones."""
+    candidates = [size for size in block_sizes if spec.out_channels % size == 0]
+    if not candidates:
+        raise KernelSpecError(f"none of the block sizes {block_sizes} divides out_channels={spec.out_channels}")
+
+    def cost(block_size: int) -> float:
+        at_size = dataclasses.replace(spec, block_size=block_size)
+        return tile_cost(at_size, heuristic_tile(at_size, isa), isa)
+
+    return min(candidates, key=cost)
+
