@@ -104,7 +104,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     source = load_compile_source(args.source, batch=args.batch, image_size=args.image_size, impose_sparsity=args.impose_sparsity, seed=args.seed)
     compiled = compile_to_directory(
         source, args.output, target=args.target, threads=args.threads, force=args.force,
-        dense_baseline=not args.no_dense_baseline, tune_tiles=args.tune_tiles,
+        dense_baseline=not args.no_dense_baseline, tune_tiles=args.tune_tiles, tuning_log=args.tuning_log,
     )
     print(f"compiled {source.origin}" + (f" with random uniform masks at prune rate {source.imposed_prune_rate}" if source.imposed_prune_rate is not None else ""))
     print(compiled.report())
@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--impose-sparsity", type=float, metavar="P", help="replace the masks by random uniform ones at prune rate P (measure speed before training)")
     compile_.add_argument("--seed", type=int, default=0, help="seed of imposed random masks")
     compile_.add_argument("--tune-tiles", action="store_true", help="time a few register tiles per conv shape at compile time")
+    compile_.add_argument("--tuning-log", metavar="FILE",
+                          help="JSON file of tile timings: shapes it has are not timed again, new ones are added (implies --tune-tiles)")
     compile_.add_argument("--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`")
     compile_.add_argument("--force", action="store_true", help="replace an existing output directory")
     compile_.set_defaults(handler=_cmd_compile)

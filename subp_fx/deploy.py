@@ -92,9 +92,10 @@ def compile_to_directory(
     force: bool = False,
     dense_baseline: bool = True,
     tune_tiles: bool = False,
+    tuning_log: str | Path | None = None,
 ):
     """Compile ``source`` (and its dense twin) and write the artefact directory atomically.
-    Returns the sparse ``CompiledModel``."""
+    Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.passes import strip_masks
 
@@ -102,9 +103,12 @@ def compile_to_directory(
     if out_dir.exists() and not force:
         raise ConfigError(f"output directory {str(out_dir)!r} already exists; choose another -o, or pass --force to replace it")
     example = np.zeros(source.input_shape, dtype=np.float32)
-    sparse = compile_model(source.model, example, target=target, threads=threads, tune_tiles=tune_tiles)
+    sparse = compile_model(source.model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log)
     dense_model = strip_masks(source.model).eval()
-    dense = compile_model(dense_model, example, target=target, threads=threads, tune_tiles=tune_tiles) if dense_baseline else None
+    dense = (
+        compile_model(dense_model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log)
+        if dense_baseline else None
+    )
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))

@@ -1,6 +1,6 @@
 """The public compile API, for ``subp_fx.compile`` / ``subp_fx.load_compiled`` to re-export lazily.
 
-``compile(model, example_input, target="llvm -mcpu=native", threads=None, tune_tiles=False)``
+``compile(model, example_input, target="llvm -mcpu=native", threads=None, tune_tiles=False, tuning_log=None)``
 returns a ``CompiledModel``; ``load_compiled(directory)`` reads one back from
 ``CompiledModel.export``. ``lower`` / ``lower_graph`` give the Relax module itself.
 """

@@ -35,6 +35,7 @@ from tvm import relax
 from tvm.target import Target
 
 from subp_fx.codegen.kernel_table import KernelEntry, format_kernel_table
+from subp_fx.codegen.kernels.tuning_log import TuningLog
 from subp_fx.codegen.manifest import LIBRARY_FILE, MANIFEST_FILE, Manifest
 from subp_fx.codegen.threads import get_num_threads, physical_core_count, set_num_threads, thread_pool_capacity
 from subp_fx.errors import ArtifactError, CompiledInputError
@@ -162,6 +163,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     target: str | Mapping[str, Any] | Target = DEFAULT_TARGET,
     threads: int | None = None,
     tune_tiles: bool = False,
+    tuning_log: str | os.PathLike | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
     ``example_input`` (an NCHW array or tensor, whose values are not used, or the shape itself).
@@ -169,6 +171,8 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     ``target``: a classic string (``"llvm -mcpu=native"``), JSON string, dict or Target
     (``parse_target``). ``threads``: TVM runtime threads to run with (default: physical cores).
     ``tune_tiles``: time a few register tiles per distinct conv shape at compile time.
+    ``tuning_log``: a JSON file of such timings (``kernels.tuning_log``), read first and written
+    back with the shapes this compile timed; implies ``tune_tiles``.
     Refuses: whatever ``fold_batchnorm`` / ``convert`` refuse (training-mode batch norm,
     non-uniform masks), and every op the lowering cannot handle, listed in one
     ``UnsupportedOpError``.
@@ -179,7 +183,10 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     threads = min(physical_core_count(), thread_pool_capacity()) if threads is None else threads
     set_num_threads(threads)  # validates; tile timing (tune_tiles) then runs with the model's threads
     started = time.perf_counter()
-    lowered = lower_graph(_inference_graph(model), shape, target, tune_tiles=tune_tiles)
+    log = TuningLog.load(tuning_log) if tuning_log is not None else None
+    lowered = lower_graph(_inference_graph(model), shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log)
+    if log is not None and log.added:
+        log.save()
     executable = tvm.compile(lowered.module, target=lowered.target)
     # The model runs from the exported library itself: what is tested is what export ships. (It
     # is also exported before any VM exists: a VM's start-up adds a memory-scope entry per

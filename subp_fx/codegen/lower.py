@@ -118,19 +118,23 @@ def lower_graph(
     example_input_shape: tuple[int, ...],
     target: str | Mapping[str, Any] | Target = "llvm -mcpu=native",
     tune_tiles: bool = False,
+    tuning_log: TuningLog | None = None,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
     ``gm`` should be converted (``convert``) and BN-folded (``fold_batchnorm``); a batch norm
     left in the graph is lowered as a per-channel affine, an unconverted SUBP conv is refused.
     ``tune_tiles`` times a few register tiles per distinct conv shape instead of using the
-    tiling cost model's choice (slower to compile, sometimes faster to run).
+    tiling cost model's choice (slower to compile, sometimes faster to run); with a
+    ``tuning_log`` the shapes it has are not timed again and new timings are added to it (in
+    memory: the caller saves it).
     """
     target = target if isinstance(target, Target) else parse_target(target)
     view = GraphView(trace(gm), tuple(example_input_shape))
     check_lowerable(view)
     program = RelaxProgram(view.input_shape)
-    ctx = LoweringContext(view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles)
+    ctx = LoweringContext(view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles,
+                          tuning_log=tuning_log)
     ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
     with program.function():
         result = _walk(ctx)

@@ -12,6 +12,7 @@ from subp_fx.codegen.fusion import Epilogue
 from subp_fx.codegen.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.kernel_table import KernelEntry
 from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, VectorISA, choose_tile, heuristic_tile
+from subp_fx.codegen.kernels.tuning_log import TuningLog
 from subp_fx.codegen.relax_program import RelaxProgram
 
 
@@ -22,7 +23,8 @@ class LoweringContext:
     ``values`` maps an fx node to its lowered value: a :class:`LoweredTensor`, or a plain Python
     value for nodes that compute shapes (``x.size(0)``). ``epilogues`` maps a conv node to what
     its kernel fuses (see ``fusion``). ``tune_tiles`` times a few register tiles per distinct conv
-    shape (``choose_tile``) instead of taking the cost model's choice.
+    shape (``choose_tile``) instead of taking the cost model's choice; ``tuning_log`` reuses and
+    records those timings.
     """
 
     view: GraphView
@@ -30,6 +32,7 @@ class LoweringContext:
     target: Target
     isa: VectorISA
     tune_tiles: bool = False
+    tuning_log: TuningLog | None = None
     epilogues: dict[fx.Node, Epilogue] = field(default_factory=dict)
     values: dict[fx.Node, Any] = field(default_factory=dict)
     kernel_table: list[KernelEntry] = field(default_factory=list)
@@ -49,5 +52,5 @@ class LoweringContext:
 
     def tile_for(self, spec: BlockSparseConvSpec) -> ConvTile:
         if self.tune_tiles:
-            return choose_tile(spec, self.target)[0]
+            return choose_tile(spec, self.target, log=self.tuning_log)[0]
         return heuristic_tile(spec, self.isa)

@@ -41,6 +41,7 @@ from subp_fx.codegen.kernels.tiling import (
     tile_candidates,
     vector_isa,
 )
+from subp_fx.codegen.kernels.tuning_log import TuningLog
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.threads import get_num_threads
 
@@ -184,15 +185,20 @@ def choose_tile(
     spec: BlockSparseConvSpec,
     target: str | Mapping[str, Any] | Target = DEFAULT_TARGET,
     candidates: int = TIMED_CANDIDATES,
+    log: TuningLog | None = None,
 ) -> tuple[ConvTile, dict[ConvTile, float]]:
     """The fastest of :func:`timing_candidates`, timed on random data.
 
     Candidates whose hot loop spills vector registers (read from the assembly) are dropped
     untimed. Returns the tile and every timed candidate's best time in ms. Cached per
-    (spec, target, threads).
+    (spec, target, threads) in this process and, given a ``log``, across processes: a choice the
+    log has is taken from it untimed, a new one is recorded in it (the caller saves the log).
     """
     target = _resolve_target(target)
     key = (spec, str(target), get_num_threads())
+    logged = log.lookup(spec, str(target), get_num_threads()) if log is not None else None
+    if logged is not None:
+        return logged
     if key not in _CHOSEN:
         kernels = [compile_block_sparse_conv(spec, tile, target) for tile in timing_candidates(spec, target, candidates)]
         kernels = [kernel for kernel in kernels if not kernel.asm_report().hot_loop_spills]
@@ -205,6 +211,8 @@ def choose_tile(
             for kernel in kernels:
                 timings[kernel.tile] = min(timings[kernel.tile], *kernel.time_ms(repeats=1))
         _CHOSEN[key] = (min(timings, key=timings.get), timings)
+    if log is not None:
+        log.record(spec, str(target), get_num_threads(), *_CHOSEN[key])
     return _CHOSEN[key]
 
 
