@@ -51,7 +51,8 @@ def load_compile_source(
     source: str, batch: int = 1, image_size: int | None = None, impose_sparsity: float | None = None, seed: int = 0
 ) -> CompileSource:
     """A checkpoint (trained masks) or a recipe (random weights; random uniform masks at the
-    recipe's prune rate, or at ``impose_sparsity``) as an eval-mode GraphModule to compile."""
+    recipe's prune rate, or at ``impose_sparsity``) as an eval-mode GraphModule to compile.
+    Weights and masks drawn for a recipe depend only on ``seed``."""
     from subp_fx.passes import impose_random_masks, prepare
     from subp_fx.recipe_model import nominal_input_shape, recipe_model
 
@@ -64,7 +65,10 @@ def load_compile_source(
         raise ConfigError(f"--image-size must be >= 8, got {image_size}")
     if _is_recipe(path):
         recipe = load_recipe(path)
-        gm = prepare(recipe_model(recipe), recipe.sparsity)
+        # The same command must give the same artefact: the random weights come from ``seed`` too.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gm = prepare(recipe_model(recipe), recipe.sparsity)
         _, channels, height, _ = nominal_input_shape(recipe)
         rate = recipe.sparsity.prune_rate if impose_sparsity is None else impose_sparsity
         origin = f"recipe {path} (random weights)"
