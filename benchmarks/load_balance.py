@@ -261,6 +261,14 @@ def _header(first: str) -> list[str]:
     return [f"| {first} | " + " | ".join(f"T={t}" for t in THREADS) + " |", "|---|" + "---|" * len(THREADS)]
 
 
+def _whole_model_rows(results: dict, mask: str, cell) -> list[str]:
+    """One table row per config: ``cell`` of its whole-model balance under ``mask`` per thread count."""
+    return [
+        f"| {name} | " + " | ".join(cell(result["sparse_convs"][mask][str(t)]) for t in THREADS) + " |"
+        for name, result in results["configs"].items()
+    ]
+
+
 def markdown(results: dict) -> str:
     row_sigma, block_sigma = results["mask_models"][TRAINED_LIKE]
     lines = [
@@ -285,20 +293,12 @@ def markdown(results: dict) -> str:
         "",
         *_header("config"),
     ]
-    for name, result in results["configs"].items():
-        cells = []
-        for t in THREADS:
-            v = result["sparse_convs"][TRAINED_LIKE][str(t)]
-            cells.append(f"{v['uniform_max_over_mean']:.2f} / {v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _whole_model_rows(results, TRAINED_LIKE, lambda v: (
+        f"{v['uniform_max_over_mean']:.2f} / {v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)"
+    ))
     lines += ["", "Cells: uniform max/mean / non-uniform max/mean (non-uniform slowdown).", ""]
     lines += [f"## Whole model, {IID} masks (random init: near-hypergeometric row counts)", "", *_header("config")]
-    for name, result in results["configs"].items():
-        cells = []
-        for t in THREADS:
-            v = result["sparse_convs"][IID][str(t)]
-            cells.append(f"{v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _whole_model_rows(results, IID, lambda v: f"{v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)")
     lines += ["", "Cells: non-uniform max/mean (slowdown vs uniform).", ""]
     lines += [
         "## Sensitivity: resnet18-n16 whole-model slowdown vs the assumed sigmas",

@@ -50,35 +50,13 @@ from subp_fx.codegen.kernels.tiling import (
     VectorISA,
     vector_chunk,
 )
+from subp_fx.codegen.ops.loops import ACCUMULATOR_SCOPE, ACTIVATION_EXPRESSIONS, DTYPE
 
-DTYPE = "float32"
 INDEX_DTYPE = "int32"
-# The per-tile partial sums must become an LLVM stack alloca, which LLVM promotes to registers.
-# TVM 0.27 turns a "local" allocation into a heap workspace (TVMBackendAllocWorkspace) instead,
-# and LLVM then kept some accumulators in memory (vector stores in the hot loop); a "global"
-# allocation under 1 KiB stays on the stack (every tile within VectorISA.max_accumulators is:
-# 14 zmm = 896 B). Measured in the assembly: the N=16 x 14-pixel AVX-512 tile went from 15
-# stores in the hot loop to none.
-ACCUMULATOR_SCOPE = "global"
-
-
-def _identity(value: te.Tensor) -> te.Tensor:
-    return value
-
-
-def _relu(value: te.Tensor) -> te.Tensor:
-    return te.max(value, tirx.const(0.0, DTYPE))
-
-
-def _relu6(value: te.Tensor) -> te.Tensor:
-    return te.min(te.max(value, tirx.const(0.0, DTYPE)), tirx.const(6.0, DTYPE))
-
-
-# Activation name -> the scalar expression applied in the write-back.
+# Activation name -> the scalar expression applied in the write-back: the ones the lowering
+# fuses into a conv.
 ACTIVATIONS: dict[str, Callable[[te.Tensor], te.Tensor]] = {
-    "none": _identity,
-    "relu": _relu,
-    "relu6": _relu6,
+    name: ACTIVATION_EXPRESSIONS[name] for name in ("none", "relu", "relu6")
 }
 
 

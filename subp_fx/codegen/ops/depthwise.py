@@ -22,9 +22,14 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from subp_fx.codegen.ops.loops import ACTIVATION_EXPRESSIONS, DTYPE, lane_chunk, unroll_then_vectorize_below
+from subp_fx.codegen.ops.loops import (
+    ACCUMULATOR_SCOPE,
+    ACTIVATION_EXPRESSIONS,
+    DTYPE,
+    lane_chunk,
+    unroll_then_vectorize_below,
+)
 
-ACCUMULATOR_SCOPE = "global"  # stack, promoted to registers: see the conv kernel's ACCUMULATOR_SCOPE
 MAX_TILE_COLS = 8  # accumulators + the weight vector + an input vector fit 16 ymm registers
 
 

@@ -20,16 +20,22 @@ from tvm import s_tir, te, tirx
 from subp_fx.codegen.ops.loops import DTYPE, lane_chunk, vectorize_split
 
 
+def _scheduled(arguments: list[te.Tensor], vector_extent: int, lanes: int) -> tirx.PrimFunc:
+    """The 4-D copy computing ``arguments[-1]``, parallel over its two outer loops, its innermost
+    loop split into vectors that divide ``vector_extent``."""
+    sch = s_tir.Schedule(te.create_prim_func(arguments))
+    outer, second, _, innermost = sch.get_loops(sch.get_sblock(arguments[-1].op.name))
+    sch.parallel(sch.fuse(outer, second))
+    vectorize_split(sch, innermost, vector_extent, lanes)
+    return sch.mod["main"]
+
+
 def nchw_to_nhwc_primfunc(shape_nchw: tuple[int, int, int, int], lanes: int) -> tirx.PrimFunc:
     """(B, C, H, W) -> (B, H, W, C)."""
     batch, channels, height, width = shape_nchw
     x = te.placeholder(shape_nchw, DTYPE, name="x")
     out = te.compute((batch, height, width, channels), lambda b, h, w, c: x[b, c, h, w], name="to_nhwc")
-    sch = s_tir.Schedule(te.create_prim_func([x, out]))
-    b, h, w, c = sch.get_loops(sch.get_sblock("to_nhwc"))
-    sch.parallel(sch.fuse(b, h))
-    vectorize_split(sch, c, channels, lanes)
-    return sch.mod["main"]
+    return _scheduled([x, out], channels, lanes)
 
 
 def nhwc_to_nchw_primfunc(shape_nhwc: tuple[int, int, int, int], lanes: int) -> tirx.PrimFunc:
@@ -37,11 +43,7 @@ def nhwc_to_nchw_primfunc(shape_nhwc: tuple[int, int, int, int], lanes: int) -> 
     batch, height, width, channels = shape_nhwc
     x = te.placeholder(shape_nhwc, DTYPE, name="x")
     out = te.compute((batch, channels, height, width), lambda b, c, h, w: x[b, h, w, c], name="to_nchw")
-    sch = s_tir.Schedule(te.create_prim_func([x, out]))
-    b, c, h, w = sch.get_loops(sch.get_sblock("to_nchw"))
-    sch.parallel(sch.fuse(b, c))
-    vectorize_split(sch, w, width, lanes)
-    return sch.mod["main"]
+    return _scheduled([x, out], width, lanes)
 
 
 def slice_channels_primfunc(shape_nhwc: tuple[int, int, int, int], keep: int, lanes: int) -> tirx.PrimFunc:
@@ -49,11 +51,7 @@ def slice_channels_primfunc(shape_nhwc: tuple[int, int, int, int], keep: int, la
     batch, height, width, _ = shape_nhwc
     x = te.placeholder(shape_nhwc, DTYPE, name="x")
     out = te.compute((batch, height, width, keep), lambda b, h, w, c: x[b, h, w, c], name="slice_channels")
-    sch = s_tir.Schedule(te.create_prim_func([x, out]))
-    b, h, w, c = sch.get_loops(sch.get_sblock("slice_channels"))
-    sch.parallel(sch.fuse(b, h))
-    vectorize_split(sch, c, keep, lanes)
-    return sch.mod["main"]
+    return _scheduled([x, out], keep, lanes)
 
 
 def concat_channels_primfunc(shapes_nhwc: list[tuple[int, int, int, int]], lanes: int) -> tirx.PrimFunc:
@@ -71,10 +69,5 @@ def concat_channels_primfunc(shapes_nhwc: list[tuple[int, int, int, int]], lanes
 
     total = sum(counts)
     out = te.compute((batch, height, width, total), select, name="concat")
-    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
-    b, h, w, c = sch.get_loops(sch.get_sblock("concat"))
-    sch.parallel(sch.fuse(b, h))
     # A vector width dividing every count never straddles two inputs.
-    common = reduce(math.gcd, counts)
-    vectorize_split(sch, c, lane_chunk(common, lanes), lanes)
-    return sch.mod["main"]
+    return _scheduled([*inputs, out], lane_chunk(reduce(math.gcd, counts), lanes), lanes)

@@ -19,9 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from subp_fx.codegen.ops.loops import ACTIVATION_EXPRESSIONS, DTYPE, lane_chunk, unroll_then_vectorize_below
+from subp_fx.codegen.ops.loops import (
+    ACCUMULATOR_SCOPE,
+    ACTIVATION_EXPRESSIONS,
+    DTYPE,
+    lane_chunk,
+    unroll_then_vectorize_below,
+)
 
-ACCUMULATOR_SCOPE = "global"  # stack, promoted to registers: see the conv kernel's ACCUMULATOR_SCOPE
 MAX_BATCH_TILE = 4
 
 

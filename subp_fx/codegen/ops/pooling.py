@@ -13,11 +13,8 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from subp_fx.codegen.ops.loops import DTYPE, lane_chunk, unroll_then_vectorize_below
+from subp_fx.codegen.ops.loops import ACCUMULATOR_SCOPE, DTYPE, lane_chunk, unroll_then_vectorize_below
 
-# A stack ("global" under 1 KiB) accumulator that LLVM promotes to registers; see the conv
-# kernel's ACCUMULATOR_SCOPE for why not "local".
-ACCUMULATOR_SCOPE = "global"
 
 
 @dataclass(frozen=True)
