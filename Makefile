@@ -1,7 +1,7 @@
 # Two entry points that set everything up on a fresh machine and are cheap the second time:
 #   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml), compile
 #                  it to 1xN block-sparse CPU code with TVM, and check its accuracy against PyTorch
-#   make test   -> the test suite
+#   make test   -> the lint gate (ruff, configured in pyproject.toml), then the test suite
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -34,6 +34,7 @@ demo: setup
 	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled --compare-pytorch --json $(DEMO_OUT)/compiled-eval.json
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -6,14 +6,14 @@ number of blocks:
 
 - uniform (SUBP): every block-row keeps K;
 - non-uniform (1xN, Lin et al.): the layer's blocks ranked by L1 norm, the top R*K kept
-  layer-wide, on a synthetic weight (``subp_fx.load_balance.block_l1_norms``): "kaiming_iid"
+  layer-wide, on a synthetic weight (``subp_fx.tools.load_balance.block_l1_norms``): "kaiming_iid"
   (random init, the least spread an L1 ranking leaves) and "trained_like" (lognormal scale per
   block-row, ``--row-sigma``, and per block, ``--block-sigma``: assumptions, swept for
   sensitivity on ResNet-18).
 
 SIMULATED: work per thread under TVM's static schedule for 1..64 threads, on the parallel loop
 and register tile the compiled program uses by default (``heuristic_tile``: its parallel mode
-and tile rows), using ``subp_fx.load_balance`` (MAC counts, no timing).
+and tile rows), using ``subp_fx.tools.load_balance`` (MAC counts, no timing).
 MEASURED (unless ``--no-measure``), for one layer per ResNet-18 stage: the uniform kernel at 1
 and 2 threads (2-thread scaling); the same kernel with K = the 1xN mask's longest row (what a
 uniform-ELL kernel pays to run a non-uniform mask); and the 1xN mask's 2-thread split emulated
@@ -42,13 +42,16 @@ from affinity import pin_caller  # benchmarks/ is on sys.path when this script r
 from paper_configs import describe_machine
 from subp_fx.codegen.target import parse_target
 
-from subp_fx.codegen.kernels import BlockSparseConvSpec, build_block_sparse_conv, heuristic_tile, vector_isa
-from subp_fx.codegen.kernels.build import DEFAULT_TARGET
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec
+from subp_fx.codegen.tuning.build import build_block_sparse_conv
+from subp_fx.codegen.kernels.tiling import heuristic_tile
+from subp_fx.codegen.kernels.isa import vector_isa
+from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.threads import get_num_threads, set_num_threads
-from subp_fx.load_balance import SparseConvLayer, block_l1_norms, l1_1xn_row_counts, layer_balance, thread_work
+from subp_fx.tools.load_balance import SparseConvLayer, block_l1_norms, l1_1xn_row_counts, layer_balance, thread_work
 from subp_fx.models import build_model
 from subp_fx.passes import dry_run
-from subp_fx.recipe import load_recipe
+from subp_fx.recipes.schema import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

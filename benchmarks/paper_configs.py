@@ -65,13 +65,15 @@ def describe_machine() -> dict:
 
 
 def run_config(name: str, batch: int, thread_counts: list[int], warmup: int, iters: int, torch_compile: bool) -> list[dict]:
-    from subp_fx.deploy import bench_compiled, compile_to_directory, load_compile_source
+    from subp_fx.codegen.defaults import DEFAULT_TARGET
+    from subp_fx.tools.artifact import compile_to_directory, load_compile_source
+    from subp_fx.tools.benchmark import bench_compiled
 
     source = load_compile_source(str(REPO / "recipes" / CONFIGS[name]), batch=batch)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / name
         started = time.perf_counter()
-        compile_to_directory(source, out, target="llvm -mcpu=native", threads=max(thread_counts))
+        compile_to_directory(source, out, target=DEFAULT_TARGET, threads=max(thread_counts))
         compile_seconds = time.perf_counter() - started
         rows = []
         for threads in thread_counts:

@@ -43,7 +43,7 @@ from affinity import pin_caller  # noqa: E402
 from paper_configs import CONFIGS, REPO, RESULTS, describe_machine  # noqa: E402
 
 DEFAULT_CONFIGS = ["resnet18-n16", "resnet50-2.0g-n16"]
-TARGET = "llvm -mcpu=native"
+from subp_fx.codegen.defaults import DEFAULT_TARGET as TARGET  # noqa: E402
 GOAL_FRACTION_OF_IDEAL = 0.85
 GOAL_SCALING = 1.85
 
@@ -68,7 +68,7 @@ class LayerShape:
     def kernel_spec(self, kept_per_row: int):
         """The kernel spec for this layer at ``kept_per_row``. The kernel table has no padding or
         input size; every conv of these ResNets pads k // 2, so the input is out_hw * stride."""
-        from subp_fx.codegen.kernels.block_sparse_conv import BlockSparseConvSpec
+        from subp_fx.codegen.kernels.spec import BlockSparseConvSpec
 
         parts = self.epilogue.split("+")
         spec = BlockSparseConvSpec(
@@ -94,8 +94,8 @@ class LayerShape:
 def sparse_layer_shapes(config: str, threads: int) -> dict[LayerShape, list[str]]:
     """Distinct sparse conv shapes of the config's compiled sparse model -> their layer names."""
     from subp_fx.codegen.api import compile as compile_model
-    from subp_fx.codegen.kernel_table import SPARSE
-    from subp_fx.deploy import load_compile_source
+    from subp_fx.codegen.runtime.kernel_table import SPARSE
+    from subp_fx.tools.artifact import load_compile_source
 
     source = load_compile_source(str(REPO / "recipes" / CONFIGS[config]), batch=1)
     compiled = compile_model(source.model, source.input_shape, target=TARGET, threads=threads)
@@ -150,17 +150,18 @@ def torch_contender(spec, channels_last: bool):
 
 def dense_block_size(spec) -> int:
     """The N our dense build gives a conv of this shape (``compile`` picks it per layer)."""
-    from subp_fx.codegen.conv_lowering import DENSE_BLOCK_SIZES
-    from subp_fx.codegen.kernels.tiling import cheapest_block_size, vector_isa
+    from subp_fx.codegen.lowering.conv import DENSE_BLOCK_SIZES
+    from subp_fx.codegen.kernels.tiling import cheapest_block_size
+    from subp_fx.codegen.kernels.isa import vector_isa
     from subp_fx.codegen.target import parse_target
 
     return cheapest_block_size(spec, DENSE_BLOCK_SIZES, vector_isa(parse_target(TARGET)))
 
 
 def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile) -> dict:
-    from subp_fx.bench import measure_interleaved
-    from subp_fx.codegen.conv_lowering import describe_tile
-    from subp_fx.codegen.kernels.build import build_block_sparse_conv
+    from subp_fx.tools.latency import measure_interleaved
+    from subp_fx.codegen.lowering.conv import describe_tile
+    from subp_fx.codegen.tuning.build import build_block_sparse_conv
 
     sparse_spec = shape.kernel_spec(shape.kept_per_row)
     same_n_dense_spec = shape.kernel_spec(shape.in_channels)
@@ -322,7 +323,7 @@ def plot(config: str, result: dict, path: Path) -> None:
 def run_config(config: str, threads: int, warmup: int, iters: int, tile, machine: dict) -> dict:
     import torch
 
-    from subp_fx.recipe import load_recipe
+    from subp_fx.recipes.schema import load_recipe
 
     torch.set_num_threads(threads)
     torch.ones(64, 64) @ torch.ones(64, 64)  # create PyTorch's pool before the caller is pinned

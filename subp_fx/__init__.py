@@ -6,14 +6,14 @@ only loads a compiled model (``subp_fx.load_compiled``) needs numpy and the TVM 
 
 from __future__ import annotations
 
-import importlib
+from subp_fx.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "LayerSelection": "subp_fx.config",
-    "SparsityConfig": "subp_fx.config",
+    "LayerSelection": "subp_fx.algorithm.config",
+    "SparsityConfig": "subp_fx.algorithm.config",
     "SubpError": "subp_fx.errors",
     "ConfigError": "subp_fx.errors",
     "DataError": "subp_fx.errors",
@@ -23,15 +23,15 @@ _EXPORTS = {
     "ConversionError": "subp_fx.errors",
     "UnsupportedOpError": "subp_fx.errors",
     "ArtifactError": "subp_fx.errors",
-    "block_importance": "subp_fx.masks",
-    "uniform_block_mask": "subp_fx.masks",
-    "prune_rate_at": "subp_fx.masks",
-    "to_block_layout": "subp_fx.masks",
-    "expand_block_mask": "subp_fx.masks",
-    "kept_per_row": "subp_fx.masks",
-    "SUBPConv2d": "subp_fx.modules",
-    "MaskUpdate": "subp_fx.modules",
-    "BlockSparseConv2d": "subp_fx.block_sparse",
+    "block_importance": "subp_fx.algorithm.masks",
+    "uniform_block_mask": "subp_fx.algorithm.masks",
+    "prune_rate_at": "subp_fx.algorithm.masks",
+    "to_block_layout": "subp_fx.algorithm.masks",
+    "expand_block_mask": "subp_fx.algorithm.masks",
+    "kept_per_row": "subp_fx.algorithm.masks",
+    "SUBPConv2d": "subp_fx.algorithm.modules",
+    "MaskUpdate": "subp_fx.algorithm.modules",
+    "BlockSparseConv2d": "subp_fx.algorithm.block_sparse",
     "prepare": "subp_fx.passes",
     "dry_run": "subp_fx.passes",
     "format_dry_run": "subp_fx.passes",
@@ -42,22 +42,12 @@ _EXPORTS = {
     "impose_random_masks": "subp_fx.passes",
     "strip_masks": "subp_fx.passes",
     # The compile API lives in subp_fx.codegen, the only package that imports TVM.
-    "compile": "subp_fx.codegen.compiled",
-    "load_compiled": "subp_fx.codegen.compiled",
-    "CompiledModel": "subp_fx.codegen.compiled",
+    "compile": "subp_fx.codegen.pipeline",
+    "load_compiled": "subp_fx.codegen.runtime.compiled",
+    "CompiledModel": "subp_fx.codegen.runtime.compiled",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'subp_fx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports('subp_fx', globals(), _EXPORTS)

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
+from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.errors import SubpError
 
 EXIT_USER_ERROR = 2
@@ -23,7 +24,7 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from subp_fx.recipe import load_recipe
+    from subp_fx.recipes.schema import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
@@ -53,7 +54,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _print_dry_run(recipe) -> int:
     from subp_fx.passes import dry_run, format_dry_run
-    from subp_fx.recipe_model import nominal_input_shape, recipe_model
+    from subp_fx.recipes.model import nominal_input_shape, recipe_model
 
     model = recipe_model(recipe)
     print(format_dry_run(dry_run(model, recipe.sparsity, nominal_input_shape(recipe))))
@@ -61,10 +62,10 @@ def _print_dry_run(recipe) -> int:
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
-    from subp_fx.flops import count_flops, format_flops_table
+    from subp_fx.tools.flops import count_flops, format_flops_table
     from subp_fx.passes import prepare
-    from subp_fx.recipe import load_recipe
-    from subp_fx.recipe_model import nominal_input_shape, recipe_model
+    from subp_fx.recipes.schema import load_recipe
+    from subp_fx.recipes.model import nominal_input_shape, recipe_model
 
     recipe = load_recipe(args.recipe, args.overrides)
     shape = nominal_input_shape(recipe)
@@ -99,7 +100,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from subp_fx.deploy import compile_to_directory, load_compile_source
+    from subp_fx.tools.artifact import compile_to_directory, load_compile_source
 
     source = load_compile_source(args.source, batch=args.batch, image_size=args.image_size, impose_sparsity=args.impose_sparsity, seed=args.seed)
     compiled = compile_to_directory(
@@ -113,7 +114,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from subp_fx.deploy import evaluate_compiled
+    from subp_fx.tools.evaluate import evaluate_compiled
 
     result = evaluate_compiled(args.artefact, kind=args.data, root=args.root, val_subset=args.val_subset,
                                threads=args.threads, compare_pytorch=args.compare_pytorch)
@@ -131,7 +132,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from subp_fx.deploy import BENCH_FIELDS, bench_compiled, format_bench
+    from subp_fx.tools.benchmark import BENCH_FIELDS, bench_compiled, format_bench
 
     if args.explain:
         for field, meaning in BENCH_FIELDS.items():
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = commands.add_parser("compile", help="compile a checkpoint (or a recipe's model) to a TVM program with 1xN block-sparse kernels")
     compile_.add_argument("source", help="checkpoint from `subp-fx prune` (last.pt / best.pt) or a recipe YAML (random weights)")
     compile_.add_argument("-o", "--output", required=True, help="artefact directory to write (refused if it exists, unless --force)")
-    compile_.add_argument("--target", default="llvm -mcpu=native", help='TVM target, classic or JSON form (default "llvm -mcpu=native")')
+    compile_.add_argument("--target", default=DEFAULT_TARGET, help=f'TVM target, classic or JSON form (default "{DEFAULT_TARGET}")')
     compile_.add_argument("--batch", type=_positive_int, default=1, help="static batch size (default 1)")
     compile_.add_argument("--image-size", type=_positive_int, help="input height = width (default: the recipe's)")
     compile_.add_argument("--threads", type=_positive_int, help="TVM runtime threads (default: all cores)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.block_sparse import BlockSparseConv2d, block_sparse_problem
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d, block_sparse_problem
 from subp_fx.errors import ConversionError
 from subp_fx.passes.prepare import subp_modules
 from subp_fx.passes.trace import trace

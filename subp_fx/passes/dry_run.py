@@ -10,8 +10,8 @@ import torch.nn as nn
 from tabulate import tabulate
 from torch.fx.passes.shape_prop import ShapeProp
 
-from subp_fx.config import SparsityConfig, as_sparsity_config
-from subp_fx.masks import kept_per_row
+from subp_fx.algorithm.config import SparsityConfig, as_sparsity_config
+from subp_fx.algorithm.masks import kept_per_row
 from subp_fx.passes.select import select_convs
 from subp_fx.passes.trace import trace
 

@@ -9,9 +9,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.errors import ConversionError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes.trace import trace
 
 # Keys of GraphModule.meta written by this pass.
@@ -86,6 +86,22 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
         conv.bias.copy_(new_bias)
 
 
+def batchnorm_plan(gm: fx.GraphModule) -> tuple[list[fx.Node], dict[str, str]]:
+    """The ``BatchNorm2d`` calls of ``gm`` that :func:`fold_batchnorm` would fold, and the others
+    with the reason each stays. Reads ``gm`` only."""
+    calls = _call_counts(gm)
+    foldable: list[fx.Node] = []
+    unfolded: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.BatchNorm2d:
+            reason = _unfoldable_reason(gm, node, calls)
+            if reason is None:
+                foldable.append(node)
+            else:
+                unfolded[node.target] = reason
+    return foldable, unfolded
+
+
 def fold_batchnorm(gm: nn.Module) -> fx.GraphModule:
     """Fold every eval-mode ``BatchNorm2d`` into the conv that feeds it.
 
@@ -104,16 +120,7 @@ def fold_batchnorm(gm: nn.Module) -> fx.GraphModule:
     ``meta[UNFOLDED_META_KEY]`` each BatchNorm2d left in the graph to the reason.
     """
     gm = trace(copy.deepcopy(gm))
-    calls = _call_counts(gm)
-    foldable: list[fx.Node] = []
-    unfolded: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.BatchNorm2d:
-            reason = _unfoldable_reason(gm, node, calls)
-            if reason is None:
-                foldable.append(node)
-            else:
-                unfolded[node.target] = reason
+    foldable, unfolded = batchnorm_plan(gm)
     training = [node.target for node in foldable if gm.get_submodule(node.target).training]
     if training:
         raise ConversionError(

@@ -5,20 +5,17 @@ from __future__ import annotations
 import copy
 import numbers
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.config import LayerSelection
+from subp_fx.algorithm.config import LayerSelection
 from subp_fx.errors import ConfigError
-from subp_fx.masks import kept_per_row
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.masks import kept_per_row
+from subp_fx.algorithm.seeding import seeded_generator
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes.prepare import prepare, subp_modules
 from subp_fx.passes.trace import trace
-
-# Key of GraphModule.meta written by this pass: {"prune_rate", "N", "seed"} of the imposed masks.
-RANDOM_MASKS_META_KEY = "subp_random_masks"
 
 
 def _check_arguments(prune_rate, N, seed) -> None:
@@ -32,8 +29,7 @@ def _check_arguments(prune_rate, N, seed) -> None:
 
 def layer_generator(seed: int, layer_index: int) -> torch.Generator:
     """The CPU generator drawing layer ``layer_index``'s random mask, from (seed, layer) alone."""
-    state = np.random.SeedSequence([seed, layer_index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return seeded_generator(seed, layer_index)
 
 
 def random_uniform_block_mask(rows: int, in_channels: int, kept: int, generator: torch.Generator) -> torch.Tensor:
@@ -83,8 +79,7 @@ def impose_random_masks(model: nn.Module, prune_rate: float, N: int, seed: int =
     ``seed`` < 0, an ``N`` differing from the model's SUBP convs', ``layers`` for a model that is
     already prepared; and whatever ``prepare`` refuses (e.g. no conv that N can block).
 
-    ``model`` is not modified (the result is built from a deep copy); the result's
-    ``meta[RANDOM_MASKS_META_KEY]`` records ``{"prune_rate", "N", "seed"}``.
+    ``model`` is not modified (the result is built from a deep copy).
     """
     _check_arguments(prune_rate, N, seed)
     gm = _prepared_copy(model, float(prune_rate), int(N), layers)
@@ -94,5 +89,4 @@ def impose_random_masks(model: nn.Module, prune_rate: float, N: int, seed: int =
         mask = random_uniform_block_mask(rows, in_channels, kept, layer_generator(seed, layer_index))
         conv.block_mask.copy_(mask)
         conv.prune_rate = float(prune_rate)
-    gm.meta[RANDOM_MASKS_META_KEY] = {"prune_rate": float(prune_rate), "N": int(N), "seed": int(seed)}
     return gm

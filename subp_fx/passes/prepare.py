@@ -7,14 +7,12 @@ import copy
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.config import SparsityConfig, as_sparsity_config
+from subp_fx.algorithm.config import SparsityConfig, as_sparsity_config
 from subp_fx.errors import SelectionError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes.select import select_convs
 from subp_fx.passes.trace import trace
 
-# Keys of GraphModule.meta written by prepare, read by later passes and the trainer.
-SPARSITY_META_KEY = "subp_sparsity_config"
 
 
 def subp_settings(config: SparsityConfig) -> dict:
@@ -60,7 +58,6 @@ def prepare(model: nn.Module, config: SparsityConfig | dict) -> fx.GraphModule:
     for decision in decisions:
         if decision.selected:
             gm.set_submodule(decision.name, SUBPConv2d.from_conv(decision.conv, **settings))
-    gm.meta[SPARSITY_META_KEY] = config.model_dump()
     gm.recompile()
     return gm
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.config import LayerSelection, SparsityConfig
+from subp_fx.algorithm.config import LayerSelection, SparsityConfig
 from subp_fx.errors import SelectionError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 
 
 @dataclass(frozen=True)

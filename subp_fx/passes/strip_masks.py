@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.modules import SUBPConv2d, conv_geometry, conv_options
+from subp_fx.algorithm.modules import SUBPConv2d, conv_geometry, conv_options
 
 
 def _dense_conv(conv: SUBPConv2d) -> nn.Conv2d:

@@ -8,8 +8,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.errors import UntraceableModelError
-from subp_fx.block_sparse import BlockSparseConv2d
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 
 
 class _LeafTracer(fx.Tracer):

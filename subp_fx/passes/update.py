@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from subp_fx.modules import MaskUpdate
+from subp_fx.algorithm.modules import MaskUpdate
+from subp_fx.algorithm.seeding import seeded_generator
 from subp_fx.passes.prepare import subp_modules
 
 
@@ -17,10 +17,7 @@ def mask_generator(seed: int, epoch: int, layer_index: int, device: torch.device
     Derived from (seed, epoch, layer) alone, so every rank draws the same blocks and a resumed
     run draws what the uninterrupted run would have drawn, with no sampler state to save.
     """
-    state = np.random.SeedSequence([seed, epoch, layer_index]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(state[0]) << 32 | int(state[1]))
-    return generator
+    return seeded_generator(seed, epoch, layer_index, device=device)
 
 
 @torch.no_grad()

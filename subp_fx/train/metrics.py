@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from subp_fx.modules import MaskUpdate
+from subp_fx.algorithm.modules import MaskUpdate
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from subp_fx.recipe import OptimSection
+from subp_fx.recipes.schema import OptimSection
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 

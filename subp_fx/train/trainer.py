@@ -27,19 +27,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from subp_fx.data import DataBundle, build_datasets, build_loaders
 from subp_fx.errors import ConfigError
-from subp_fx.flops import count_flops
+from subp_fx.tools.flops import count_flops
 from subp_fx.models.state_dict_file import extract_state_dict, load_state_dict
 from subp_fx.passes import masks_are_final, prepare, subp_modules, update_masks
 from subp_fx.passes.update import decay_pruned_weights
-from subp_fx.recipe import Recipe, validate_recipe
-from subp_fx.recipe_model import recipe_model
-from subp_fx.train.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    is_training_checkpoint,
-    read_checkpoint,
-    save_atomic,
-)
+from subp_fx.recipes.schema import Recipe, validate_recipe
+from subp_fx.recipes.model import recipe_model
+from subp_fx.train.checkpoint import TrainingCheckpoint, read_checkpoint, read_training_checkpoint
 from subp_fx.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -191,12 +185,10 @@ class Trainer:
         _seed_everything(recipe.train.seed)
         self.output_dir = Path(recipe.output.dir)
         _check_output_dir(self.output_dir, resume, force)
-        self.resume_payload = read_checkpoint(self.output_dir / LAST_CHECKPOINT) if resume else None
-        if self.resume_payload is not None and not is_training_checkpoint(self.resume_payload):
-            raise ConfigError(f"{self.output_dir / LAST_CHECKPOINT} is not a subp-fx training checkpoint; cannot resume from it")
+        self.resumed = read_training_checkpoint(self.output_dir / LAST_CHECKPOINT) if resume else None
 
         self.bundle = build_data(recipe)
-        self.gm = build_prepared_model(recipe, self.bundle, load_pretrained=self.resume_payload is None).to(self.ctx.device)
+        self.gm = build_prepared_model(recipe, self.bundle, load_pretrained=self.resumed is None).to(self.ctx.device)
         self.train_loader, self.val_loader, self.train_sampler = build_loaders(
             self.bundle, recipe.train.batch_size, recipe.train.workers, self.ctx.enabled, recipe.train.seed
         )
@@ -209,49 +201,47 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
         self.start_epoch = 0
         self.best_top1 = float("-inf")
-        if self.resume_payload is not None:
-            self._restore(self.resume_payload)
+        if self.resumed is not None:
+            self._restore(self.resumed)
         self.model = (
             DistributedDataParallel(self.gm, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None)
             if self.ctx.enabled
             else self.gm
         )
 
-    def _restore(self, payload: dict) -> None:
-        saved_recipe = validate_recipe(payload["recipe"], source="the checkpoint's recipe")
+    def _restore(self, checkpoint: TrainingCheckpoint) -> None:
+        saved_recipe = validate_recipe(checkpoint.recipe, source="the checkpoint's recipe")
         if saved_recipe.model != self.recipe.model or saved_recipe.sparsity != self.recipe.sparsity:
             raise ConfigError(
                 f"--resume: the checkpoint in {str(self.output_dir)!r} was trained with another model or sparsity "
                 "section than this recipe; resume with the recipe it was started with"
             )
-        load_state_dict(self.gm, payload["model"], source=f"checkpoint {str(self.output_dir / LAST_CHECKPOINT)!r}")
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.start_epoch = payload["epoch"]
-        self.best_top1 = payload["best_top1"]
-        _restore_rng_state(payload["rng"])
+        load_state_dict(self.gm, checkpoint.model, source=f"checkpoint {str(self.output_dir / LAST_CHECKPOINT)!r}")
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.scaler.load_state_dict(checkpoint.scaler)
+        self.start_epoch = checkpoint.epoch
+        self.best_top1 = checkpoint.best_top1
+        _restore_rng_state(checkpoint.rng)
 
     def _checkpoint(self, epoch: int, metrics: dict, is_best: bool) -> None:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "recipe": self.recipe.model_dump(),
-            "epoch": epoch + 1,
-            "model": self.gm.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_top1": self.best_top1,
-            "metrics": metrics,
-            "rng": _rng_state(),
-            "num_classes": self.bundle.num_classes,
-            "in_channels": self.bundle.in_channels,
-            "image_size": self.bundle.image_size,
-        }
-        save_atomic(payload, self.output_dir / LAST_CHECKPOINT)
+        checkpoint = TrainingCheckpoint(
+            recipe=self.recipe.model_dump(),
+            epoch=epoch + 1,
+            model=self.gm.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            best_top1=self.best_top1,
+            metrics=metrics,
+            rng=_rng_state(),
+            num_classes=self.bundle.num_classes,
+            in_channels=self.bundle.in_channels,
+            image_size=self.bundle.image_size,
+        )
+        checkpoint.save(self.output_dir / LAST_CHECKPOINT)
         if is_best:
-            save_atomic(payload, self.output_dir / BEST_CHECKPOINT)
+            checkpoint.save(self.output_dir / BEST_CHECKPOINT)
 
     def _set_data_epoch(self, epoch: int) -> None:
         # The shuffle order (and workers' augmentation seeds) depend on (seed, epoch) only, so an
@@ -317,7 +307,7 @@ class Trainer:
         recipe = self.recipe
         if self.ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.resume_payload is None:
+            if self.resumed is None:
                 for name in (METRICS_FILE, LOG_FILE, SUMMARY_FILE):
                     (self.output_dir / name).unlink(missing_ok=True)
         barrier()
@@ -401,19 +391,6 @@ def train(recipe: Recipe, resume: bool = False, force: bool = False) -> TrainRes
         return trainer.run()
     finally:
         trainer.close()
-
-
-def load_trained(checkpoint: str | Path) -> tuple[torch.fx.GraphModule, Recipe, dict]:
-    """Rebuild the prepared model a ``subp-fx prune`` checkpoint holds: (model, recipe, payload).
-    The model is in eval mode on the CPU, its masks as trained."""
-    payload = read_checkpoint(checkpoint)
-    if not is_training_checkpoint(payload):
-        raise ConfigError(f"{checkpoint} is a plain state dict, not a subp-fx training checkpoint: it carries no recipe to rebuild the model from")
-    recipe = validate_recipe(payload["recipe"], source=f"the recipe inside {checkpoint}")
-    model = recipe_model(recipe, payload["num_classes"], payload["in_channels"], load_pretrained=False)
-    gm = prepare(model, recipe.sparsity)
-    load_state_dict(gm, payload["model"], source=f"checkpoint {str(checkpoint)!r}")
-    return gm.eval(), recipe, payload
 
 
 def evaluate_checkpoint(recipe: Recipe, checkpoint: str | Path) -> dict:

@@ -183,7 +183,8 @@ def test_thread_count_really_reaches_the_kernels(restore_threads):
     so a busy machine slows the test down but does not change the count."""
     if thread_pool_capacity() < 2:
         pytest.skip("the pool has a single thread")
-    from subp_fx.codegen.kernels import BlockSparseConvSpec, ConvTile, compile_block_sparse_conv
+    from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+    from subp_fx.codegen.tuning.build import compile_block_sparse_conv
 
     spec = BlockSparseConvSpec(1, 28, 28, 64, 64, 16, 32, 3, 1, 1)
     kernel = compile_block_sparse_conv(spec, ConvTile(1, 4), "llvm -mcpu=native")

@@ -10,7 +10,7 @@ import torch.fx
 import torch.nn as nn
 import torchvision
 
-from subp_fx.config import LayerSelection
+from subp_fx.algorithm.config import LayerSelection
 from subp_fx.errors import CheckpointError, ConfigError
 from subp_fx.models import (
     BUILTIN_MODELS,

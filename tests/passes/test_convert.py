@@ -9,10 +9,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.errors import ConversionError
 from subp_fx.models import build_model
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes import ConvertedConv, convert, fold_batchnorm, impose_random_masks, subp_modules
 from subp_fx.passes.convert import CONVERTED_META_KEY
 

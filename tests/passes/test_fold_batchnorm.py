@@ -7,9 +7,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.errors import ConversionError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes import convert, fold_batchnorm, impose_random_masks, trace
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.config import LayerSelection, SparsityConfig
+from subp_fx.algorithm.config import LayerSelection, SparsityConfig
 from subp_fx.errors import ConfigError, UntraceableModelError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes import prepare, subp_modules
 
 from tests import toy_models

@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from subp_fx.config import SparsityConfig
+from subp_fx.algorithm.config import SparsityConfig
 from subp_fx.errors import SelectionError
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes import prepare, select_convs, subp_modules, trace
 
 from tests.toy_models import TOY_CONV_NAMES, TOY_DEFAULT_SPARSE, ToyNet, seeded

@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 
 from subp_fx import impose_random_masks
-from subp_fx.modules import SUBPConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes.strip_masks import strip_masks
 from tests.toy_models import ToyNet, seeded, toy_input
 

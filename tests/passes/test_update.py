@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from subp_fx.masks import kept_per_row, prune_rate_at
+from subp_fx.algorithm.masks import kept_per_row, prune_rate_at
 from subp_fx.passes import decay_pruned_weights, masks_are_final, prepare, subp_modules, update_masks
 from subp_fx.passes.update import mask_generator
 

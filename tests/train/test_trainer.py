@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from subp_fx.errors import CheckpointError, ConfigError
-from subp_fx.recipe import validate_recipe
+from subp_fx.recipes.schema import validate_recipe
 from subp_fx.train import trainer as trainer_module
-from subp_fx.train.trainer import evaluate_checkpoint, load_trained, state_digest, train
+from subp_fx.train.checkpoint import load_trained
+from subp_fx.train.trainer import evaluate_checkpoint, state_digest, train
 from tests.conftest import small_recipe
 
 
@@ -36,8 +37,8 @@ def test_training_writes_outputs_and_ends_with_uniform_masks(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["masks_final_and_uniform"] is True and summary["world_size"] == 1
 
-    gm, saved_recipe, payload = load_trained(out / "last.pt")
-    assert saved_recipe == recipe and payload["epoch"] == 3
+    gm, saved_recipe, checkpoint = load_trained(out / "last.pt")
+    assert saved_recipe == recipe and checkpoint.epoch == 3
     for name, module in gm.named_modules():
         if hasattr(module, "block_mask"):
             assert torch.equal(module.block_mask.sum(1), torch.full((module.block_mask.shape[0],), module.in_channels / 2))

@@ -1,25 +1,13 @@
-"""Hand-scheduled TIR kernels. For now: the uniform 1xN block-sparse conv2d (NHWC)."""
+"""Every hand-scheduled TIR kernel of the compiler, and what they share.
 
-from subp_fx.codegen.kernels.block_sparse_conv import ACTIVATIONS, BlockSparseConvSpec, block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.build import (
-    BlockSparseConv,
-    build_block_sparse_conv,
-    choose_tile,
-    compile_block_sparse_conv,
-)
-from subp_fx.codegen.kernels.tiling import ConvTile, VectorISA, heuristic_tile, tile_candidates, vector_isa
+- ``spec`` / ``modes`` / ``isa``: what a block-sparse conv kernel is (its static shape, a schedule
+  choice, the padding and parallel modes) and the SIMD unit it is scheduled for;
+- ``block_sparse_conv`` (the 1xN kernel, dense convs included) and ``tiling`` (its register
+  tiles and cost model);
+- ``depthwise``, ``linear``, ``pooling``, ``elementwise``, ``layout``: the kernels of the other ops;
+- ``loops``: the loop-nest helpers they share (parallel + vector splits, bounds conditions);
+- ``packing``: the numpy weight layout the block-sparse kernel reads.
 
-__all__ = [
-    "ACTIVATIONS",
-    "BlockSparseConv",
-    "BlockSparseConvSpec",
-    "ConvTile",
-    "VectorISA",
-    "block_sparse_conv2d_primfunc",
-    "build_block_sparse_conv",
-    "choose_tile",
-    "compile_block_sparse_conv",
-    "heuristic_tile",
-    "tile_candidates",
-    "vector_isa",
-]
+Every builder returns a scheduled ``tirx.PrimFunc`` whose last buffer argument is its output,
+ready for a Relax ``call_tir``. Nothing here reads a torch.fx graph (that is ``lowering``).
+"""

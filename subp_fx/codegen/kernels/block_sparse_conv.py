@@ -37,124 +37,16 @@ The schedule (why each step; numbers in the package report and ``tiling``'s docs
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
+from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.tiling import (
-    PADDING_STAGE,
-    PARALLEL_PIXELS,
-    ConvTile,
-    VectorISA,
-    vector_chunk,
-)
-from subp_fx.codegen.ops.loops import ACCUMULATOR_SCOPE, ACTIVATION_EXPRESSIONS, DTYPE
-
-INDEX_DTYPE = "int32"
-# Activation name -> the scalar expression applied in the write-back: the ones the lowering
-# fuses into a conv.
-ACTIVATIONS: dict[str, Callable[[te.Tensor], te.Tensor]] = {
-    name: ACTIVATION_EXPRESSIONS[name] for name in ("none", "relu", "relu6")
-}
-
-
-def _pair(name: str, value: int | tuple[int, int], minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in pair):
-        raise KernelSpecError(f"{name} must be an integer >= {minimum} or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class BlockSparseConvSpec:
-    """Everything static about one block-sparse conv kernel: shapes, stride, padding, epilogue.
-
-    ``block_size`` is N (output channels per block), ``kept_per_row`` is K (input channels each
-    block-row keeps; K = in_channels is a dense conv). ``kernel_size``, ``stride`` and
-    ``padding`` take an int or an (h, w) pair, as torch's Conv2d does (padding is symmetric).
-    """
-
-    batch: int
-    height: int
-    width: int
-    in_channels: int
-    out_channels: int
-    block_size: int
-    kept_per_row: int
-    kernel_size: int | tuple[int, int] = 3
-    stride: int | tuple[int, int] = 1
-    padding: int | tuple[int, int] = 0
-    bias: bool = False
-    residual: bool = False
-    activation: str = "none"
-
-    def __post_init__(self) -> None:
-        for name in ("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_per_row"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KernelSpecError(f"BlockSparseConvSpec.{name} must be an integer >= 1, got {value!r}")
-        object.__setattr__(self, "kernel_size", _pair("kernel_size", self.kernel_size, 1))
-        object.__setattr__(self, "stride", _pair("stride", self.stride, 1))
-        object.__setattr__(self, "padding", _pair("padding", self.padding, 0))
-        if self.out_channels % self.block_size != 0:
-            raise KernelSpecError(
-                f"block_size N={self.block_size} does not divide out_channels={self.out_channels}; "
-                f"valid N divide {self.out_channels}"
-            )
-        if self.kept_per_row > self.in_channels:
-            raise KernelSpecError(
-                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; valid K are 1..{self.in_channels}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise KernelSpecError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.out_height < 1 or self.out_width < 1:
-            raise KernelSpecError(
-                f"a {self.kernel_size} kernel with padding {self.padding} does not fit a {self.height}x{self.width} input"
-            )
-
-    @property
-    def block_rows(self) -> int:
-        """R = C_out / N."""
-        return self.out_channels // self.block_size
-
-    @property
-    def out_height(self) -> int:
-        return (self.height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
-
-    @property
-    def out_width(self) -> int:
-        return (self.width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-
-    @property
-    def data_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.height, self.width, self.in_channels)
-
-    @property
-    def values_shape(self) -> tuple[int, int, int, int, int]:
-        return (self.block_rows, self.kept_per_row, *self.kernel_size, self.block_size)
-
-    @property
-    def indices_shape(self) -> tuple[int, int]:
-        return (self.block_rows, self.kept_per_row)
-
-    @property
-    def out_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.out_height, self.out_width, self.out_channels)
-
-    @property
-    def flops(self) -> int:
-        """Multiply-adds x 2 actually needed (pruned blocks excluded, no padding work)."""
-        kh, kw = self.kernel_size
-        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_per_row * kh * kw
-
-    def argument_names(self) -> list[str]:
-        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
-        names = ["data", "values", "indices"]
-        names += ["bias"] if self.bias else []
-        names += ["residual"] if self.residual else []
-        return names + ["out"]
+from subp_fx.codegen.kernels.isa import VectorISA, vector_chunk
+from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE, bounds_condition
+from subp_fx.codegen.kernels.modes import PADDING_STAGE, PARALLEL_PIXELS
+from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
 
 
 def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_width: int):
@@ -164,14 +56,13 @@ def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_widt
     output has no condition at all.
     """
     pad_h, pad_w = spec.padding
+    bottom, right = spec.height + pad_h, spec.width + pad_w
 
     def condition(h, w):
-        clauses = []
-        clauses += [h >= pad_h] if pad_h > 0 else []
-        clauses += [h < spec.height + pad_h] if padded_height > spec.height + pad_h else []
-        clauses += [w >= pad_w] if pad_w > 0 else []
-        clauses += [w < spec.width + pad_w] if padded_width > spec.width + pad_w else []
-        return tirx.all(*clauses) if clauses else None
+        return bounds_condition(
+            h, w, pad_h if pad_h > 0 else None, pad_w if pad_w > 0 else None,
+            bottom if padded_height > bottom else None, right if padded_width > right else None,
+        )
 
     return condition
 
@@ -237,7 +128,7 @@ def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
     if spec.residual:
         residual = te.placeholder(spec.out_shape, DTYPE, name="residual")
         arguments.append(residual)
-    activation = ACTIVATIONS[spec.activation]
+    activation = activations.expression(spec.activation)
 
     def epilogue(b, oh, ow, co):
         value = conv[b, oh, ow, co]

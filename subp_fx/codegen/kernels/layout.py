@@ -1,0 +1,73 @@
+"""Layout kernels: NCHW <-> NHWC transposes, channel slice, channel concat (all channels last).
+
+The compiled model keeps activations NHWC from its input to its logits: the only transpose is
+:func:`nchw_to_nhwc_primfunc` on the input (and :func:`nhwc_to_nchw_primfunc` where a 4-d tensor
+leaves the NHWC world: a flatten of a map larger than 1x1, or a 4-d model output).
+
+Schedules: parallel over (batch, row) or (batch, channel), the innermost contiguous axis
+vectorised. Concat selects its input by channel range; its channel loop is split in vectors
+whose width divides every input's channel count, so each vector lies within one input and
+the selection is uniform across its lanes (LLVM then emits plain vector copies, no selects).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+
+from tvm import s_tir, te, tirx
+
+from subp_fx.codegen.kernels.loops import DTYPE, lane_chunk, vectorize_split
+
+
+def _scheduled(arguments: list[te.Tensor], vector_extent: int, lanes: int) -> tirx.PrimFunc:
+    """The 4-D copy computing ``arguments[-1]``, parallel over its two outer loops, its innermost
+    loop split into vectors that divide ``vector_extent``."""
+    sch = s_tir.Schedule(te.create_prim_func(arguments))
+    outer, second, _, innermost = sch.get_loops(sch.get_sblock(arguments[-1].op.name))
+    sch.parallel(sch.fuse(outer, second))
+    vectorize_split(sch, innermost, vector_extent, lanes)
+    return sch.mod["main"]
+
+
+def nchw_to_nhwc_primfunc(shape_nchw: tuple[int, int, int, int], lanes: int) -> tirx.PrimFunc:
+    """(B, C, H, W) -> (B, H, W, C)."""
+    batch, channels, height, width = shape_nchw
+    x = te.placeholder(shape_nchw, DTYPE, name="x")
+    out = te.compute((batch, height, width, channels), lambda b, h, w, c: x[b, c, h, w], name="to_nhwc")
+    return _scheduled([x, out], channels, lanes)
+
+
+def nhwc_to_nchw_primfunc(shape_nhwc: tuple[int, int, int, int], lanes: int) -> tirx.PrimFunc:
+    """(B, H, W, C) -> (B, C, H, W)."""
+    batch, height, width, channels = shape_nhwc
+    x = te.placeholder(shape_nhwc, DTYPE, name="x")
+    out = te.compute((batch, channels, height, width), lambda b, c, h, w: x[b, h, w, c], name="to_nchw")
+    return _scheduled([x, out], width, lanes)
+
+
+def slice_channels_primfunc(shape_nhwc: tuple[int, int, int, int], keep: int, lanes: int) -> tirx.PrimFunc:
+    """(B, H, W, C) -> (B, H, W, keep): the first ``keep`` channels (drops a padded conv's extras)."""
+    batch, height, width, _ = shape_nhwc
+    x = te.placeholder(shape_nhwc, DTYPE, name="x")
+    out = te.compute((batch, height, width, keep), lambda b, h, w, c: x[b, h, w, c], name="slice_channels")
+    return _scheduled([x, out], keep, lanes)
+
+
+def concat_channels_primfunc(shapes_nhwc: list[tuple[int, int, int, int]], lanes: int) -> tirx.PrimFunc:
+    """Inputs (B, H, W, C_i) -> (B, H, W, sum C_i), in order."""
+    batch, height, width, _ = shapes_nhwc[0]
+    counts = [shape[3] for shape in shapes_nhwc]
+    offsets = [sum(counts[:index]) for index in range(len(counts))]
+    inputs = [te.placeholder(shape, DTYPE, name=f"x{index}") for index, shape in enumerate(shapes_nhwc)]
+
+    def select(b, h, w, c):
+        value = inputs[-1][b, h, w, c - offsets[-1]]
+        for index in range(len(inputs) - 2, -1, -1):
+            value = tirx.if_then_else(c < offsets[index + 1], inputs[index][b, h, w, c - offsets[index]], value)
+        return value
+
+    total = sum(counts)
+    out = te.compute((batch, height, width, total), select, name="concat")
+    # A vector width dividing every count never straddles two inputs.
+    return _scheduled([*inputs, out], lane_chunk(reduce(math.gcd, counts), lanes), lanes)

@@ -1,0 +1,143 @@
+"""What a block-sparse conv kernel is: its static shape (``BlockSparseConvSpec``) and one schedule
+choice for it (``ConvTile``), with the padding and parallel modes a schedule can take.
+
+The tiling cost model, the tuning log and the kernel generator all speak this vocabulary; the
+modes themselves are in ``modes`` (pure Python, shared with the load-balance simulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from subp_fx.algorithm.conv_geometry import int_pair
+from subp_fx.codegen.activations import FUSABLE_ACTIVATIONS
+from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.isa import VectorISA, vectors_per_pixel
+from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_MODES, PARALLEL_BLOCK_ROWS, PARALLEL_MODES
+
+INDEX_DTYPE = "int32"
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """One schedule choice: a register tile of ``rows x cols`` output pixels, how padding is done,
+    and what a parallel task computes.
+
+    ``padding``: ``"inline"`` reads the unpadded input under a bounds condition (no copy);
+    ``"stage"`` first copies the input into a zero-padded buffer inside the same kernel (a
+    parallel, vectorised pass) so the hot loop has no condition. ``parallel``: see
+    :data:`PARALLEL_MODES` (``"block_rows"`` or ``"pixels"``).
+    """
+
+    rows: int
+    cols: int
+    padding: str = PADDING_INLINE
+    parallel: str = PARALLEL_BLOCK_ROWS
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KernelSpecError(f"ConvTile.{name} must be an integer >= 1, got {value!r}")
+        if self.padding not in PADDING_MODES:
+            raise KernelSpecError(f"ConvTile.padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
+        if self.parallel not in PARALLEL_MODES:
+            raise KernelSpecError(f"ConvTile.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
+
+    @property
+    def pixels(self) -> int:
+        return self.rows * self.cols
+
+    def accumulators(self, N: int, isa: VectorISA) -> int:
+        """Vector registers holding the tile's partial sums."""
+        return self.pixels * vectors_per_pixel(N, isa)
+
+
+@dataclass(frozen=True)
+class BlockSparseConvSpec:
+    """Everything static about one block-sparse conv kernel: shapes, stride, padding, epilogue.
+
+    ``block_size`` is N (output channels per block), ``kept_per_row`` is K (input channels each
+    block-row keeps; K = in_channels is a dense conv). ``kernel_size``, ``stride`` and
+    ``padding`` take an int or an (h, w) pair, as torch's Conv2d does (padding is symmetric).
+    """
+
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    block_size: int
+    kept_per_row: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    bias: bool = False
+    residual: bool = False
+    activation: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_per_row"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KernelSpecError(f"BlockSparseConvSpec.{name} must be an integer >= 1, got {value!r}")
+        object.__setattr__(self, "kernel_size", int_pair(self.kernel_size, "kernel_size", 1, KernelSpecError))
+        object.__setattr__(self, "stride", int_pair(self.stride, "stride", 1, KernelSpecError))
+        object.__setattr__(self, "padding", int_pair(self.padding, "padding", 0, KernelSpecError))
+        if self.out_channels % self.block_size != 0:
+            raise KernelSpecError(
+                f"block_size N={self.block_size} does not divide out_channels={self.out_channels}; "
+                f"valid N divide {self.out_channels}"
+            )
+        if self.kept_per_row > self.in_channels:
+            raise KernelSpecError(
+                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; valid K are 1..{self.in_channels}"
+            )
+        if self.activation not in FUSABLE_ACTIVATIONS:
+            raise KernelSpecError(f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)}, got {self.activation!r}")
+        if self.out_height < 1 or self.out_width < 1:
+            raise KernelSpecError(
+                f"a {self.kernel_size} kernel with padding {self.padding} does not fit a {self.height}x{self.width} input"
+            )
+
+    @property
+    def block_rows(self) -> int:
+        """R = C_out / N."""
+        return self.out_channels // self.block_size
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.height, self.width, self.in_channels)
+
+    @property
+    def values_shape(self) -> tuple[int, int, int, int, int]:
+        return (self.block_rows, self.kept_per_row, *self.kernel_size, self.block_size)
+
+    @property
+    def indices_shape(self) -> tuple[int, int]:
+        return (self.block_rows, self.kept_per_row)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_height, self.out_width, self.out_channels)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds x 2 actually needed (pruned blocks excluded, no padding work)."""
+        kh, kw = self.kernel_size
+        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_per_row * kh * kw
+
+    def argument_names(self) -> list[str]:
+        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
+        names = ["data", "values", "indices"]
+        names += ["bias"] if self.bias else []
+        names += ["residual"] if self.residual else []
+        return names + ["out"]

@@ -1,0 +1,71 @@
+"""The state one lowering carries from node to node (the handlers' single argument besides the node)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.fx as fx
+from tvm.target import Target
+
+from subp_fx.codegen.lowering.fusion import Epilogue
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.runtime.kernel_table import KernelEntry, epilogue_text
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.isa import VectorISA
+from subp_fx.codegen.tuning.build import choose_tile
+from subp_fx.codegen.kernels.tiling import heuristic_tile
+from subp_fx.codegen.tuning.log import TuningLog
+from subp_fx.codegen.lowering.program import RelaxProgram
+
+
+@dataclass
+class LoweringContext:
+    """Graph facts, the program being emitted, the target, and what each node lowered to.
+
+    ``values`` maps an fx node to its lowered value: a :class:`LoweredTensor`, or a plain Python
+    value for nodes that compute shapes (``x.size(0)``). ``epilogues`` maps a conv node to what
+    its kernel fuses (see ``fusion``). ``tune_tiles`` times a few register tiles per distinct conv
+    shape (``choose_tile``) instead of taking the cost model's choice; ``tuning_log`` reuses and
+    records those timings.
+    """
+
+    view: GraphView
+    program: RelaxProgram
+    target: Target
+    isa: VectorISA
+    tune_tiles: bool = False
+    tuning_log: TuningLog | None = None
+    epilogues: dict[fx.Node, Epilogue] = field(default_factory=dict)
+    values: dict[fx.Node, Any] = field(default_factory=dict)
+    kernel_table: list[KernelEntry] = field(default_factory=list)
+
+    @property
+    def lanes(self) -> int:
+        return self.isa.lanes
+
+    def tensor(self, node: Any) -> LoweredTensor:
+        value = self.values[node]
+        if not isinstance(value, LoweredTensor):
+            raise TypeError(f"{node} lowered to {type(value).__name__}, not a tensor")
+        return value
+
+    def epilogue(self, conv: fx.Node) -> Epilogue:
+        return self.epilogues.get(conv, Epilogue(conv))
+
+    def record_kernel(self, node: fx.Node, key, *, bias: bool, residual: bool, activation: str, **fields) -> None:
+        """Add ``node``'s row to the kernel table: the layer, the name its kernel (``key``) was
+        registered under, the epilogue text, and ``fields`` (see ``KernelEntry``)."""
+        self.kernel_table.append(
+            KernelEntry(
+                layer=str(node.target),
+                kernel=self.program.kernel_names[key],
+                epilogue=epilogue_text(bias, residual, activation),
+                **fields,
+            )
+        )
+
+    def tile_for(self, spec: BlockSparseConvSpec) -> ConvTile:
+        if self.tune_tiles:
+            return choose_tile(spec, self.target, log=self.tuning_log)[0]
+        return heuristic_tile(spec, self.isa)

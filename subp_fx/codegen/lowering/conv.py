@@ -1,0 +1,325 @@
+"""Lowering of the convs: block-sparse and dense on the 1xN kernel, depthwise on its own.
+
+What becomes what:
+
+- ``BlockSparseConv2d`` -> the 1xN block-sparse kernel (``block_sparse_conv2d_primfunc``) with its
+  ``values``, ``indices`` (as int32) and ``bias`` as Relax constants;
+- ``nn.Conv2d`` with ``groups == 1`` -> the *same* kernel with every input channel kept
+  (K = C_in, indices = arange): the weight is packed into the values layout with N = 16 when it
+  divides C_out, else 8; a C_out that 8 does not divide is padded with zero channels up to a
+  multiple of 8 and the extras are sliced off after the call;
+- ``nn.Conv2d`` with ``groups == C_in == C_out`` -> the depthwise kernel (``depthwise_lowering``).
+
+Each call fuses what ``fusion.plan_epilogues`` found (bias always; residual add and relu/relu6
+where the graph allows) and records one ``KernelEntry``. Refused, with the reason: dilation in a
+block-sparse or dense conv, asymmetric ('same' with an even kernel) padding, a padding mode other
+than zeros, grouped convs that are not depthwise, inputs that are not 4-d.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch.fx as fx
+import torch.nn as nn
+
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
+from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.runtime.kernel_table import DENSE, DEPTHWISE, SPARSE
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
+from subp_fx.codegen.kernels.tiling import cheapest_block_size
+from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.kernels.layout import slice_channels_primfunc
+from subp_fx.codegen.kernels.packing import dense_as_block_sparse
+from subp_fx.algorithm.conv_geometry import explicit_padding
+from subp_fx.codegen.lowering.weights import float32_array
+
+# N candidates for dense layers. A dense conv's N is free, so each layer takes the candidate whose
+# heuristic register tile needs the fewest loads per FMA (tiling.tile_cost); ties go to the
+# earlier one. On AVX-512 that is N=32 (7 pixels x 2 zmm: 0.64 loads per FMA, against 1.07 for
+# 14 pixels x 1 zmm at N=16); on AVX2 16 and 32 tie and 16 stays (the N=16 tile was the one
+# measured fastest on znver3).
+DENSE_BLOCK_SIZES = (16, 32, 8)
+# C_out that no DENSE_BLOCK_SIZES divides is padded up to a multiple of this.
+CHANNEL_PADDING_MULTIPLE = 8
+STEM_IN_CHANNELS = 4  # below this, a conv is an image stem (the default selection's min_in_channels)
+
+
+@dataclass(frozen=True)
+class KernelWeights:
+    """A layer's weights in the block-sparse kernel's layout.
+
+    ``values`` (R, K, kh, kw, N) float32, ``indices`` (R, K) int32, ``bias`` (R*N,) or None;
+    ``out_channels`` is the layer's real C_out (R*N may be larger: zero channels of padding).
+    """
+
+    values: np.ndarray
+    indices: np.ndarray
+    bias: np.ndarray | None
+    out_channels: int
+
+    @property
+    def block_size(self) -> int:
+        return self.values.shape[4]
+
+    @property
+    def padded_out_channels(self) -> int:
+        return self.values.shape[0] * self.values.shape[4]
+
+    @property
+    def kept_per_row(self) -> int:
+        return self.values.shape[1]
+
+
+def dense_block_size(out_channels: int) -> tuple[int, int]:
+    """(N, padded C_out) for a dense layer with ``out_channels`` outputs."""
+    for size in DENSE_BLOCK_SIZES:
+        if out_channels % size == 0:
+            return size, out_channels
+    padded = -(-out_channels // CHANNEL_PADDING_MULTIPLE) * CHANNEL_PADDING_MULTIPLE
+    return next(size for size in DENSE_BLOCK_SIZES if padded % size == 0), padded
+
+
+def pack_dense(weight: np.ndarray, bias: np.ndarray | None, block_size: int | None = None) -> KernelWeights:
+    """A dense (C_out, C_in, kh, kw) weight as K = C_in block-sparse weights (padded if needed),
+    in blocks of ``block_size`` output channels (default: :func:`dense_block_size`'s)."""
+    out_channels = weight.shape[0]
+    N, padded = dense_block_size(out_channels)
+    N = N if block_size is None else block_size
+    if padded % N != 0:
+        raise ValueError(f"block_size={N} does not divide the {padded} (padded) output channels")
+    if padded != out_channels:
+        weight = np.concatenate([weight, np.zeros((padded - out_channels, *weight.shape[1:]), np.float32)])
+        bias = None if bias is None else np.concatenate([bias, np.zeros(padded - out_channels, np.float32)])
+    values, indices = dense_as_block_sparse(weight, N)
+    return KernelWeights(values, indices, bias, out_channels)
+
+
+def pack_block_sparse_module(conv: BlockSparseConv2d) -> KernelWeights:
+    bias = None if conv.bias is None else float32_array(conv.bias)
+    indices = conv.indices.detach().cpu().numpy().astype(np.int32)
+    return KernelWeights(float32_array(conv.values), indices, bias, conv.out_channels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: each returns why the node cannot be lowered, or None.
+
+
+def _feature_map_problem(view: GraphView, node: fx.Node) -> str | None:
+    shape = view.shape(node.args[0]) if node.args else None
+    if shape is None or len(shape) != 4:
+        return f"its input has shape {shape}; convs are lowered for 4-d (B, C, H, W) inputs only"
+    return None
+
+
+def _padding_problem(padding, kernel_size, dilation) -> str | None:
+    if explicit_padding(padding, kernel_size, dilation) is None:
+        return f"padding={padding!r} is asymmetric for kernel {kernel_size}; only symmetric padding is supported"
+    return None
+
+
+def block_sparse_conv_problem(view: GraphView, node: fx.Node) -> str | None:
+    conv: BlockSparseConv2d = view.module(node)
+    if tuple(conv.dilation) != (1, 1):
+        return f"dilation={conv.dilation}; the block-sparse kernel supports dilation 1 only"
+    return _feature_map_problem(view, node) or _padding_problem(conv.padding, conv.kernel_size, conv.dilation)
+
+
+def conv2d_kind(conv: nn.Conv2d) -> str | None:
+    """"dense" (groups 1), "depthwise" (groups == C_in == C_out) or None (other grouped convs)."""
+    if conv.groups == 1:
+        return DENSE
+    if conv.groups == conv.in_channels == conv.out_channels:
+        return DEPTHWISE
+    return None
+
+
+def conv2d_problem(view: GraphView, node: fx.Node) -> str | None:
+    conv: nn.Conv2d = view.module(node)
+    kind = conv2d_kind(conv)
+    if kind is None:
+        return (
+            f"groups={conv.groups} with C_in={conv.in_channels}, C_out={conv.out_channels}; supported are groups=1 "
+            "(dense) and groups=C_in=C_out (depthwise)"
+        )
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
+    if kind == DENSE and tuple(conv.dilation) != (1, 1):
+        return f"dilation={conv.dilation}; dense convs run on the block-sparse kernel, which supports dilation 1 only"
+    return _feature_map_problem(view, node) or _padding_problem(conv.padding, conv.kernel_size, conv.dilation)
+
+
+def conv2d_fusion_ability(view: GraphView, node: fx.Node) -> FusionAbility:
+    """What the kernel of an ``nn.Conv2d`` node can fuse: a dense conv whose C_out is padded
+    (sliced after the call) and a depthwise conv take an activation, a dense conv a residual too."""
+    conv: nn.Conv2d = view.module(node)
+    if conv2d_kind(conv) == DENSE and dense_block_size(conv.out_channels)[1] == conv.out_channels:
+        return FusionAbility.RESIDUAL
+    return FusionAbility.ACTIVATION
+
+
+# ---------------------------------------------------------------------------------------------
+# Lowering.
+
+
+def describe_tile(tile: ConvTile) -> str:
+    return f"{tile.rows}x{tile.cols}px {tile.padding}-pad {tile.parallel}"
+
+
+def _kernel_name(kind: str, spec: BlockSparseConvSpec) -> str:
+    kh, kw = spec.kernel_size
+    parts = [kind, f"conv{kh}x{kw}s{spec.stride[0]}"]
+    parts += [f"b{spec.batch}", f"{spec.height}x{spec.width}", f"{spec.in_channels}to{spec.out_channels}"]
+    parts += [f"K{spec.kept_per_row}N{spec.block_size}"]
+    parts += ["bias"] * spec.bias + ["residual"] * spec.residual
+    parts += [spec.activation] if spec.activation != "none" else []
+    return "_".join(parts)
+
+
+@dataclass(frozen=True)
+class _KernelLayer:
+    """What the kernel call needs to know about a layer beyond its weights."""
+
+    kind: str
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dense_reason: str | None
+
+
+def _kernel_spec(
+    epilogue: Epilogue,
+    data: LoweredTensor,
+    out_channels: int,
+    block_size: int,
+    kept_per_row: int,
+    bias: bool,
+    layer: _KernelLayer,
+) -> BlockSparseConvSpec:
+    batch, height, width, in_channels = data.stored_shape
+    return BlockSparseConvSpec(
+        batch=batch,
+        height=height,
+        width=width,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_size=block_size,
+        kept_per_row=kept_per_row,
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        bias=bias,
+        residual=epilogue.residual is not None,
+        activation=epilogue.activation,
+    )
+
+
+def _emit_block_sparse_kernel(
+    ctx: LoweringContext,
+    node: fx.Node,
+    data: LoweredTensor,
+    weights: KernelWeights,
+    layer: _KernelLayer,
+) -> LoweredTensor:
+    """Call the block-sparse kernel on an NHWC feature map; returns the NHWC (sliced) output."""
+    epilogue: Epilogue = ctx.epilogue(node)
+    batch, _, _, in_channels = data.stored_shape
+    spec = _kernel_spec(epilogue, data, weights.padded_out_channels, weights.block_size, weights.kept_per_row,
+                        weights.bias is not None, layer)
+    tile = ctx.tile_for(spec)
+    arguments = [data.expr, ctx.program.constant(weights.values), ctx.program.constant(weights.indices)]
+    arguments += [ctx.program.constant(weights.bias)] if weights.bias is not None else []
+    arguments += [ctx.tensor(epilogue.residual).expr] if epilogue.residual is not None else []
+    output = ctx.program.call(
+        ("block_sparse_conv2d", spec, tile),
+        _kernel_name(layer.kind, spec),
+        lambda: block_sparse_conv2d_primfunc(spec, tile, ctx.isa),
+        arguments,
+        spec.out_shape,
+    )
+    if weights.padded_out_channels != weights.out_channels:
+        keep = weights.out_channels
+        output = ctx.program.call(
+            ("slice_channels", spec.out_shape, keep),
+            f"slice_channels_{spec.out_channels}to{keep}",
+            lambda: slice_channels_primfunc(spec.out_shape, keep, ctx.lanes),
+            [output],
+            (*spec.out_shape[:3], keep),
+        )
+    kh, kw = layer.kernel_size
+    ctx.record_kernel(
+        node,
+        ("block_sparse_conv2d", spec, tile),
+        bias=spec.bias,
+        residual=spec.residual,
+        activation=spec.activation,
+        kind=layer.kind,
+        op="conv2d",
+        in_channels=in_channels,
+        kept_per_row=weights.kept_per_row,
+        out_channels=weights.out_channels,
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        out_hw=(spec.out_height, spec.out_width),
+        block_size=weights.block_size,
+        macs=batch * spec.out_height * spec.out_width * weights.out_channels * weights.kept_per_row * kh * kw,
+        tile=describe_tile(tile),
+        dense_reason=layer.dense_reason,
+    )
+    return LoweredTensor(output, (batch, weights.out_channels, spec.out_height, spec.out_width))
+
+
+def lower_block_sparse_conv(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    conv: BlockSparseConv2d = ctx.view.module(node)
+    layer = _KernelLayer(
+        SPARSE, tuple(conv.kernel_size), tuple(conv.stride),
+        explicit_padding(conv.padding, conv.kernel_size, conv.dilation), None,
+    )
+    return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), pack_block_sparse_module(conv), layer)
+
+
+def _dense_reason(conv: nn.Conv2d) -> str:
+    reason = (
+        f"stem: C_in={conv.in_channels} < {STEM_IN_CHANNELS}, too few input channels to prune"
+        if conv.in_channels < STEM_IN_CHANNELS
+        else "not a SUBP layer in this model (left dense by the layer selection)"
+    )
+    padded = dense_block_size(conv.out_channels)[1]
+    return reason + (f"; C_out={conv.out_channels} padded to {padded}" if padded != conv.out_channels else "")
+
+
+def _lower_dense_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
+    bias = None if conv.bias is None else float32_array(conv.bias)
+    layer = _KernelLayer(
+        DENSE, tuple(conv.kernel_size), tuple(conv.stride),
+        explicit_padding(conv.padding, conv.kernel_size, conv.dilation), _dense_reason(conv),
+    )
+    data = ctx.tensor(node.args[0])
+    block_size = _cheapest_dense_block_size(ctx, node, data, conv, layer)
+    weights = pack_dense(float32_array(conv.weight), bias, block_size)
+    return _emit_block_sparse_kernel(ctx, node, data, weights, layer)
+
+
+def _cheapest_dense_block_size(
+    ctx: LoweringContext, node: fx.Node, data: LoweredTensor, conv: nn.Conv2d, layer: _KernelLayer
+) -> int:
+    """The :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
+    first_fit, padded = dense_block_size(conv.out_channels)
+    spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], conv.bias is not None, layer)
+    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
+
+
+_CONV2D_LOWERINGS: dict[str, Callable[[LoweringContext, fx.Node, nn.Conv2d], LoweredTensor]] = {
+    DENSE: _lower_dense_conv,
+    DEPTHWISE: lower_depthwise_conv,
+}
+
+
+def lower_conv2d(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    conv: nn.Conv2d = ctx.view.module(node)
+    return _CONV2D_LOWERINGS[conv2d_kind(conv)](ctx, node, conv)

@@ -1,0 +1,159 @@
+"""Whole-model lowering: a converted, BN-folded torch.fx GraphModule -> a Relax IRModule.
+
+What it produces: ``main(x: (B, C, H, W) float32) -> logits`` whose body is one dataflow block of
+``call_tir`` calls to scheduled TIR kernels (plus free reshapes). Activations are NHWC from end
+to end: one NCHW -> NHWC transpose of the input first, none between layers (a flatten of a map
+larger than 1x1 and a 4-d model output go back to NCHW, as torch's element order requires).
+``BlockSparseConv2d`` and dense convs run on the 1xN block-sparse kernel, depthwise convs on
+their own kernel, every other op on a scheduled kernel of ``ops`` (see ``node_rules`` for the
+full table). Conv -> relu/relu6 and conv -> add -> relu are fused into the conv's epilogue
+(``fusion``). No op is left for Relax's generic, unscheduled legalisation.
+
+What it refuses: a graph with any node ``node_rules`` cannot lower; one
+:class:`~subp_fx.errors.UnsupportedOpError` lists every such node (op, target, module type,
+reason) and what is supported, before anything is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch.fx as fx
+import torch.nn as nn
+import tvm
+from tvm.target import Target
+
+from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.runtime.kernel_table import KernelEntry
+from subp_fx.codegen.kernels.isa import vector_isa
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
+from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
+from subp_fx.codegen.lowering.preconditions import check_inference_graph
+from subp_fx.codegen.lowering.program import RelaxProgram
+from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.target import parse_target
+from subp_fx.codegen.tuning.log import TuningLog
+from subp_fx.errors import UnsupportedOpError
+from subp_fx.passes.trace import trace
+
+INPUT_LAYOUT = "NCHW"
+ACTIVATION_LAYOUT = "NHWC"
+
+
+@dataclass(frozen=True)
+class LoweredModel:
+    """The Relax module and what the compile report and manifest need about it."""
+
+    module: tvm.IRModule
+    kernel_table: list[KernelEntry]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    target: Target
+
+
+def check_lowerable(view: GraphView) -> None:
+    """Raise one :class:`UnsupportedOpError` naming every node that cannot be lowered."""
+    problems = unsupported_nodes(view)
+    if problems:
+        listing = "; ".join(f"({index}) {problem}" for index, problem in enumerate(problems, 1))
+        raise UnsupportedOpError(
+            f"the model cannot be compiled: {len(problems)} node(s) have no lowering: {listing}. "
+            f"Supported are {supported_ops()}."
+        )
+
+
+def _fusion_ability(view: GraphView, node: fx.Node) -> FusionAbility:
+    rule = rule_for(view, node)
+    return rule.fusion(view, node) if rule is not None else FusionAbility.NONE
+
+
+def _lower_input(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    shape = ctx.view.input_shape
+    batch, channels, height, width = shape
+    stored = (batch, height, width, channels)
+    output = ctx.program.call(
+        ("to_nhwc", shape),
+        "input_to_nhwc",
+        lambda: nchw_to_nhwc_primfunc(shape, ctx.lanes),
+        [ctx.program.input],
+        stored,
+    )
+    return LoweredTensor(output, shape)
+
+
+def _lower_output(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    result = ctx.tensor(node.args[0])
+    if not result.is_feature_map:
+        return result
+    expr = ctx.program.call(
+        ("to_nchw", result.stored_shape),
+        "output_to_nchw",
+        lambda: nhwc_to_nchw_primfunc(result.stored_shape, ctx.lanes),
+        [result.expr],
+        result.shape,
+    )
+    return LoweredTensor(expr, result.shape)
+
+
+def _walk(ctx: LoweringContext) -> LoweredTensor:
+    """Lower every node in graph order; a fused group is emitted at its last node."""
+    groups_by_output: dict[fx.Node, Epilogue] = {epilogue.result_node: epilogue for epilogue in ctx.epilogues.values()}
+    deferred = {node for epilogue in ctx.epilogues.values() for node in (epilogue.conv, *epilogue.absorbed)}
+    for node in ctx.view.nodes:
+        if node.op == "placeholder":
+            ctx.values[node] = _lower_input(ctx, node)
+        elif node.op == "output":
+            return _lower_output(ctx, node)
+        elif node in groups_by_output:
+            conv = groups_by_output[node].conv
+            ctx.values[node] = rule_for(ctx.view, conv).lower(ctx, conv)
+        elif node not in deferred:
+            ctx.values[node] = rule_for(ctx.view, node).lower(ctx, node)
+    raise UnsupportedOpError("the model's graph has no output node; a traced forward returns one tensor")
+
+
+def lower_graph(
+    gm: fx.GraphModule | nn.Module,
+    example_input_shape: tuple[int, ...],
+    target: str | Mapping[str, Any] | Target = DEFAULT_TARGET,
+    tune_tiles: bool = False,
+    tuning_log: TuningLog | None = None,
+) -> LoweredModel:
+    """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
+
+    ``gm`` must be converted (``convert``) and BN-folded (``fold_batchnorm``): checked first
+    (``preconditions``); a batch norm that cannot be folded is lowered as a per-channel affine.
+    ``tune_tiles`` times a few register tiles per distinct conv shape instead of using the
+    tiling cost model's choice (slower to compile, sometimes faster to run); with a
+    ``tuning_log`` the shapes it has are not timed again and new timings are added to it (in
+    memory: the caller saves it).
+    """
+    target = target if isinstance(target, Target) else parse_target(target)
+    traced = trace(gm)
+    check_inference_graph(traced)
+    view = GraphView(traced, tuple(example_input_shape))
+    check_lowerable(view)
+    program = RelaxProgram(view.input_shape)
+    ctx = LoweringContext(view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles,
+                          tuning_log=tuning_log)
+    ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
+    with program.function():
+        result = _walk(ctx)
+        program.finish(result.expr)
+    # Fused groups are emitted at their last node; the table lists layers in the model's order.
+    position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
+    table = sorted(ctx.kernel_table, key=lambda entry: position[entry.layer])
+    return LoweredModel(program.module(), table, view.input_shape, result.shape, target)
+
+
+def lower(
+    gm: fx.GraphModule | nn.Module,
+    example_input_shape: tuple[int, ...],
+    target: str | Mapping[str, Any] | Target = DEFAULT_TARGET,
+) -> tvm.IRModule:
+    """The Relax IRModule of ``gm`` (see :func:`lower_graph`, which also returns the kernel table)."""
+    return lower_graph(gm, example_input_shape, target).module

@@ -1,0 +1,324 @@
+"""Lowering of the weightless ops: activations, add, pooling, flatten, concat, batch norm, shapes.
+
+Each op has a ``*_problem(view, node) -> str | None`` (why it cannot be lowered, checked for the
+whole graph before anything is built) and a ``lower_*(ctx, node)`` that emits the op's scheduled
+kernel (``ops.*``) on NHWC data. Shape arithmetic comes from torch (``GraphView.shape``), so
+ceil_mode, 'same' padding and the like need no re-derivation here.
+
+Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
+size; adaptive average pools whose output size does not divide the input (other than 1x1);
+flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
+different shapes (broadcasting) or with ``alpha``; dropout and batch norm in training mode.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import numpy as np
+import torch.fx as fx
+import torch.nn as nn
+
+from subp_fx.algorithm.conv_geometry import int_pair
+from subp_fx.codegen.lowering.fusion import add_operands
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor, bind_arguments
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.kernels.elementwise import activation_primfunc, add_primfunc, channel_affine_primfunc
+from subp_fx.codegen.kernels.layout import concat_channels_primfunc, nhwc_to_nchw_primfunc
+from subp_fx.codegen.kernels.pooling import PoolWindow, avg_pool2d_primfunc, global_avg_pool_primfunc, max_pool2d_primfunc
+
+
+def _input(node: fx.Node) -> fx.Node:
+    return node.args[0] if node.args else next(iter(node.kwargs.values()))
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(size) for size in shape)
+
+
+def _feature_map_problem(view: GraphView, node: fx.Node, what: str) -> str | None:
+    shape = view.shape(_input(node))
+    if shape is None or len(shape) != 4:
+        return f"its input has shape {shape}; {what} is lowered for 4-d (B, C, H, W) inputs only"
+    return None
+
+
+# --- activations --------------------------------------------------------------------------------
+
+
+def activation_lowering(activation: str) -> Callable[[LoweringContext, fx.Node], LoweredTensor]:
+    """The handler applying ``activation`` (relu, relu6, hardswish) elementwise."""
+
+    def lower(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+        x = ctx.tensor(_input(node))
+        shape = x.stored_shape
+        output = ctx.program.call(
+            ("activation", activation, shape),
+            f"{activation}_{_shape_text(shape)}",
+            lambda: activation_primfunc(shape, activation, ctx.lanes),
+            [x.expr],
+            shape,
+        )
+        return LoweredTensor(output, x.shape)
+
+    return lower
+
+
+# --- add ----------------------------------------------------------------------------------------
+
+
+def add_problem(view: GraphView, node: fx.Node) -> str | None:
+    if add_operands(view, node) is None:
+        arguments = bind_arguments(node, ("input", "other"))
+        shapes = [view.shape(arguments.get(name)) if view.is_tensor(arguments.get(name)) else repr(arguments.get(name)) for name in ("input", "other")]
+        return f"adds {shapes[0]} and {shapes[1]}; only adds of two tensors of one shape (no alpha, no broadcasting) are supported"
+    return None
+
+
+def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    left, right = (ctx.tensor(operand) for operand in add_operands(ctx.view, node))
+    shape = left.stored_shape
+    output = ctx.program.call(
+        ("add", shape), f"add_{_shape_text(shape)}", lambda: add_primfunc(shape, ctx.lanes), [left.expr, right.expr], shape
+    )
+    return LoweredTensor(output, left.shape)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+
+def _window(view: GraphView, node: fx.Node, kernel_size, stride, padding, dilation=1) -> PoolWindow:
+    batch, channels, height, width = view.shape(_input(node))
+    out_height, out_width = view.shape(node)[2:]
+    return PoolWindow(
+        batch, height, width, channels, out_height, out_width,
+        int_pair(kernel_size, "kernel_size"), int_pair(stride if stride is not None else kernel_size, "stride"),
+        int_pair(padding, "padding"), int_pair(dilation, "dilation"),
+    )
+
+
+def max_pool_problem(view: GraphView, node: fx.Node) -> str | None:
+    pool: nn.MaxPool2d = view.module(node)
+    if pool.return_indices:
+        return "return_indices=True; only the pooled values are supported"
+    return _feature_map_problem(view, node, "max pooling")
+
+
+def lower_max_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    pool: nn.MaxPool2d = ctx.view.module(node)
+    window = _window(ctx.view, node, pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    x = ctx.tensor(_input(node))
+    kh, kw = window.kernel_size
+    output = ctx.program.call(
+        ("max_pool2d", window),
+        f"max_pool{kh}x{kw}s{window.stride[0]}_{_shape_text(window.in_shape)}",
+        lambda: max_pool2d_primfunc(window, ctx.lanes),
+        [x.expr],
+        window.out_shape,
+    )
+    return LoweredTensor(output, ctx.view.shape(node))
+
+
+def avg_pool_problem(view: GraphView, node: fx.Node) -> str | None:
+    problem = _feature_map_problem(view, node, "average pooling")
+    if problem:
+        return problem
+    pool: nn.AvgPool2d = view.module(node)
+    window = _window(view, node, pool.kernel_size, pool.stride, pool.padding)
+    floor_height = (window.height + 2 * window.padding[0] - window.kernel_size[0]) // window.stride[0] + 1
+    floor_width = (window.width + 2 * window.padding[1] - window.kernel_size[1]) // window.stride[1] + 1
+    if (floor_height, floor_width) != (window.out_height, window.out_width):
+        return "ceil_mode=True adds partial windows here; average pooling supports ceil_mode only when it changes nothing"
+    return None
+
+
+def _emit_avg_pool(ctx: LoweringContext, node: fx.Node, window: PoolWindow, count_include_pad: bool, divisor_override) -> LoweredTensor:
+    x = ctx.tensor(_input(node))
+    kh, kw = window.kernel_size
+    output = ctx.program.call(
+        ("avg_pool2d", window, count_include_pad, divisor_override),
+        f"avg_pool{kh}x{kw}s{window.stride[0]}_{_shape_text(window.in_shape)}",
+        lambda: avg_pool2d_primfunc(window, ctx.lanes, count_include_pad, divisor_override),
+        [x.expr],
+        window.out_shape,
+    )
+    return LoweredTensor(output, ctx.view.shape(node))
+
+
+def lower_avg_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    pool: nn.AvgPool2d = ctx.view.module(node)
+    window = _window(ctx.view, node, pool.kernel_size, pool.stride, pool.padding)
+    return _emit_avg_pool(ctx, node, window, pool.count_include_pad, pool.divisor_override)
+
+
+def _adaptive_output_size(view: GraphView, node: fx.Node) -> tuple[int, int]:
+    return tuple(view.shape(node)[2:])
+
+
+def adaptive_avg_pool_problem(view: GraphView, node: fx.Node) -> str | None:
+    problem = _feature_map_problem(view, node, "adaptive average pooling")
+    if problem:
+        return problem
+    height, width = view.shape(_input(node))[2:]
+    out_height, out_width = _adaptive_output_size(view, node)
+    if height % out_height or width % out_width:
+        return (
+            f"output size {out_height}x{out_width} does not divide the {height}x{width} input; supported are 1x1 "
+            "and sizes that divide the input (uniform windows)"
+        )
+    return None
+
+
+def lower_adaptive_avg_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    x = ctx.tensor(_input(node))
+    batch, height, width, channels = x.stored_shape
+    out_height, out_width = _adaptive_output_size(ctx.view, node)
+    if (out_height, out_width) != (1, 1):
+        window = (height // out_height, width // out_width)
+        return _emit_avg_pool(ctx, node, _window(ctx.view, node, window, window, 0), True, None)
+    output = ctx.program.call(
+        ("global_avg_pool", x.stored_shape),
+        f"global_avg_pool_{_shape_text(x.stored_shape)}",
+        lambda: global_avg_pool_primfunc(x.stored_shape, ctx.lanes),
+        [x.expr],
+        (batch, 1, 1, channels),
+    )
+    return LoweredTensor(output, (batch, channels, 1, 1))
+
+
+# --- flatten / view / reshape -------------------------------------------------------------------
+
+
+def flatten_problem(view: GraphView, node: fx.Node) -> str | None:
+    in_shape, out_shape = view.shape(_input(node)), view.shape(node)
+    if in_shape is None or out_shape is None:
+        return "its input or output is not a tensor"
+    flattened = len(out_shape) == 2 and out_shape[0] == in_shape[0] and len(in_shape) in (2, 4)
+    if not flattened:
+        return f"reshapes {in_shape} to {out_shape}; only flattening a (B, C, H, W) or (B, F) tensor to (B, features) is supported"
+    return None
+
+
+def lower_flatten(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    x = ctx.tensor(_input(node))
+    out_shape = ctx.view.shape(node)
+    if not x.is_feature_map:
+        return x
+    batch, channels, height, width = x.shape
+    source = x.expr
+    if height * width != 1:
+        # torch flattens in (C, H, W) order: go back to NCHW first.
+        source = ctx.program.call(
+            ("to_nchw", x.stored_shape),
+            f"to_nchw_{_shape_text(x.stored_shape)}",
+            lambda: nhwc_to_nchw_primfunc(x.stored_shape, ctx.lanes),
+            [x.expr],
+            x.shape,
+        )
+    return LoweredTensor(ctx.program.reshape(source, out_shape), out_shape)
+
+
+# --- identity-like ------------------------------------------------------------------------------
+
+
+def lower_passthrough(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    return ctx.tensor(_input(node))
+
+
+def dropout_problem(view: GraphView, node: fx.Node) -> str | None:
+    if view.module(node).training:
+        return "dropout is in training mode; call model.eval() first (eval-mode dropout is the identity)"
+    return None
+
+
+# --- concat -------------------------------------------------------------------------------------
+
+
+def concat_problem(view: GraphView, node: fx.Node) -> str | None:
+    arguments = bind_arguments(node, ("tensors", "dim"), {"dim": 0})
+    tensors = arguments["tensors"]
+    shapes = [view.shape(tensor) for tensor in tensors] if isinstance(tensors, (list, tuple)) else [None]
+    if any(shape is None for shape in shapes) or len({len(shape) for shape in shapes}) != 1:
+        return "its inputs are not a list of tensors of one rank"
+    rank = len(shapes[0])
+    if rank not in (2, 4) or arguments["dim"] not in (1, 1 - rank):
+        return f"concatenates rank-{rank} tensors on dim {arguments['dim']}; only channel concat (dim=1 of 4-d or 2-d tensors) is supported"
+    return None
+
+
+def lower_concat(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    parts = [ctx.tensor(tensor) for tensor in bind_arguments(node, ("tensors", "dim"))["tensors"]]
+    out_shape = ctx.view.shape(node)
+    # A (B, F) tensor is a (B, 1, 1, F) map (views): one kernel for both ranks.
+    maps = [part.stored_shape if part.is_feature_map else (part.shape[0], 1, 1, part.shape[1]) for part in parts]
+    exprs = [part.expr if part.is_feature_map else ctx.program.reshape(part.expr, shape) for part, shape in zip(parts, maps)]
+    stored_out = (*maps[0][:3], sum(shape[3] for shape in maps))
+    output = ctx.program.call(
+        ("concat", tuple(maps)),
+        f"concat_{len(maps)}_{_shape_text(stored_out)}",
+        lambda: concat_channels_primfunc(maps, ctx.lanes),
+        exprs,
+        stored_out,
+    )
+    if len(out_shape) == 2:
+        output = ctx.program.reshape(output, out_shape)
+    return LoweredTensor(output, out_shape)
+
+
+# --- batch norm that could not be folded --------------------------------------------------------
+
+
+def batchnorm_problem(view: GraphView, node: fx.Node) -> str | None:
+    bn: nn.BatchNorm2d = view.module(node)
+    if bn.training or bn.running_mean is None:
+        return "batch norm in training mode or without running statistics; call model.eval() (with tracked statistics)"
+    return _feature_map_problem(view, node, "batch norm")
+
+
+def lower_batchnorm(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    bn: nn.BatchNorm2d = ctx.view.module(node)
+    x = ctx.tensor(_input(node))
+    scale = 1.0 / np.sqrt(bn.running_var.detach().double().cpu().numpy() + bn.eps)
+    shift = -bn.running_mean.detach().double().cpu().numpy() * scale
+    if bn.affine:
+        gamma = bn.weight.detach().double().cpu().numpy()
+        scale, shift = scale * gamma, shift * gamma + bn.bias.detach().double().cpu().numpy()
+    shape = x.stored_shape
+    output = ctx.program.call(
+        ("channel_affine", shape),
+        f"batch_norm_{_shape_text(shape)}",
+        lambda: channel_affine_primfunc(shape, ctx.lanes),
+        [x.expr, ctx.program.constant(scale.astype(np.float32)), ctx.program.constant(shift.astype(np.float32))],
+        shape,
+    )
+    return LoweredTensor(output, x.shape)
+
+
+# --- shape arithmetic (static) ------------------------------------------------------------------
+
+
+def lower_size(ctx: LoweringContext, node: fx.Node):
+    shape = ctx.tensor(_input(node)).shape
+    dim = bind_arguments(node, ("self", "dim"), {"dim": None})["dim"]
+    return tuple(shape) if dim is None else shape[dim]
+
+
+def lower_shape_attribute(ctx: LoweringContext, node: fx.Node):
+    return tuple(ctx.tensor(node.args[0]).shape)
+
+
+def shape_attribute_problem(view: GraphView, node: fx.Node) -> str | None:
+    if len(node.args) != 2 or node.args[1] != "shape" or not view.is_tensor(node.args[0]):
+        return f"getattr {node.args[1:]!r}; only tensor.shape is supported"
+    return None
+
+
+def getitem_problem(view: GraphView, node: fx.Node) -> str | None:
+    if view.is_tensor(node.args[0]):
+        return "indexes a tensor; only indexing a shape (x.shape[i]) is supported"
+    return None
+
+
+def lower_getitem(ctx: LoweringContext, node: fx.Node):
+    return operator.getitem(ctx.values[node.args[0]], node.args[1])

@@ -1,0 +1,86 @@
+"""Building the Relax ``main(x) -> output`` function: kernels added once, calls emitted in order.
+
+Every kernel is a scheduled PrimFunc registered under a readable name (e.g.
+``conv3x3_s1_56x56_64to64_K32_N16_bias_residual_relu``) and called with ``relax.call_tir``;
+identical kernels (same key) are added once and called many times, which keeps the build (one
+LLVM compile per distinct kernel) short. Weights are Relax constants passed as arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Hashable, Iterator
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+
+from subp_fx.codegen.kernels.loops import DTYPE
+
+ENTRY_FUNCTION = "main"
+
+
+class RelaxProgram:
+    """Emits one dataflow function ``main`` over a float32 input of a fixed shape."""
+
+    def __init__(self, input_shape: tuple[int, ...], input_name: str = "x"):
+        self._builder = relax.BlockBuilder()
+        self.input = relax.Var(input_name, relax.TensorType(tuple(input_shape), DTYPE))
+        self._kernels: dict[Hashable, tvm.ir.GlobalVar] = {}
+        self._names: set[str] = set()
+        self.kernel_names: dict[Hashable, str] = {}
+        self._output: relax.Expr | None = None
+
+    @contextlib.contextmanager
+    def function(self) -> Iterator[None]:
+        """Scope in which calls are emitted; :meth:`finish` must be called inside it."""
+        self._output = None
+        with self._builder.function(ENTRY_FUNCTION, [self.input]):
+            with self._builder.dataflow():
+                yield
+                if self._output is None:
+                    raise RuntimeError("RelaxProgram.function() closed without finish(output)")
+                result = self._builder.emit_output(self._output)
+            self._builder.emit_func_output(result)
+
+    def kernel(self, key: Hashable, name: str, make: Callable[[], tirx.PrimFunc]) -> tvm.ir.GlobalVar:
+        """The kernel for ``key``, built by ``make`` and registered the first time it is asked for."""
+        if key not in self._kernels:
+            unique = name
+            suffix = 1
+            while unique in self._names:
+                unique = f"{name}_{suffix}"
+                suffix += 1
+            self._names.add(unique)
+            # "tir.is_scheduled": the kernel is scheduled already; no default schedule may touch it.
+            kernel = make().with_attr("global_symbol", unique).with_attr("tir.is_scheduled", True)
+            self._kernels[key] = self._builder.add_func(kernel, unique)
+            self.kernel_names[key] = unique
+        return self._kernels[key]
+
+    def call(
+        self,
+        key: Hashable,
+        name: str,
+        make: Callable[[], tirx.PrimFunc],
+        arguments: list[relax.Expr],
+        out_shape: tuple[int, ...],
+    ) -> relax.Var:
+        """Emit ``call_tir`` of the keyed kernel on ``arguments``; returns the output variable."""
+        function = self.kernel(key, name, make)
+        return self._builder.emit(relax.call_tir(function, arguments, relax.TensorType(tuple(out_shape), DTYPE)))
+
+    def reshape(self, value: relax.Expr, shape: tuple[int, ...]) -> relax.Var:
+        """A reshape of a contiguous tensor: lowered by Relax to a view, no copy, no kernel."""
+        return self._builder.emit(relax.op.reshape(value, tuple(shape)))
+
+    @staticmethod
+    def constant(array: np.ndarray) -> relax.Constant:
+        return relax.const(np.ascontiguousarray(array))
+
+    def finish(self, output: relax.Expr) -> None:
+        """Make ``output`` the function's result (emitted when the :meth:`function` scope closes)."""
+        self._output = output
+
+    def module(self) -> tvm.IRModule:
+        return self._builder.get()

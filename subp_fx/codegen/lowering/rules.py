@@ -1,0 +1,188 @@
+"""The handler table: which fx nodes the lowering supports, how each is checked and lowered.
+
+Three tables, keyed the way fx names a call: ``MODULE_RULES`` by the called module's exact type,
+``FUNCTION_RULES`` by the called function, ``METHOD_RULES`` by the tensor method's name. Each
+:class:`NodeRule` has a ``problem`` check (why *this* node cannot be lowered, or None) and a
+``lower`` that emits it. :func:`unsupported_nodes` runs every check over the whole graph so that
+one error lists everything a model would need; :func:`supported_ops` says what would be valid.
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from subp_fx.algorithm.block_sparse import BlockSparseConv2d
+from subp_fx.codegen.activations import ACTIVATIONS, Activation
+from subp_fx.codegen.lowering import conv as conv_lowering
+from subp_fx.codegen.lowering import linear as linear_lowering
+from subp_fx.codegen.lowering import ops as op_lowering
+from subp_fx.codegen.lowering.fusion import ADD_FUNCTIONS, ADD_METHODS, FusionAbility
+from subp_fx.codegen.lowering.graph_view import GraphView
+from subp_fx.codegen.lowering.context import LoweringContext
+
+
+def _no_problem(view: GraphView, node: fx.Node) -> str | None:
+    return None
+
+
+def _never_fuses(view: GraphView, node: fx.Node) -> FusionAbility:
+    return FusionAbility.NONE
+
+
+def _fuses_residual_and_activation(view: GraphView, node: fx.Node) -> FusionAbility:
+    return FusionAbility.RESIDUAL
+
+
+def _fuses_activation(view: GraphView, node: fx.Node) -> FusionAbility:
+    return FusionAbility.ACTIVATION
+
+
+@dataclass(frozen=True)
+class NodeRule:
+    """How one kind of node is lowered.
+
+    ``what``: a short description for the list of supported ops; ``problem``: why a given node of
+    this kind cannot be lowered (None when it can); ``lower``: emits it and returns its value;
+    ``fusion``: what its kernel's epilogue can absorb (convs and linear layers only).
+    """
+
+    what: str
+    lower: Callable[[LoweringContext, fx.Node], Any]
+    problem: Callable[[GraphView, fx.Node], str | None] = _no_problem
+    fusion: Callable[[GraphView, fx.Node], FusionAbility] = _never_fuses
+
+
+def _activation_rule(activation: Activation) -> NodeRule:
+    return NodeRule(activation.name, op_lowering.activation_lowering(activation.name))
+
+
+# One rule per activation of the registry, under each of its torch spellings.
+_ACTIVATION_RULES = {name: _activation_rule(activation) for name, activation in ACTIVATIONS.items() if name != "none"}
+_ACTIVATION_MODULES = {kind: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for kind in a.modules}
+_ACTIVATION_FUNCTIONS = {function: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for function in a.functions}
+_ACTIVATION_METHODS = {method: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for method in a.methods}
+_ADD = NodeRule("add of two same-shape tensors", op_lowering.lower_add, op_lowering.add_problem)
+_FLATTEN = NodeRule("flatten/view/reshape to (B, features)", op_lowering.lower_flatten, op_lowering.flatten_problem)
+_IDENTITY = NodeRule("identity", op_lowering.lower_passthrough)
+_ADAPTIVE_AVG_POOL = NodeRule(
+    "adaptive average pool to 1x1 or a size dividing the input",
+    op_lowering.lower_adaptive_avg_pool,
+    op_lowering.adaptive_avg_pool_problem,
+)
+
+MODULE_RULES: dict[type, NodeRule] = {
+    BlockSparseConv2d: NodeRule(
+        "1xN block-sparse conv (dilation 1)",
+        conv_lowering.lower_block_sparse_conv,
+        conv_lowering.block_sparse_conv_problem,
+        _fuses_residual_and_activation,
+    ),
+    nn.Conv2d: NodeRule(
+        "conv with groups=1 (dilation 1) or depthwise (groups=C_in=C_out)",
+        conv_lowering.lower_conv2d,
+        conv_lowering.conv2d_problem,
+        conv_lowering.conv2d_fusion_ability,
+    ),
+    nn.Linear: NodeRule(
+        "linear on (B, features)", linear_lowering.lower_linear, linear_lowering.linear_problem, _fuses_activation
+    ),
+    **_ACTIVATION_MODULES,
+    nn.MaxPool2d: NodeRule("max pool (no return_indices)", op_lowering.lower_max_pool, op_lowering.max_pool_problem),
+    nn.AvgPool2d: NodeRule("average pool (ceil_mode only where it changes nothing)", op_lowering.lower_avg_pool, op_lowering.avg_pool_problem),
+    nn.AdaptiveAvgPool2d: _ADAPTIVE_AVG_POOL,
+    nn.Flatten: _FLATTEN,
+    nn.Identity: _IDENTITY,
+    nn.Dropout: NodeRule("dropout in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.dropout_problem),
+    nn.BatchNorm2d: NodeRule("batch norm in eval mode (when not folded)", op_lowering.lower_batchnorm, op_lowering.batchnorm_problem),
+}
+
+FUNCTION_RULES: dict[Callable, NodeRule] = {
+    **{function: _ADD for function in ADD_FUNCTIONS},
+    **_ACTIVATION_FUNCTIONS,
+    torch.flatten: _FLATTEN,
+    F.adaptive_avg_pool2d: _ADAPTIVE_AVG_POOL,
+    torch.cat: NodeRule("concat on channels", op_lowering.lower_concat, op_lowering.concat_problem),
+    builtins.getattr: NodeRule("tensor.shape", op_lowering.lower_shape_attribute, op_lowering.shape_attribute_problem),
+    operator.getitem: NodeRule("indexing a shape", op_lowering.lower_getitem, op_lowering.getitem_problem),
+}
+
+METHOD_RULES: dict[str, NodeRule] = {
+    **{method: _ADD for method in ADD_METHODS},
+    **_ACTIVATION_METHODS,
+    "flatten": _FLATTEN,
+    "view": _FLATTEN,
+    "reshape": _FLATTEN,
+    "contiguous": _IDENTITY,
+    "size": NodeRule("tensor.size()", op_lowering.lower_size),
+}
+
+def rule_for(view: GraphView, node: fx.Node) -> NodeRule | None:
+    """The rule lowering ``node``, or None when the node's kind is not supported."""
+    lookups: dict[str, Callable[[], NodeRule | None]] = {
+        "call_module": lambda: MODULE_RULES.get(type(view.module(node))),
+        "call_function": lambda: FUNCTION_RULES.get(node.target),
+        "call_method": lambda: METHOD_RULES.get(node.target),
+    }
+    lookup = lookups.get(node.op)
+    return lookup() if lookup is not None else None
+
+
+def _graph_problem(view: GraphView, node: fx.Node) -> str | None:
+    """Why a placeholder / output / get_attr node cannot be lowered (None when it can)."""
+    if node.op == "placeholder":
+        shape, dtype = view.shape(node), view.dtype(node)
+        if shape is None or len(shape) != 4 or dtype != torch.float32:
+            return f"the model input is {dtype} of shape {shape}; a float32 (B, C, H, W) image batch is supported"
+        return None
+    if node.op == "output":
+        result = node.args[0]
+        if not view.is_tensor(result):
+            return "the model returns something other than one tensor; one output tensor is supported"
+        return None
+    if node.op == "get_attr":
+        return "reads a tensor attribute in the graph (a constant); constants in the graph are not supported"
+    return None
+
+
+def node_problem(view: GraphView, node: fx.Node) -> str | None:
+    """Why ``node`` cannot be lowered, or None."""
+    if node.op in ("placeholder", "output", "get_attr"):
+        return _graph_problem(view, node)
+    rule = rule_for(view, node)
+    if rule is None:
+        return "no lowering for this op"
+    return rule.problem(view, node)
+
+
+def unsupported_nodes(view: GraphView) -> list[str]:
+    """One line per node that cannot be lowered: the node, its op, target and module type, and why."""
+    lines = [f"{view.describe(node)}: {problem}" for node in view.nodes if (problem := node_problem(view, node))]
+    placeholders = [node for node in view.nodes if node.op == "placeholder"]
+    if len(placeholders) != 1:
+        lines.append(f"the model takes {len(placeholders)} inputs; exactly one image batch is supported")
+    return lines
+
+
+def _name(thing: Any) -> str:
+    if isinstance(thing, type):
+        return f"nn.{thing.__name__}" if thing.__module__.startswith("torch.nn") else thing.__name__
+    module = getattr(thing, "__module__", None) or ""
+    prefix = {"torch.nn.functional": "F.", "torch": "torch.", "_operator": "operator.", "builtins": ""}.get(module, "")
+    return prefix + getattr(thing, "__name__", str(thing))
+
+
+def supported_ops() -> str:
+    """What the lowering supports, for error messages."""
+    modules = ", ".join(f"{_name(kind)} ({rule.what})" for kind, rule in MODULE_RULES.items())
+    functions = ", ".join(sorted({_name(function) for function in FUNCTION_RULES}))
+    methods = ", ".join(f"Tensor.{name}" for name in METHOD_RULES)
+    return f"modules: {modules}; functions: {functions}; methods: {methods}"

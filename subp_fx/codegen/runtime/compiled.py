@@ -1,0 +1,145 @@
+"""A compiled model: running it, exporting it and loading it back.
+
+A :class:`CompiledModel` (built by ``codegen.pipeline.compile`` or :func:`load_compiled`) is
+called on an NCHW numpy array or tensor of the shape it was compiled for and returns numpy logits.
+
+``CompiledModel.export(dir)`` writes ``dir/model.so`` (``export_library``) and
+``dir/manifest.json`` (``manifest``) into a temporary sibling directory and renames it into place,
+so a crash never leaves a half-written artefact; an existing ``dir`` is refused unless
+``force=True``. ``load_compiled(dir)`` loads the library into a Relax VM; loading and running use
+only numpy and the TVM runtime (torch is imported by ``compile`` alone, lazily).
+
+Threads: a model runs its kernels on ``threads`` TVM runtime threads (default: this machine's
+physical cores), applied with ``threads.set_num_threads`` before every call from a thread whose
+pool differs (the pool is per calling thread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.target import Target
+
+from subp_fx.codegen.runtime.kernel_table import KernelEntry
+from subp_fx.codegen.runtime.manifest import MANIFEST_FILE, Manifest
+from subp_fx.codegen.threads import get_num_threads, set_num_threads, thread_pool_capacity
+from subp_fx.errors import ArtifactError, CompiledInputError
+from subp_fx.fileio import staged_directory
+
+
+def as_float32_array(x: Any) -> np.ndarray:
+    """A float32 C-contiguous array from a numpy array or a torch tensor (without importing torch)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class CompiledModel:
+    """A model compiled by subp-fx: callable on NCHW float32 input of one fixed shape.
+
+    Build one with :func:`compile` or :func:`load_compiled`; either way it runs the VM of its
+    exported library file (``library``), which ``export`` copies. ``manifest`` describes it
+    (shapes, target, threads, per-layer kernel table).
+    """
+
+    def __init__(self, library: Path, manifest: Manifest):
+        self.manifest = manifest
+        self._library = library
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        self._main = self._vm[manifest.entry]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.manifest.input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.manifest.output_shape
+
+    @property
+    def threads(self) -> int:
+        return self.manifest.threads
+
+    @property
+    def kernel_table(self) -> list[KernelEntry]:
+        return self.manifest.kernels
+
+    @property
+    def target(self) -> Target:
+        return Target(self.manifest.target)
+
+    def report(self) -> str:
+        """The compile report: the per-layer kernel table (kind, K/C_in, MACs, tile, epilogue, why
+        dense) and what the graph passes left (batch norms not folded, and why)."""
+        return self.manifest.report()
+
+    def _apply_threads(self) -> None:
+        if get_num_threads() != self.threads:
+            set_num_threads(self.threads)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """Logits (or the model's output) for ``x``, an NCHW numpy array or torch tensor."""
+        array = as_float32_array(x)
+        if array.shape != self.input_shape:
+            raise CompiledInputError(
+                f"input has shape {array.shape}; this model was compiled for {self.manifest.input_layout} input of shape "
+                f"{self.input_shape} (compile again with an example of the shape you need)"
+            )
+        self._apply_threads()
+        return self._main(tvm.runtime.tensor(array)).numpy()
+
+    def run_tvm(self, x: tvm.runtime.Tensor) -> tvm.runtime.Tensor:
+        """One call on a TVM tensor of the input shape, output left as a TVM tensor (for timing)."""
+        self._apply_threads()
+        return self._main(x)
+
+    def export(self, directory: str | os.PathLike, force: bool = False) -> Path:
+        """Write ``model.so`` and ``manifest.json`` into ``directory``, atomically.
+
+        Refuses (:class:`ArtifactError`) an existing ``directory`` unless ``force``; with
+        ``force`` the old directory is replaced only once the new one is complete.
+        """
+        directory = Path(directory)
+        if not self._library.is_file():
+            raise ArtifactError(f"{self._library}, the library this model runs from, no longer exists; nothing to export")
+        if directory.exists() and not force:
+            raise ArtifactError(
+                f"{directory} already exists; refusing to overwrite it. Choose a new directory, remove it, or pass force=True"
+            )
+        if directory.exists() and not directory.is_dir():
+            raise ArtifactError(f"{directory} exists and is not a directory; a compiled model is a directory")
+        with staged_directory(directory) as staging:
+            shutil.copyfile(self._library, staging / self.manifest.library)
+            self.manifest.write(staging / MANIFEST_FILE)
+        return directory
+
+
+def load_compiled(directory: str | os.PathLike, threads: int | None = None) -> CompiledModel:
+    """Load a model written by ``CompiledModel.export`` (needs numpy and the TVM runtime only).
+
+    ``threads`` overrides the manifest's thread count; by default the manifest's count is used,
+    capped at what this machine's TVM pool holds. Raises :class:`ArtifactError` for a missing
+    directory, a missing or malformed manifest, or a missing library.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory} is not a directory; load_compiled expects a directory written by CompiledModel.export")
+    manifest = Manifest.read(directory / MANIFEST_FILE)
+    library = directory / manifest.library
+    if not library.is_file():
+        raise ArtifactError(f"{library} is missing; the directory holds {sorted(p.name for p in directory.iterdir())}")
+    if threads is None:
+        threads = min(manifest.threads, thread_pool_capacity())
+    else:
+        set_num_threads(threads)
+    return CompiledModel(library, dataclasses.replace(manifest, threads=threads))
+
+
+__all__ = ["CompiledModel", "as_float32_array", "load_compiled"]

@@ -1,0 +1,152 @@
+"""The ``manifest.json`` of an exported compiled model: what ``model.so`` expects and contains.
+
+Written next to ``model.so`` by ``CompiledModel.export`` and read back by ``load_compiled``;
+also useful to a human deciding whether an artefact fits a machine. Fields:
+
+- ``format`` / ``format_version``: ``"subp-fx-compiled"`` / 1;
+- ``library``, ``entry``: the shared library's file name and the VM function to call;
+- ``input_shape``, ``input_layout`` ("NCHW"), ``activation_layout`` ("NHWC", inside the model),
+  ``output_shape``, ``dtype`` ("float32");
+- ``target``: the TVM target as a JSON object (``tvm.target.Target(target)`` rebuilds it);
+- ``threads``: the thread count the model was compiled (and tiles chosen) for;
+- ``kernels``: the per-layer kernel table (``KernelEntry.to_json``);
+- ``graph_passes``: what the graph passes did before lowering: batch norms folded, those left
+  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted;
+- ``tvm_version``, ``subp_fx_version``, ``compile_seconds``.
+
+Pure Python (json), no TVM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from subp_fx.codegen.runtime.kernel_table import KernelEntry, format_kernel_table
+from subp_fx.errors import ArtifactError
+
+FORMAT = "subp-fx-compiled"
+FORMAT_VERSION = 1
+LIBRARY_FILE = "model.so"
+MANIFEST_FILE = "manifest.json"
+ENTRY_FUNCTION = "main"
+
+
+@dataclass(frozen=True)
+class GraphPassReport:
+    """What ``fold_batchnorm`` and ``convert`` did to the model before it was lowered."""
+
+    folded_batchnorms: int = 0
+    unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
+    converted_convs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folded_batchnorms": self.folded_batchnorms,
+            "unfolded_batchnorms": dict(self.unfolded_batchnorms),
+            "converted_convs": self.converted_convs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GraphPassReport:
+        return cls(
+            folded_batchnorms=int(data.get("folded_batchnorms", 0)),
+            unfolded_batchnorms={str(name): str(why) for name, why in data.get("unfolded_batchnorms", {}).items()},
+            converted_convs=int(data.get("converted_convs", 0)),
+        )
+
+    def lines(self) -> list[str]:
+        text = [f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
+                f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks"]
+        if self.unfolded_batchnorms:
+            text.append(f"{len(self.unfolded_batchnorms)} batch norm(s) left unfolded (each runs as its own "
+                        "per-channel kernel):")
+            text += [f"  {name}: {why}" for name, why in self.unfolded_batchnorms.items()]
+        return text
+
+
+@dataclass(frozen=True)
+class Manifest:
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    target: dict[str, Any]
+    threads: int
+    kernels: list[KernelEntry] = field(default_factory=list)
+    graph_passes: GraphPassReport = field(default_factory=GraphPassReport)
+    tvm_version: str = ""
+    subp_fx_version: str = ""
+    compile_seconds: float = 0.0
+    input_layout: str = "NCHW"
+    activation_layout: str = "NHWC"
+    dtype: str = "float32"
+    library: str = LIBRARY_FILE
+    entry: str = ENTRY_FUNCTION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "library": self.library,
+            "entry": self.entry,
+            "input_shape": list(self.input_shape),
+            "input_layout": self.input_layout,
+            "activation_layout": self.activation_layout,
+            "output_shape": list(self.output_shape),
+            "dtype": self.dtype,
+            "target": self.target,
+            "threads": self.threads,
+            "kernels": [entry.to_json() for entry in self.kernels],
+            "graph_passes": self.graph_passes.to_json(),
+            "tvm_version": self.tvm_version,
+            "subp_fx_version": self.subp_fx_version,
+            "compile_seconds": round(self.compile_seconds, 3),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> "Manifest":
+        """Read a manifest; ``source`` names the file in errors."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ArtifactError(f"{source} is not a subp-fx compiled-model manifest (its 'format' is not {FORMAT!r})")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{source} has format_version {data.get('format_version')!r}; this subp-fx reads version {FORMAT_VERSION}: "
+                "recompile the model with this version"
+            )
+        try:
+            return cls(
+                input_shape=tuple(int(size) for size in data["input_shape"]),
+                output_shape=tuple(int(size) for size in data["output_shape"]),
+                target=dict(data["target"]),
+                threads=int(data["threads"]),
+                kernels=[KernelEntry.from_json(entry) for entry in data.get("kernels", [])],
+                graph_passes=GraphPassReport.from_json(data.get("graph_passes", {})),
+                tvm_version=str(data.get("tvm_version", "")),
+                subp_fx_version=str(data.get("subp_fx_version", "")),
+                compile_seconds=float(data.get("compile_seconds", 0.0)),
+                input_layout=str(data.get("input_layout", "NCHW")),
+                activation_layout=str(data.get("activation_layout", "NHWC")),
+                dtype=str(data.get("dtype", "float32")),
+                library=str(data.get("library", LIBRARY_FILE)),
+                entry=str(data.get("entry", ENTRY_FUNCTION)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ArtifactError(f"{source} is malformed: {type(error).__name__}: {error}") from None
+
+    def report(self) -> str:
+        """The compile report: the kernel table, then what the graph passes did."""
+        return "\n".join([format_kernel_table(self.kernels), *self.graph_passes.lines()])
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text())
+        except OSError as error:
+            raise ArtifactError(f"cannot read {path}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise ArtifactError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+        return cls.from_json(data, str(path))

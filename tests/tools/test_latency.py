@@ -1,0 +1,40 @@
+"""The benchmark harness's bookkeeping (not timing: speed is measured by benchmarks/, not tests)."""
+
+import pytest
+import torch
+
+from subp_fx.tools.latency import TORCH_BASELINES, _stats, measure_interleaved
+
+
+def test_interleaving_warmup_blocks_and_counts():
+    calls = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    stats = measure_interleaved(contenders, batch=4, warmup=2, iters=3, block=2, settle_s=0)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]
+    # round 1: a, b, c each 1 untimed + 2 timed; round 2 rotates to b, c, a with the 1 run left
+    assert calls[6:] == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2
+    assert {s.iters for s in stats.values()} == {3} and stats["a"].batch == 4
+
+
+def test_statistics():
+    stats = _stats("x", 8, [4.0, 1.0, 2.0, 3.0, 100.0])
+    assert stats.median_ms == 3.0 and stats.min_ms == 1.0 and stats.mean_ms == pytest.approx(22.0)
+    assert stats.throughput_per_s == pytest.approx(8000 / 3.0)
+    assert stats.p99_ms > stats.p90_ms > stats.median_ms
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="iters"):
+        measure_interleaved({"a": lambda: None}, batch=1, iters=0)
+    with pytest.raises(ValueError, match="block"):
+        measure_interleaved({"a": lambda: None}, batch=1, block=0)
+
+
+def test_torch_baselines_agree_with_eager():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Flatten())
+    model.eval()
+    example = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(example)
+    for name in ("pytorch_eager_dense", "pytorch_torchscript_dense"):
+        torch.testing.assert_close(TORCH_BASELINES[name](model, example)(), expected, rtol=1e-5, atol=1e-5)
