@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from subp_fx.algorithm.conv_geometry import explicit_padding, int_pair
-from subp_fx.errors import ConversionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConversionError
 
 _SHOWN_ROWS = 16
 
@@ -131,7 +131,7 @@ class BlockSparseConv2d(nn.Module):
         return self._out_channels // self._N
 
     @classmethod
-    def from_subp(cls, conv: SUBPConv2d, name: str | None = None) -> "BlockSparseConv2d":
+    def from_subp(cls, conv: SUBPConv2d, name: str | None = None) -> BlockSparseConv2d:
         """The compact form of a SUBP conv with a uniform block mask (values copied, not shared).
 
         Refuses (``ConversionError`` naming ``name``, the layer's name in its model) whatever
@@ -140,7 +140,9 @@ class BlockSparseConv2d(nn.Module):
         """
         layer = f"layer {name!r}" if name is not None else "a SUBPConv2d"
         if not isinstance(conv, SUBPConv2d):
-            raise ConversionError(f"{layer} is a {type(conv).__name__}, not a SUBPConv2d; only SUBP convs have a block mask to compact")
+            raise ConversionError(
+                f"{layer} is a {type(conv).__name__}, not a SUBPConv2d; only SUBP convs have a block mask to compact"
+            )
         problem = block_sparse_problem(conv)
         if problem:
             raise ConversionError(f"{layer} cannot be made block-sparse: {problem}")
@@ -193,14 +195,18 @@ class BlockSparseConv2d(nn.Module):
             return "must be strictly ascending within every block-row"
         return None
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         indices = state_dict.get(prefix + "indices")
         if indices is not None and tuple(indices.shape) == tuple(self.indices.shape):
             problem = self._indices_problem(indices)
             if problem:
                 error_msgs.append(f"{prefix}indices {problem}")
                 return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return (

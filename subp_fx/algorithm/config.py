@@ -54,23 +54,32 @@ class SparsityConfig(_Strict):
     """SUBP settings for every selected conv (defaults: the paper's)."""
 
     N: int = Field(default=16, ge=1, description="block height: consecutive output channels per block")
-    prune_rate: float = Field(default=0.5, ge=0.0, lt=1.0, description="final fraction of input channels pruned per block-row")
+    prune_rate: float = Field(
+        default=0.5, ge=0.0, lt=1.0, description="final fraction of input channels pruned per block-row"
+    )
     criterion: Literal["L1", "L2", "BPAR"] = "BPAR"
     alpha: float = Field(default=1.0, ge=0.0, description="weight of BPAR's angular-redundancy term")
     tau: float = Field(default=1.0, gt=0.0, description="softmax temperature of regrowth sampling")
     schedule: Literal["linear", "exp", "cos", "cubic"] = "cubic"
     decay_start: int = Field(default=10, ge=0, description="epoch at which pruning starts to ramp up")
     decay_end: int = Field(default=180, ge=0, description="epoch from which the final mask holds")
-    mode: Literal["soft", "hard"] = Field(default="soft", description="soft: straight-through gradient to pruned blocks; hard: masked gradient")
-    pruned_weight_decay: float = Field(default=2e-4, ge=0.0, description="extra decay pulling pruned weights to zero each step")
+    mode: Literal["soft", "hard"] = Field(
+        default="soft", description="soft: straight-through gradient to pruned blocks; hard: masked gradient"
+    )
+    pruned_weight_decay: float = Field(
+        default=2e-4, ge=0.0, description="extra decay pulling pruned weights to zero each step"
+    )
     layers: LayerSelection = Field(default_factory=LayerSelection)
     leaf_modules: list[str] = Field(
         default_factory=list,
-        description="module class names (or qualified names) fx must not trace into, for models with data-dependent control flow inside a submodule",
+        description=(
+            "module class names (or qualified names) fx must not trace into, "
+            "for models with data-dependent control flow inside a submodule"
+        ),
     )
 
     @model_validator(mode="after")
-    def _decay_window(self) -> "SparsityConfig":
+    def _decay_window(self) -> SparsityConfig:
         if self.decay_end < self.decay_start:
             raise ValueError(
                 f"decay_end ({self.decay_end}) is before decay_start ({self.decay_start}); "

@@ -12,7 +12,10 @@ def int_pair(value, what: str, minimum: int | None = None, error: type[Exception
 
     Raises ``error`` naming ``what`` when it is not, or when an entry is below ``minimum``.
     """
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    else:
+        pair = tuple(value) if isinstance(value, (tuple, list)) else ()
     valid = len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
     if not valid or (minimum is not None and any(v < minimum for v in pair)):
         bound = f" >= {minimum}" if minimum is not None else ""

@@ -14,7 +14,8 @@ data produced with the authors' code.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,9 @@ def expand_block_mask(block_mask: torch.Tensor, weight_shape: torch.Size | tuple
 def _check_block_mask(block_mask: torch.Tensor, weight: torch.Tensor, N: int) -> None:
     expected = (weight.shape[0] // N, weight.shape[1])
     if tuple(block_mask.shape) != expected:
-        raise ValueError(f"block_mask has shape {tuple(block_mask.shape)}; for this weight and N={N} it must be {expected}")
+        raise ValueError(
+            f"block_mask has shape {tuple(block_mask.shape)}; for this weight and N={N} it must be {expected}"
+        )
 
 
 def _l1(blocks: torch.Tensor, block_mask: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -91,6 +94,33 @@ _CRITERION_SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch
 }
 
 
+@contextmanager
+def ieee_fp32_matmul(device: torch.device) -> Iterator[None]:
+    """Full-precision fp32 matmuls on ``device`` for the duration (a no-op off CUDA).
+
+    Training may allow TF32 (``train.tf32``), whose 10-bit mantissa would make BPAR's angular
+    scores, and so the masks, differ from the CPU's; scores are always computed in IEEE fp32.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = saved
+    else:
+        saved = matmul.allow_tf32
+        matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = saved
+
+
 @torch.no_grad()
 def block_importance(
     weight: torch.Tensor,
@@ -114,7 +144,8 @@ def block_importance(
         _check_block_mask(block_mask, weight, N)
         block_mask = block_mask.to(dtype=weight.dtype, device=weight.device)
         weight = weight * expand_block_mask(block_mask, weight.shape)
-    return _CRITERION_SCORES[criterion](to_block_layout(weight, N), block_mask, alpha)
+    with ieee_fp32_matmul(weight.device):
+        return _CRITERION_SCORES[criterion](to_block_layout(weight, N), block_mask, alpha)
 
 
 def pruned_per_row(prune_rate: float, in_channels: int) -> int:
@@ -146,6 +177,12 @@ def uniform_block_mask(
     replacement with probabilities ``softmax(normalize(pruned scores) / tau)``. Every row keeps
     ``C_in - P + G`` blocks. ``current_rate`` is the scheduled rate for this epoch
     (``prune_rate_at``); once it equals ``prune_rate`` nothing regrows and the mask is final.
+
+    Scores are computed where ``weight`` lives; the selection (sort, regrowth draw) runs where
+    ``generator`` lives, on the CPU when none is given, and the mask is returned on ``weight``'s
+    device. Ties (e.g. the equal scores of blocks pruned last epoch) are broken by input-channel
+    index (a stable sort), so a CUDA run draws the same masks as a CPU run from the same weights
+    and seed: a CUDA generator would draw other numbers, and CUDA's sort orders ties differently.
     """
     if not 0.0 <= prune_rate < 1.0:
         raise ValueError(f"prune_rate must be in [0, 1), got {prune_rate!r}")
@@ -154,18 +191,19 @@ def uniform_block_mask(
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau!r}")
     score = block_importance(weight, N, criterion, block_mask=block_mask, alpha=alpha)
+    score = score.to(generator.device if generator is not None else torch.device("cpu"))
     in_channels = weight.shape[1]
     pruned = pruned_per_row(prune_rate, in_channels)
     regrown = int((prune_rate - current_rate) * in_channels)
 
-    sorted_score, order = torch.sort(score, dim=1)
+    sorted_score, order = torch.sort(score, dim=1, stable=True)
     new_mask = torch.ones(score.shape, dtype=torch.float32, device=score.device)
     new_mask.scatter_(1, order[:, :pruned], 0.0)
     if regrown > 0:
         probabilities = torch.softmax(F.normalize(sorted_score[:, :pruned], dim=-1) / tau, dim=-1)
         drawn = torch.multinomial(probabilities, num_samples=regrown, generator=generator)
         new_mask.scatter_(1, torch.gather(order, 1, drawn), 1.0)
-    return new_mask
+    return new_mask.to(weight.device)
 
 
 def _linear_ratio(epoch: int, start: int, end: int) -> float:
@@ -184,6 +222,7 @@ def _exp_ratio(epoch: int, start: int, end: int) -> float:
     if epoch < start:
         return 0.0
     if epoch < end:
+
         def ramp(i: int) -> float:
             return 1 - math.exp(-_EXP_SCHEDULE_RATE * i)
 

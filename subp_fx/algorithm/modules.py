@@ -113,10 +113,12 @@ class SUBPConv2d(nn.Conv2d):
         self.decay_end = decay_end
         self.mode = mode
         self.pruned_weight_decay = pruned_weight_decay
-        self.register_buffer("block_mask", torch.ones(out_channels // N, in_channels, dtype=self.weight.dtype, device=self.weight.device))
+        self.register_buffer(
+            "block_mask", torch.ones(out_channels // N, in_channels, dtype=self.weight.dtype, device=self.weight.device)
+        )
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **subp_settings) -> "SUBPConv2d":
+    def from_conv(cls, conv: nn.Conv2d, **subp_settings) -> SUBPConv2d:
         """Wrap an existing Conv2d, sharing nothing but copying its weight and bias."""
         module = cls(*conv_geometry(conv), **conv_options(conv), **subp_settings)
         with torch.no_grad():
@@ -189,5 +191,6 @@ class SUBPConv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, N={self.N}, prune_rate={self.prune_rate}, criterion={self.criterion}, "
-            f"mode={self.mode}, kept_per_row={int(self.block_mask[0].sum()) if self.block_mask.numel() else 0}/{self.in_channels}"
+            f"mode={self.mode}, "
+            f"kept_per_row={int(self.block_mask[0].sum()) if self.block_mask.numel() else 0}/{self.in_channels}"
         )

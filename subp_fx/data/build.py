@@ -21,7 +21,14 @@ BUILDERS: dict[str, DatasetBuilder] = {
 }
 
 # Spec fields that must be positive when set (None means "not used / default").
-_POSITIVE_FIELDS = ("image_size", "num_classes", "synthetic_train_size", "synthetic_val_size", "train_subset", "val_subset")
+_POSITIVE_FIELDS = (
+    "image_size",
+    "num_classes",
+    "synthetic_train_size",
+    "synthetic_val_size",
+    "train_subset",
+    "val_subset",
+)
 
 
 def build_datasets(spec, image_size: int | None = None, in_channels: int | None = None) -> DataBundle:
@@ -42,6 +49,7 @@ def build_datasets(spec, image_size: int | None = None, in_channels: int | None 
     _check_positive_fields(spec)
     if in_channels is not None and in_channels < 1:
         raise ConfigError(f"in_channels is {in_channels}; it must be a positive channel count.")
+    _check_lighting(spec)
     resolved_size = _first_given(image_size, spec.image_size, DEFAULT_IMAGE_SIZE[spec.kind])
     if resolved_size < 1:
         raise ConfigError(f"image_size is {resolved_size}; it must be a positive pixel count.")
@@ -69,6 +77,22 @@ def _check_positive_fields(spec) -> None:
         value = getattr(spec, field)
         if value is not None and value < 1:
             raise ConfigError(f"data.{field} is {value}; it must be a positive integer (or omitted).")
+
+
+def _check_lighting(spec) -> None:
+    lighting = getattr(spec, "lighting", 0.0)
+    if lighting < 0:
+        raise ConfigError(f"data.lighting is {lighting}; it must be 0 (off) or a positive standard deviation.")
+    if lighting > 0 and spec.kind != "imagefolder":
+        raise ConfigError(
+            f"data.lighting is {lighting} but PCA lighting uses ImageNet's RGB principal components and applies to "
+            f"imagefolder data only, not {spec.kind!r}; set data.lighting to 0."
+        )
+    if lighting > 0 and not spec.augment:
+        raise ConfigError(
+            f"data.lighting is {lighting} but data.augment is false; lighting noise is a training augmentation, "
+            "so turn data.augment on or set data.lighting to 0."
+        )
 
 
 def _check_num_classes(spec, bundle: DataBundle) -> None:

@@ -17,8 +17,16 @@ from subp_fx.data.spec import DEFAULT_FASHION_MNIST_ROOT, DataBundle
 from subp_fx.errors import ConfigError, DataError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
@@ -60,8 +68,11 @@ class FashionMNISTDataset(Dataset):
         pixels = image.float().div_(255.0)
         if self.image_size != NATIVE_SIZE:
             pixels = F.interpolate(
-                pixels.unsqueeze(0), size=(self.image_size, self.image_size), mode="bilinear",
-                align_corners=False, antialias=self.image_size < NATIVE_SIZE,
+                pixels.unsqueeze(0),
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.image_size < NATIVE_SIZE,
             ).squeeze(0)
         pixels = pixels.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
         if self.channels != NATIVE_CHANNELS:

@@ -37,23 +37,67 @@ CHANNEL_MODES: dict[int, ChannelMode] = {
 }
 NATIVE_CHANNELS = 3
 
+# Principal components of the RGB pixel covariance of ImageNet's training images (pixel values in
+# [0, 1]), as published with AlexNet (Krizhevsky et al. 2012): the eigenvalues, and the unit
+# eigenvectors as the columns of the matrix, in the same order.
+IMAGENET_PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
 
-def train_transform(image_size: int, mode: ChannelMode) -> transforms.Compose:
-    return transforms.Compose([
+
+class PCALighting:
+    """AlexNet's lighting augmentation: add ``sum_i alpha_i * eigenvalue_i * eigenvector_i`` to every
+    pixel of a ``(3, H, W)`` image in [0, 1] (after ``ToTensor``, before ``Normalize``), with
+    ``alpha_i ~ N(0, std)`` drawn once per image from torch's global generator, which the loaders
+    seed per sample and epoch."""
+
+    def __init__(self, std: float):
+        if std < 0:
+            raise ValueError(f"lighting std must be >= 0, got {std}")
+        self.std = std
+        self.eigenvalues = torch.tensor(IMAGENET_PCA_EIGENVALUES)
+        self.eigenvectors = torch.tensor(IMAGENET_PCA_EIGENVECTORS)
+
+    def shift(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The per-channel offset for coefficients ``alpha`` (3,)."""
+        return self.eigenvectors @ (alpha * self.eigenvalues)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] != 3:
+            raise ValueError(f"PCA lighting needs an RGB (3, H, W) image, got shape {tuple(image.shape)}")
+        if self.std == 0:
+            return image
+        alpha = torch.randn(3) * self.std
+        return image + self.shift(alpha).to(image.dtype).view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(std={self.std})"
+
+
+def train_transform(image_size: int, mode: ChannelMode, lighting: float = 0.0) -> transforms.Compose:
+    steps = [
         transforms.RandomResizedCrop(image_size),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
-        transforms.Normalize(mode.mean, mode.std),
-    ])
+    ]
+    if lighting > 0:
+        steps.append(PCALighting(lighting))
+    steps.append(transforms.Normalize(mode.mean, mode.std))
+    return transforms.Compose(steps)
 
 
 def val_transform(image_size: int, mode: ChannelMode) -> transforms.Compose:
-    return transforms.Compose([
-        transforms.Resize(int(image_size / CENTER_CROP_FRACTION)),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mode.mean, mode.std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(int(image_size / CENTER_CROP_FRACTION)),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mode.mean, mode.std),
+        ]
+    )
 
 
 class ImageFileDataset(Dataset):
@@ -74,9 +118,7 @@ class ImageFileDataset(Dataset):
             with Image.open(path) as image:
                 decoded = image.convert(self.pil_mode)
         except OSError as error:  # includes PIL.UnidentifiedImageError
-            raise DataError(
-                f"image {path} cannot be decoded ({error}). Replace or delete the file."
-            ) from error
+            raise DataError(f"image {path} cannot be decoded ({error}). Replace or delete the file.") from error
         return self.transform(decoded), label
 
 
@@ -94,15 +136,21 @@ def build_imagefolder(spec, image_size: int, in_channels: int | None) -> DataBun
             "sub-folder of images per class."
         )
     mode = CHANNEL_MODES[channels]
+    lighting = getattr(spec, "lighting", 0.0)
+    if lighting > 0 and channels != 3:
+        raise ConfigError(
+            f"data.lighting is {lighting} but the model reads {channels}-channel (grayscale) images; PCA lighting "
+            "works on RGB images only. Set data.lighting to 0."
+        )
     split_dirs = locate_split_dirs(Path(spec.root))
     class_names = list_class_folders(split_dirs["train"])
     check_val_classes(class_names, list_class_folders(split_dirs["val"]), split_dirs["val"])
-    make_train_transform = train_transform if spec.augment else val_transform
+    training = train_transform(image_size, mode, lighting) if spec.augment else val_transform(image_size, mode)
     return DataBundle(
-        train=ImageFileDataset(
-            scan_split(split_dirs["train"], class_names), make_train_transform(image_size, mode), mode.pil_mode
+        train=ImageFileDataset(scan_split(split_dirs["train"], class_names), training, mode.pil_mode),
+        val=ImageFileDataset(
+            scan_split(split_dirs["val"], class_names), val_transform(image_size, mode), mode.pil_mode
         ),
-        val=ImageFileDataset(scan_split(split_dirs["val"], class_names), val_transform(image_size, mode), mode.pil_mode),
         num_classes=len(class_names),
         in_channels=channels,
         image_size=image_size,

@@ -42,6 +42,8 @@ class DataSpec:
       kinds the classes come from the data; a value given here must match it.
     - ``synthetic_train_size`` / ``synthetic_val_size``: synthetic sample counts.
     - ``augment``: random train-time augmentation (imagefolder, fashion-mnist).
+    - ``lighting``: std of PCA lighting noise added to training images (imagefolder with RGB
+      images and ``augment`` only; 0 turns it off).
     - ``train_subset`` / ``val_subset``: keep only the first k samples of a split.
     """
 
@@ -52,6 +54,7 @@ class DataSpec:
     synthetic_train_size: int = DEFAULT_SYNTHETIC_TRAIN_SIZE
     synthetic_val_size: int = DEFAULT_SYNTHETIC_VAL_SIZE
     augment: bool = True
+    lighting: float = 0.0
     train_subset: int | None = None
     val_subset: int | None = None
 

@@ -51,8 +51,10 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"index {index} out of range for a synthetic split of {self.size} samples")
         label = self.targets[index]
         pattern = F.interpolate(
-            self.patterns[label : label + 1], size=(self.image_size, self.image_size),
-            mode="bilinear", align_corners=False,
+            self.patterns[label : label + 1],
+            size=(self.image_size, self.image_size),
+            mode="bilinear",
+            align_corners=False,
         )[0]
         generator = torch.Generator().manual_seed(self.first_seed + index)
         noise = torch.randn(pattern.shape, generator=generator)

@@ -46,7 +46,9 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False)
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
+        )
         self.depthwise_bn = nn.BatchNorm2d(in_channels)
         self.depthwise_relu = nn.ReLU(inplace=True)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
@@ -82,16 +84,14 @@ class MobileNetV1(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # He init for ReLU networks (fan_out, as torchvision does for its CNNs), BN as identity,
-        # a small classifier so initial logits are near uniform.
+        # As the SUBP authors initialise their MobileNetV1: convs He-normal over fan_out
+        # (std sqrt(2 / (k * k * C_out)), the depthwise convs included), batch norms as identity,
+        # and the classifier left at PyTorch's default nn.Linear init (uniform in +-1/sqrt(C_in)).
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

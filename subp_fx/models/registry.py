@@ -8,7 +8,7 @@ file through ``load_state_dict_file``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 import torchvision
@@ -101,7 +101,7 @@ def _adapt_input_channels(model: nn.Module, model_name: str, in_channels: int) -
 
 
 def _build_torchvision(model_name: str, num_classes: int, in_channels: int, small_input: bool) -> nn.Module:
-    builder_name = model_name[len(TORCHVISION_PREFIX):]
+    builder_name = model_name[len(TORCHVISION_PREFIX) :]
     valid = torchvision_model_names()
     if builder_name not in valid:
         raise ConfigError(

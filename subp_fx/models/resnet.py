@@ -7,7 +7,7 @@ adapted: ``in_channels`` for datasets that are not RGB, ``small_input`` for 28x2
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 import torchvision

@@ -72,7 +72,7 @@ def extract_state_dict(content: object, path: Path | str) -> dict[str, torch.Ten
 
 
 def _strip_parallel_prefix(key: str) -> str:
-    return key[len(_PARALLEL_PREFIX):] if key.startswith(_PARALLEL_PREFIX) else key
+    return key[len(_PARALLEL_PREFIX) :] if key.startswith(_PARALLEL_PREFIX) else key
 
 
 def _listed(keys: list[str]) -> str:
@@ -122,11 +122,16 @@ def _fix_hint(strict: bool, misfit: _Misfit) -> str:
     if strict and (misfit.missing or misfit.unexpected):
         hint += ", or pass strict=False to load only the keys both have"
     if misfit.shape_mismatches:
-        hint += "; to reuse the rest of the file, delete the mismatched keys from the loaded dict and load it with strict=False"
+        hint += (
+            "; to reuse the rest of the file, delete the mismatched keys from the loaded dict "
+            "and load it with strict=False"
+        )
     return hint
 
 
-def load_state_dict_file(model: nn.Module, path: str | Path, strict: bool = True) -> nn.modules.module._IncompatibleKeys:
+def load_state_dict_file(
+    model: nn.Module, path: str | Path, strict: bool = True
+) -> nn.modules.module._IncompatibleKeys:
     """Load a local torchvision-format state-dict file into ``model`` in place.
 
     ``strict=True`` requires the file's keys to match the model's exactly; ``strict=False`` loads
@@ -135,7 +140,9 @@ def load_state_dict_file(model: nn.Module, path: str | Path, strict: bool = True
     file and for keys or shapes that do not fit, naming the file and the first offending keys.
     """
     path = Path(path)
-    return load_state_dict(model, extract_state_dict(_read(path), path), source=f"checkpoint file {str(path)!r}", strict=strict)
+    return load_state_dict(
+        model, extract_state_dict(_read(path), path), source=f"checkpoint file {str(path)!r}", strict=strict
+    )
 
 
 def load_state_dict(
@@ -146,7 +153,6 @@ def load_state_dict(
     misfit = _misfit(model, state, strict)
     if misfit:
         raise CheckpointError(
-            f"{source} does not fit the {type(model).__name__} model: {misfit.describe()}. "
-            f"{_fix_hint(strict, misfit)}"
+            f"{source} does not fit the {type(model).__name__} model: {misfit.describe()}. {_fix_hint(strict, misfit)}"
         )
     return model.load_state_dict(state, strict=strict)

@@ -1,15 +1,15 @@
 """torch.fx passes: each a plain function over a GraphModule, documented with what it rewrites
 and what it refuses."""
 
-from subp_fx.passes.dry_run import ConvPlan, DryRunReport, dry_run, format_dry_run
-from subp_fx.passes.prepare import prepare, subp_modules
-from subp_fx.passes.select import ConvDecision, select_convs
-from subp_fx.passes.trace import trace
-from subp_fx.passes.update import decay_pruned_weights, masks_are_final, update_masks
 from subp_fx.passes.convert import ConvertedConv, convert
+from subp_fx.passes.dry_run import ConvPlan, DryRunReport, dry_run, format_dry_run
 from subp_fx.passes.fold_batchnorm import fold_batchnorm
 from subp_fx.passes.impose_random_masks import impose_random_masks
+from subp_fx.passes.prepare import prepare, subp_modules
+from subp_fx.passes.select import ConvDecision, select_convs
 from subp_fx.passes.strip_masks import strip_masks
+from subp_fx.passes.trace import trace
+from subp_fx.passes.update import decay_pruned_weights, masks_are_final, update_masks
 
 __all__ = [
     "ConvDecision",

@@ -32,7 +32,7 @@ class ConvertedConv:
     dilation: tuple[int, int]
 
     @classmethod
-    def of(cls, name: str, conv: BlockSparseConv2d) -> "ConvertedConv":
+    def of(cls, name: str, conv: BlockSparseConv2d) -> ConvertedConv:
         return cls(
             name=name,
             N=conv.N,
@@ -47,7 +47,9 @@ class ConvertedConv:
 
 
 def _execution_order(gm: fx.GraphModule, names: list[str]) -> list[str]:
-    called = list(dict.fromkeys(node.target for node in gm.graph.nodes if node.op == "call_module" and node.target in names))
+    called = list(
+        dict.fromkeys(node.target for node in gm.graph.nodes if node.op == "call_module" and node.target in names)
+    )
     return called + [name for name in names if name not in called]
 
 
@@ -71,9 +73,7 @@ def convert(gm: nn.Module) -> fx.GraphModule:
     subp = dict(subp_modules(gm))
     problems = [f"layer {name!r}: {problem}" for name, conv in subp.items() if (problem := block_sparse_problem(conv))]
     if problems:
-        raise ConversionError(
-            f"{len(problems)} SUBP conv(s) cannot be made block-sparse: " + "; ".join(problems)
-        )
+        raise ConversionError(f"{len(problems)} SUBP conv(s) cannot be made block-sparse: " + "; ".join(problems))
     converted = []
     for name in _execution_order(gm, list(subp)):
         compact = BlockSparseConv2d.from_subp(subp[name], name=name)

@@ -55,7 +55,9 @@ def _conv_macs(conv: nn.Conv2d, output_shape: torch.Size) -> int:
     return out_h * out_w * c_out * (conv.in_channels // conv.groups) * kh * kw
 
 
-def dry_run(model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[int, ...] = (1, 3, 224, 224)) -> DryRunReport:
+def dry_run(
+    model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[int, ...] = (1, 3, 224, 224)
+) -> DryRunReport:
     """Plan ``prepare(model, config)`` for one input of ``input_shape`` (NCHW): every conv, selected
     or not and why, its shape, kept input channels per block-row and MACs per image before and after.
     Raises what ``prepare`` would raise."""
@@ -65,7 +67,9 @@ def dry_run(model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[
     with torch.no_grad():
         ShapeProp(gm).propagate(torch.zeros(input_shape))
     output_shapes = {
-        node.target: node.meta["tensor_meta"].shape for node in gm.graph.nodes if node.op == "call_module" and "tensor_meta" in node.meta
+        node.target: node.meta["tensor_meta"].shape
+        for node in gm.graph.nodes
+        if node.op == "call_module" and "tensor_meta" in node.meta
     }
     plans = []
     for decision in select_convs(gm, config):
@@ -104,11 +108,22 @@ def format_dry_run(report: DryRunReport) -> str:
         ]
         for plan in report.convs
     ]
-    headers = ["conv", "kind", "why", "weight (Co x Ci x kh x kw)", "out HxW", "N", "kept/row", "MMACs before", "MMACs after"]
+    headers = [
+        "conv",
+        "kind",
+        "why",
+        "weight (Co x Ci x kh x kw)",
+        "out HxW",
+        "N",
+        "kept/row",
+        "MMACs before",
+        "MMACs after",
+    ]
     table = tabulate(rows, headers=headers, tablefmt="simple")
     before, after = report.macs_before, report.macs_after
     summary = (
-        f"\n{len(report.selected)} of {len(report.convs)} convs selected (N={report.config.N}, prune_rate={report.config.prune_rate}, "
+        f"\n{len(report.selected)} of {len(report.convs)} convs selected "
+        f"(N={report.config.N}, prune_rate={report.config.prune_rate}, "
         f"criterion={report.config.criterion}); conv MACs per image at input {tuple(report.input_shape)}: "
         f"{before / 1e9:.4f} G -> {after / 1e9:.4f} G ({before / max(after, 1):.2f}x fewer)"
     )

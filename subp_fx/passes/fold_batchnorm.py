@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
-from subp_fx.errors import ConversionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConversionError
 from subp_fx.passes.trace import trace
 
 # Keys of GraphModule.meta written by this pass.
@@ -56,7 +56,10 @@ def _unfoldable_reason(gm: fx.GraphModule, bn_node: fx.Node, calls: dict[str, in
         return "its input is not the output of a module call"
     conv = gm.get_submodule(source.target)
     if type(conv) not in _OUTPUT_CHANNEL_WEIGHT:
-        return f"its input comes from {source.target!r}, a {type(conv).__name__}, not one of {', '.join(t.__name__ for t in _OUTPUT_CHANNEL_WEIGHT)}"
+        return (
+            f"its input comes from {source.target!r}, a {type(conv).__name__}, "
+            f"not one of {', '.join(t.__name__ for t in _OUTPUT_CHANNEL_WEIGHT)}"
+        )
     if len(source.users) != 1:
         return f"the output of {source.target!r} has other users, which need it without batch norm"
     if calls[source.target] != 1 or calls[bn_node.target] != 1:

@@ -10,17 +10,19 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.config import LayerSelection
-from subp_fx.errors import ConfigError
 from subp_fx.algorithm.masks import kept_per_row
-from subp_fx.algorithm.seeding import seeded_generator
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.algorithm.seeding import seeded_generator
+from subp_fx.errors import ConfigError
 from subp_fx.passes.prepare import prepare, subp_modules
 from subp_fx.passes.trace import trace
 
 
 def _check_arguments(prune_rate, N, seed) -> None:
     if isinstance(prune_rate, bool) or not isinstance(prune_rate, numbers.Real) or not 0 <= prune_rate < 1:
-        raise ConfigError(f"prune_rate must be a number in [0, 1) (the fraction of C_in pruned per block-row), got {prune_rate!r}")
+        raise ConfigError(
+            f"prune_rate must be a number in [0, 1) (the fraction of C_in pruned per block-row), got {prune_rate!r}"
+        )
     if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
         raise ConfigError(f"N must be a positive integer (output channels per block), got {N!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -8,11 +8,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.config import SparsityConfig, as_sparsity_config
-from subp_fx.errors import SelectionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import SelectionError
 from subp_fx.passes.select import select_convs
 from subp_fx.passes.trace import trace
-
 
 
 def subp_settings(config: SparsityConfig) -> dict:

@@ -19,8 +19,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.config import LayerSelection, SparsityConfig
-from subp_fx.errors import SelectionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import SelectionError
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,10 @@ def _decide(name: str, conv: nn.Conv2d, config: SparsityConfig) -> ConvDecision:
             return ConvDecision(name, conv, False, f"matched {included_by} but {problem}")
         if conv.in_channels < selection.min_in_channels:
             return ConvDecision(
-                name, conv, False, f"matched {included_by} but C_in={conv.in_channels} < min_in_channels={selection.min_in_channels}"
+                name,
+                conv,
+                False,
+                f"matched {included_by} but C_in={conv.in_channels} < min_in_channels={selection.min_in_channels}",
             )
         return ConvDecision(name, conv, True, f"included by {included_by}")
     if selection.include:
@@ -102,7 +105,9 @@ def select_convs(gm: fx.GraphModule, config: SparsityConfig) -> list[ConvDecisio
     convs = conv_modules(gm)
     names = {name for name, _ in convs}
     unknown = [
-        entry for entry in config.layers.include + config.layers.exclude if not entry.startswith("re:") and entry not in names
+        entry
+        for entry in config.layers.include + config.layers.exclude
+        if not entry.startswith("re:") and entry not in names
     ]
     if unknown:
         sample = ", ".join(sorted(names)[:6])

@@ -7,9 +7,9 @@ import traceback
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.errors import UntraceableModelError
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import UntraceableModelError
 
 
 class _LeafTracer(fx.Tracer):

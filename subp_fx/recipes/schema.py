@@ -30,19 +30,37 @@ class ModelSection(_Section):
 
 class DataSection(_Section):
     kind: Literal["imagefolder", "fashion-mnist", "synthetic"]
-    root: str | None = Field(default=None, description="imagefolder: folder with train/ and val/; fashion-mnist: folder of the IDX files")
+    root: str | None = Field(
+        default=None, description="imagefolder: folder with train/ and val/; fashion-mnist: folder of the IDX files"
+    )
     image_size: int | None = Field(default=None, ge=8)
     num_classes: int | None = Field(default=None, ge=2, description="synthetic only")
     synthetic_train_size: int = Field(default=512, ge=1)
     synthetic_val_size: int = Field(default=128, ge=1)
     augment: bool = True
+    lighting: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="std of AlexNet-style PCA lighting noise on training images (ImageNet RGB eigenbasis), 0 = off",
+    )
     train_subset: int | None = Field(default=None, ge=1, description="use only the first k training samples")
     val_subset: int | None = Field(default=None, ge=1, description="use only the first k validation samples")
 
     @model_validator(mode="after")
-    def _root_needed(self) -> "DataSection":
+    def _root_needed(self) -> DataSection:
         if self.kind == "imagefolder" and not self.root:
             raise ValueError("data.kind 'imagefolder' needs data.root: a folder holding train/ and val/")
+        if self.lighting > 0 and self.kind != "imagefolder":
+            raise ValueError(
+                f"data.lighting ({self.lighting}) adds noise along ImageNet's RGB principal components and applies "
+                f"to data.kind 'imagefolder' only, not {self.kind!r}; set data.lighting to 0"
+            )
+        if self.lighting > 0 and not self.augment:
+            raise ValueError(
+                f"data.lighting ({self.lighting}) is a training augmentation but data.augment is false; "
+                "set data.augment to true or data.lighting to 0"
+            )
         return self
 
 
@@ -54,8 +72,24 @@ class OptimSection(_Section):
     no_decay_bn_bias: bool = Field(default=True, description="no weight decay on batch-norm and bias parameters")
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
     scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = Field(default=0.0, ge=0.0, description="linear warm-up from ~0 to lr, in epochs (fractions allowed)")
+    warmup_epochs: float = Field(
+        default=0.0, ge=0.0, description="linear warm-up from ~0 to lr, in epochs (fractions allowed)"
+    )
     min_lr: float = Field(default=0.0, ge=0.0)
+    lr_step: Literal["iteration", "epoch"] = Field(
+        default="iteration",
+        description="iteration: the schedule moves every optimiser step; epoch: the learning rate is set once at the "
+        "start of each epoch and held (the SUBP authors' training)",
+    )
+
+    @model_validator(mode="after")
+    def _warmup_fits_the_step(self) -> OptimSection:
+        if self.lr_step == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
+            raise ValueError(
+                f"optim.warmup_epochs ({self.warmup_epochs}) must be a whole number of epochs when optim.lr_step is "
+                "'epoch' (the rate changes only between epochs); round it or set optim.lr_step to 'iteration'"
+            )
+        return self
 
 
 class TrainSection(_Section):
@@ -63,12 +97,30 @@ class TrainSection(_Section):
     batch_size: int = Field(default=256, ge=1, description="per process")
     workers: int = Field(default=4, ge=0)
     amp: bool = Field(default=True, description="mixed precision on CUDA; ignored on CPU")
-    seed: int = Field(default=0, ge=0)
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        default="float16",
+        description="autocast dtype when amp is on: float16 (with a gradient scaler) or bfloat16 (no scaler needed)",
+    )
+    channels_last: bool = Field(
+        default=False, description="model and input batches in channels_last (NHWC) memory format: faster convs on GPUs"
+    )
+    seed: int = Field(default=42, ge=0, description="the SUBP authors' default")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap on training steps per epoch (smoke tests, quick looks)")
+    max_steps_per_epoch: int | None = Field(
+        default=None, ge=1, description="cap on training steps per epoch (smoke tests, quick looks)"
+    )
     max_eval_batches: int | None = Field(default=None, ge=1)
     log_every: int = Field(default=50, ge=1, description="steps between log lines")
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads on CPU (default: all cores)")
+    drop_last: bool = Field(
+        default=False, description="drop each epoch's last, incomplete training batch (the authors keep it)"
+    )
+    sync_batchnorm: bool = Field(
+        default=False,
+        description="batch-norm statistics over the global batch of all processes (CUDA under torchrun only)",
+    )
+    cudnn_benchmark: bool = Field(default=True, description="CUDA: let cuDNN time and pick conv algorithms")
+    tf32: bool = Field(default=True, description="CUDA: TF32 tensor cores for fp32 matmuls and convs")
 
 
 class OutputSection(_Section):
@@ -87,7 +139,7 @@ class Recipe(_Section):
     output: OutputSection = Field(default_factory=OutputSection)
 
     @model_validator(mode="after")
-    def _schedule_fits_training(self) -> "Recipe":
+    def _schedule_fits_training(self) -> Recipe:
         if self.sparsity.prune_rate > 0 and self.sparsity.decay_end >= self.train.epochs:
             raise ValueError(
                 f"sparsity.decay_end ({self.sparsity.decay_end}) must be before the last epoch "
@@ -126,7 +178,10 @@ def apply_overrides(raw: dict, assignments: list[str]) -> dict:
 
 def validate_recipe(raw: object, source: str = "recipe") -> Recipe:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a recipe must be a YAML mapping of sections (model, data, sparsity, optim, train, output), got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: a recipe must be a YAML mapping of sections (model, data, sparsity, optim, train, output), "
+            f"got {type(raw).__name__}"
+        )
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

@@ -38,13 +38,18 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file on the CPU; raise ``CheckpointError`` if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass a file written by `subp-fx prune` (last.pt or best.pt in the run's output dir)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; "
+            "pass a file written by `subp-fx prune` (last.pt or best.pt in the run's output dir)"
+        )
     try:
         # weights_only: a checkpoint is data; unpickling arbitrary objects would run code.
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({str(exc).splitlines()[0]}); use another checkpoint or retrain") from None
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is corrupt ({str(exc).splitlines()[0]}); use another checkpoint or retrain"
+            ) from None
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds Python objects besides tensors and plain values, so it is not loaded "
             "(loading is weights-only: unpickling arbitrary objects could run code). It was written by another tool "
@@ -52,11 +57,14 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch file "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "use another checkpoint (best.pt / last.pt) or retrain"
         ) from None
     if not isinstance(payload, dict):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a dict of tensors or a subp-fx checkpoint")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(payload).__name__}, not a dict of tensors or a subp-fx checkpoint"
+        )
     return payload
 
 
@@ -107,7 +115,9 @@ class TrainingCheckpoint:
             )
         missing = [field.name for field in fields(cls) if field.name not in payload]
         if missing:
-            raise CheckpointError(f"{source} lacks {', '.join(missing)}; it is truncated or not written by `subp-fx prune`")
+            raise CheckpointError(
+                f"{source} lacks {', '.join(missing)}; it is truncated or not written by `subp-fx prune`"
+            )
         return cls(**{field.name: payload[field.name] for field in fields(cls)})
 
     def save(self, path: str | Path) -> None:

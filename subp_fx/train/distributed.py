@@ -30,7 +30,9 @@ def _device_for(requested: str, local_rank: int) -> torch.device:
         if not torch.cuda.is_available():
             from subp_fx.errors import ConfigError
 
-            raise ConfigError("train.device is 'cuda' but no CUDA device is visible; set train.device to 'cpu' or 'auto'")
+            raise ConfigError(
+                "train.device is 'cuda' but no CUDA device is visible; set train.device to 'cpu' or 'auto'"
+            )
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -75,6 +77,14 @@ def gather_objects(value) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def broadcast_tensors(tensors: list[torch.Tensor], src: int = 0) -> None:
+    """Copy rank ``src``'s ``tensors`` into every rank's, in place (nothing when running alone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for tensor in tensors:
+        dist.broadcast(tensor, src=src)
 
 
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:

@@ -45,13 +45,21 @@ class RunningSums:
     def summary(values: list[float]) -> dict[str, float]:
         loss_sum, correct1, correct5, count = values
         count = max(count, 1)
-        return {"loss": loss_sum / count, "top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count, "samples": int(count)}
+        return {
+            "loss": loss_sum / count,
+            "top1": 100.0 * correct1 / count,
+            "top5": 100.0 * correct5 / count,
+            "samples": int(count),
+        }
 
 
-def sparsity_table(updates: dict[str, MaskUpdate]) -> str:
-    """Per-layer state after a mask update: the telemetry of how many blocks moved."""
-    rows = [
-        [
+def sparsity_table(updates: dict[str, MaskUpdate], revived: dict[str, int] | None = None) -> str:
+    """Per-layer state after a mask update: the telemetry of how many blocks moved. ``blocks
+    regrown``: kept beyond the final target by the schedule; ``revived``: pruned before this
+    update and kept after it (when ``revived`` is given)."""
+    rows = []
+    for name, update in updates.items():
+        row = [
             name,
             f"{update.kept_per_row}/{update.in_channels}",
             f"{100 * update.sparsity:.1f}%",
@@ -59,13 +67,17 @@ def sparsity_table(updates: dict[str, MaskUpdate]) -> str:
             update.regrown,
             update.changed,
         ]
-        for name, update in updates.items()
-    ]
-    return tabulate(rows, headers=["layer", "kept/row", "sparsity", "scheduled rate", "blocks regrown", "blocks changed"], tablefmt="simple")
+        if revived is not None:
+            row.append(revived.get(name, 0))
+        rows.append(row)
+    headers = ["layer", "kept/row", "sparsity", "scheduled rate", "blocks regrown", "blocks changed"]
+    if revived is not None:
+        headers.append("revived")
+    return tabulate(rows, headers=headers, tablefmt="simple")
 
 
-def layer_records(updates: dict[str, MaskUpdate]) -> dict[str, dict]:
-    return {
+def layer_records(updates: dict[str, MaskUpdate], revived: dict[str, int] | None = None) -> dict[str, dict]:
+    records = {
         name: {
             "kept_per_row": update.kept_per_row,
             "in_channels": update.in_channels,
@@ -76,6 +88,9 @@ def layer_records(updates: dict[str, MaskUpdate]) -> dict[str, dict]:
         }
         for name, update in updates.items()
     }
+    for name, count in (revived or {}).items():
+        records[name]["revived"] = count
+    return records
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -1,5 +1,6 @@
 """Optimiser and learning-rate schedule as the paper trains: SGD with momentum, no weight decay
-on batch-norm and bias parameters, cosine decay per step with optional linear warm-up."""
+on batch-norm and bias parameters, cosine decay with optional linear warm-up, moved every
+optimiser step (``optim.lr_step: iteration``) or set once per epoch (``epoch``, the authors')."""
 
 from __future__ import annotations
 
@@ -50,9 +51,22 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, scheduler: str, mi
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimSection, steps_per_epoch: int, epochs: int):
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+    """A scheduler to ``step()`` after every optimiser step. With ``optim.lr_step == "epoch"`` the
+    rate of a whole epoch is the schedule's value at that epoch (cosine over ``epochs`` points,
+    warm-up over whole epochs), so every step of epoch ``e`` uses the same rate."""
     min_lr_ratio = optim.min_lr / optim.lr
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, optim.scheduler, min_lr_ratio)
-    )
+    steps_per_epoch = max(1, steps_per_epoch)
+    if optim.lr_step == "epoch":
+        warmup_epochs = int(optim.warmup_epochs)
+
+        def factor(step: int) -> float:
+            return lr_factor(step // steps_per_epoch, epochs, warmup_epochs, optim.scheduler, min_lr_ratio)
+
+    else:
+        total_steps = steps_per_epoch * epochs
+        warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+
+        def factor(step: int) -> float:
+            return lr_factor(step, total_steps, warmup_steps, optim.scheduler, min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

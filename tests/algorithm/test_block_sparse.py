@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d, uniform_mask_problem
-from subp_fx.errors import ConversionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConversionError
 from subp_fx.passes.impose_random_masks import random_uniform_block_mask
 
 
@@ -241,7 +241,9 @@ def test_pickle_and_torch_save_round_trip():
 def test_any_uniform_mask_round_trips_exactly(c_in, rows, N, kernel, stride, padding, data):
     kept = data.draw(st.integers(1, c_in))
     seed = data.draw(st.integers(0, 1000))
-    conv = _subp_conv(c_in=c_in, c_out=rows * N, kernel=kernel, N=N, kept=kept, seed=seed, stride=stride, padding=padding)
+    conv = _subp_conv(
+        c_in=c_in, c_out=rows * N, kernel=kernel, N=N, kept=kept, seed=seed, stride=stride, padding=padding
+    )
     compact = BlockSparseConv2d.from_subp(conv)
     assert compact.K == kept
     x = _input(c_in=c_in, size=6, batch=1, seed=seed)

@@ -22,15 +22,16 @@ from subp_fx.algorithm.masks import (
 )
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "golden"  # <repo>/../shared/golden
+# Shipped with the tests: 12 of the 63 cases and the schedules, bit for bit (golden/make_subset.py).
+SUBSET_DIR = Path(__file__).resolve().parent / "golden"
 
 
 # ---------------------------------------------------------------------------------------------
-# Golden data
+# Golden data: the full set where ../shared/golden exists, else the subset in tests/
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_golden():
-    json_path, npz_path = GOLDEN_DIR / "subp_golden.json", GOLDEN_DIR / "subp_masks.npz"
+def _load_golden(json_path: Path, npz_path: Path):
     if not (json_path.is_file() and npz_path.is_file()):
         return None, None
     with open(json_path) as f:
@@ -40,11 +41,13 @@ def _load_golden():
     return meta, arrays
 
 
-GOLDEN_META, GOLDEN_ARRAYS = _load_golden()
-needs_golden = pytest.mark.skipif(
-    GOLDEN_META is None, reason=f"golden data not found at {GOLDEN_DIR} (subp_golden.json and subp_masks.npz)"
+FULL_META, FULL_ARRAYS = _load_golden(GOLDEN_DIR / "subp_golden.json", GOLDEN_DIR / "subp_masks.npz")
+SUBSET_META, SUBSET_ARRAYS = _load_golden(SUBSET_DIR / "subp_golden_subset.json", SUBSET_DIR / "subp_masks_subset.npz")
+GOLDEN_META, GOLDEN_ARRAYS = (FULL_META, FULL_ARRAYS) if FULL_META is not None else (SUBSET_META, SUBSET_ARRAYS)
+needs_full_golden = pytest.mark.skipif(
+    FULL_META is None, reason=f"full golden data not found at {GOLDEN_DIR}; the shipped subset is tested instead"
 )
-GOLDEN_CASES = GOLDEN_META["cases"] if GOLDEN_META else []
+GOLDEN_CASES = GOLDEN_META["cases"]
 SCHEDULE_NAMES = ("linear", "exp", "cos", "cubic")
 
 
@@ -58,13 +61,30 @@ def _case_tensors(case):
     )
 
 
-@needs_golden
+def test_golden_subset_is_shipped_and_covers_every_criterion_N_kernel_and_rate():
+    cases = SUBSET_META["cases"]
+    assert len(cases) == 12
+    assert {c["criterion"] for c in cases} == {"L1", "L2", "BPAR"}
+    assert {c["N"] for c in cases} == {16, 32} and {c["kernel"] for c in cases} == {1, 3}
+    assert len({c["prune_rate"] for c in cases}) == 3
+
+
+@needs_full_golden
 def test_golden_has_all_cases():
-    assert len(GOLDEN_CASES) == 63
-    assert {c["criterion"] for c in GOLDEN_CASES} == {"L1", "L2", "BPAR"}
+    assert len(FULL_META["cases"]) == 63
+    assert {c["criterion"] for c in FULL_META["cases"]} == {"L1", "L2", "BPAR"}
 
 
-@needs_golden
+@needs_full_golden
+def test_golden_subset_is_the_full_data_bit_for_bit():
+    full_cases = {case["key"]: case for case in FULL_META["cases"]}
+    for case in SUBSET_META["cases"]:
+        assert case == full_cases[case["key"]]
+    assert SUBSET_META["schedules"] == FULL_META["schedules"]
+    for name, array in SUBSET_ARRAYS.items():
+        assert array.dtype == FULL_ARRAYS[name].dtype and np.array_equal(array, FULL_ARRAYS[name]), name
+
+
 @pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda c: f"{c['key']}-{c['criterion']}-N{c['N']}")
 def test_golden_mask(case):
     weight, prior, _, golden_mask = _case_tensors(case)
@@ -77,7 +97,6 @@ def test_golden_mask(case):
     assert case["kept_per_row"] == kept_per_row(rate, case["in_channels"])
 
 
-@needs_golden
 @pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda c: f"{c['key']}-{c['criterion']}-N{c['N']}")
 def test_golden_score(case):
     weight, prior, golden_score, _ = _case_tensors(case)
@@ -91,14 +110,16 @@ def test_golden_score(case):
     torch.testing.assert_close(score, golden_score, rtol=1e-5, atol=atol)
 
 
-@needs_golden
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_golden_schedules(name):
     schedules = GOLDEN_META["schedules"]
     golden = schedules["values"][name]
     epochs = schedules["epochs"]
     assert epochs == list(range(200)) and len(golden) == 200
-    ours = [prune_rate_at(e, name, schedules["prune_rate"], schedules["decay_start"], schedules["decay_end"]) for e in epochs]
+    ours = [
+        prune_rate_at(e, name, schedules["prune_rate"], schedules["decay_start"], schedules["decay_end"])
+        for e in epochs
+    ]
     mismatches = [(e, o, g) for e, o, g in zip(epochs, ours, golden) if o != g]  # bit for bit
     assert not mismatches, mismatches[:5]
 
@@ -148,7 +169,15 @@ def _mask_problems(draw):
         # Some blocks already pruned, at least one kept per row (as after any real update).
         prior = (torch.rand(rows, in_channels, generator=g) > 0.4).float()
         prior[:, 0] = 1.0
-    return dict(weight=weight, N=N, prune_rate=prune_rate, current_rate=current_rate, criterion=criterion, prior=prior, seed=seed)
+    return dict(
+        weight=weight,
+        N=N,
+        prune_rate=prune_rate,
+        current_rate=current_rate,
+        criterion=criterion,
+        prior=prior,
+        seed=seed,
+    )
 
 
 @settings(max_examples=80, deadline=None, database=None)  # no .hypothesis/ in the repo
@@ -260,7 +289,9 @@ def test_scores_use_weight_times_current_mask():
     prior[1, 4] = 0
     for criterion in ("L1", "L2"):
         masked_score = block_importance(weight, 4, criterion, block_mask=prior)
-        assert torch.equal(masked_score, block_importance(weight * expand_block_mask(prior, weight.shape), 4, criterion))
+        assert torch.equal(
+            masked_score, block_importance(weight * expand_block_mask(prior, weight.shape), 4, criterion)
+        )
         assert masked_score[0, 2] == 0 and masked_score[1, 4] == 0
 
 
@@ -274,7 +305,9 @@ def test_bpar_by_hand():
     for r in range(2):
         l1 = blocks[r].abs().sum(-1)
         unit = blocks[r] / blocks[r].norm(dim=-1, keepdim=True)
-        cos = torch.tensor([sum(abs(float(unit[i] @ unit[j])) for j in range(3)) for i in range(3)], dtype=torch.float64)
+        cos = torch.tensor(
+            [sum(abs(float(unit[i] @ unit[j])) for j in range(3)) for i in range(3)], dtype=torch.float64
+        )
         expected[r] = l1 / l1.sum() - alpha * cos / cos.sum()
     score = block_importance(weight, N, "BPAR", alpha=alpha)
     torch.testing.assert_close(score.double(), expected, rtol=1e-5, atol=1e-6)

@@ -97,7 +97,17 @@ def _hand_checkable() -> SUBPConv2d:
     """C_out=4, C_in=8, N=2 (2 block-rows), 1x1, L1 scores set by hand; prune_rate 0.5 -> P=4.
     linear schedule 0..10: epoch 5 -> rate 0.25 -> G = int(0.25 * 8) = 2; epoch >= 10 -> G = 0."""
     module = SUBPConv2d(
-        8, 4, 1, N=2, prune_rate=0.5, criterion="L1", tau=0.01, schedule="linear", decay_start=0, decay_end=10, bias=False
+        8,
+        4,
+        1,
+        N=2,
+        prune_rate=0.5,
+        criterion="L1",
+        tau=0.01,
+        schedule="linear",
+        decay_start=0,
+        decay_end=10,
+        bias=False,
     )
     row0 = torch.tensor([5.0, 1.0, 7.0, 3.0, 8.0, 2.0, 6.0, 4.0])  # ranks by channel
     row1 = torch.tensor([1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0])
@@ -132,7 +142,9 @@ def test_update_mask_telemetry_by_hand():
 
 def test_update_mask_regrowth_is_uniform_and_counts_changes():
     conv = _conv(4, in_channels=40, out_channels=32, kernel_size=3)
-    module = SUBPConv2d.from_conv(conv, N=8, prune_rate=0.5, criterion="BPAR", schedule="linear", decay_start=0, decay_end=10)
+    module = SUBPConv2d.from_conv(
+        conv, N=8, prune_rate=0.5, criterion="BPAR", schedule="linear", decay_start=0, decay_end=10
+    )
     previous = module.block_mask.clone()
     for epoch in (2, 5, 7, 10):
         update = module.update_mask(epoch, generator=_gen(epoch))

@@ -47,7 +47,9 @@ def test_train_augmentation_is_a_shift_and_optional_flip(fashion_root, fashion_a
     padded = torch.nn.functional.pad(original, (2, 2, 2, 2))
     candidates = [
         crop.flip(-1) if flip else crop
-        for top in range(5) for left in range(5) for flip in (False, True)
+        for top in range(5)
+        for left in range(5)
+        for flip in (False, True)
         for crop in [padded[top : top + 28, left : left + 28]]
     ]
     dataset = build_datasets(spec(fashion_root)).train
@@ -134,8 +136,10 @@ def test_corrupt_file_is_named_through_build(tmp_path, fashion_arrays, fashion_w
     assert str(labels) in str(error.value)
 
 
-@pytest.mark.skipif(not REAL_ROOT.is_dir(), reason=f"real Fashion-MNIST not installed at {REAL_ROOT} "
-                    "(apt-get install -y dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not REAL_ROOT.is_dir(),
+    reason=f"real Fashion-MNIST not installed at {REAL_ROOT} (apt-get install -y dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist_loads():
     bundle = build_datasets(DataSpec(kind="fashion-mnist"))
     assert (len(bundle.train), len(bundle.val)) == (60000, 10000)

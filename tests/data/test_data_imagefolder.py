@@ -9,7 +9,13 @@ import torch
 from PIL import Image
 
 from subp_fx.data import DataSpec, build_datasets
-from subp_fx.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from subp_fx.data.imagefolder import (
+    IMAGENET_MEAN,
+    IMAGENET_PCA_EIGENVALUES,
+    IMAGENET_PCA_EIGENVECTORS,
+    IMAGENET_STD,
+    PCALighting,
+)
 from subp_fx.errors import ConfigError, DataError
 
 
@@ -58,7 +64,9 @@ def test_val_resizes_to_size_over_0875_then_center_crops(tmp_path, png_writer):
     bordered.paste((255, 255, 255), (1, 1, 39, 39))
     bordered.save(tmp_path / "val" / "only" / "0.png")
     image, _ = build_datasets(spec(tmp_path), image_size=32).val[0]
-    torch.testing.assert_close(image, expected_normalised((255, 255, 255))[:, None, None].expand_as(image), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        image, expected_normalised((255, 255, 255))[:, None, None].expand_as(image), atol=0.02, rtol=0
+    )
 
 
 def test_augment_false_makes_train_deterministic(tmp_path):
@@ -154,3 +162,86 @@ def test_undecodable_image_is_named(imagefolder_root):
     with pytest.raises(DataError) as error:
         val[0]
     assert str(broken) in str(error.value)
+
+
+def test_pca_eigenvectors_are_orthonormal_columns():
+    vectors = torch.tensor(IMAGENET_PCA_EIGENVECTORS)
+    torch.testing.assert_close(vectors.T @ vectors, torch.eye(3), atol=2e-4, rtol=0)
+    # the largest component is (nearly) the luminance direction: equal weight on R, G and B
+    assert torch.allclose(vectors[:, 0].abs(), torch.full((3,), 0.577), atol=0.01)
+
+
+def test_pca_lighting_adds_one_colour_shift_along_the_eigenvectors():
+    lighting = PCALighting(0.1)
+    image = torch.rand(3, 5, 7)
+    torch.manual_seed(11)
+    shifted = lighting(image)
+    torch.manual_seed(11)
+    alpha = torch.randn(3) * 0.1
+    shift = (shifted - image).flatten(1)
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-7), "one shift per channel"
+    # back in the eigenbasis, the shift is alpha_i * eigenvalue_i
+    coefficients = torch.tensor(IMAGENET_PCA_EIGENVECTORS).T @ shift[:, 0]
+    torch.testing.assert_close(coefficients, alpha * torch.tensor(IMAGENET_PCA_EIGENVALUES), atol=1e-6, rtol=1e-4)
+    assert torch.equal(PCALighting(0.0)(image), image)
+
+
+def test_pca_lighting_noise_has_the_pca_covariance():
+    """Over many draws the shift's covariance is std^2 * V diag(eigenvalues^2) V^T."""
+    lighting = PCALighting(0.1)
+    torch.manual_seed(0)
+    zero = torch.zeros(3, 1, 1)
+    shifts = torch.stack([lighting(zero).flatten() for _ in range(20000)]).double()
+    vectors = torch.tensor(IMAGENET_PCA_EIGENVECTORS, dtype=torch.float64)
+    values = torch.tensor(IMAGENET_PCA_EIGENVALUES, dtype=torch.float64)
+    expected = 0.01 * vectors @ torch.diag(values**2) @ vectors.T
+    torch.testing.assert_close(shifts.T.cov(), expected, atol=2e-5, rtol=0.05)
+
+
+def test_pca_lighting_refuses_a_gray_image():
+    with pytest.raises(ValueError, match="RGB"):
+        PCALighting(0.1)(torch.zeros(1, 4, 4))
+
+
+def test_lighting_sits_between_to_tensor_and_normalize(imagefolder_root, class_colours):
+    """A solid-colour image stays solid under crop and flip, so (output * std + mean) - colour is
+    exactly the lighting shift in [0, 1] pixel units: one value per channel, on the PCA scale."""
+    dataset = build_datasets(spec(imagefolder_root, lighting=0.1), image_size=16).train
+    names = [type(step).__name__ for step in dataset.transform.transforms]
+    assert names.index("ToTensor") < names.index("PCALighting") < names.index("Normalize")
+    colours = list(class_colours.values())
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    shifts = []
+    torch.manual_seed(0)
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        shift = (image * std + mean - torch.tensor(colours[label])[:, None, None] / 255).flatten(1)
+        assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
+        shifts.append(shift[:, 0])
+    shifts = torch.stack(shifts)
+    assert 0 < shifts.abs().max() < 0.2 and len({tuple(row.tolist()) for row in shifts}) == len(dataset)
+
+
+def test_lighting_off_leaves_pixels_exact_and_val_is_never_lit(imagefolder_root):
+    bundle = build_datasets(spec(imagefolder_root, lighting=0.1), image_size=16)
+    assert "PCALighting" not in [type(step).__name__ for step in bundle.val.transform.transforms]
+    plain = build_datasets(spec(imagefolder_root), image_size=16).train
+    assert "PCALighting" not in [type(step).__name__ for step in plain.transform.transforms]
+
+
+@pytest.mark.parametrize(
+    "overrides, in_channels, message",
+    [
+        ({"lighting": 0.1, "augment": False}, None, "augment"),
+        ({"lighting": -0.1}, None, "positive standard deviation"),
+        ({"lighting": 0.1}, 1, "RGB"),
+    ],
+)
+def test_lighting_refusals(imagefolder_root, overrides, in_channels, message):
+    with pytest.raises(ConfigError, match=message):
+        build_datasets(spec(imagefolder_root, **overrides), image_size=16, in_channels=in_channels)
+
+
+def test_lighting_is_refused_for_other_kinds():
+    with pytest.raises(ConfigError, match="imagefolder data only"):
+        build_datasets(DataSpec(kind="synthetic", lighting=0.1))

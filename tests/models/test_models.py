@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -204,7 +205,9 @@ def test_shape_mismatch_is_named_even_when_not_strict(tmp_path):
     torch.save(build_model("mobilenet_v1").state_dict(), path)
     model = build_model("mobilenet_v1", num_classes=10)
     before = model.stem.conv.weight.clone()
-    with pytest.raises(CheckpointError, match=r"fc\.weight is \(1000, 1024\) in the file but \(10, 1024\) in the model"):
+    with pytest.raises(
+        CheckpointError, match=r"fc\.weight is \(1000, 1024\) in the file but \(10, 1024\) in the model"
+    ):
         load_state_dict_file(model, path, strict=False)
     assert torch.equal(model.stem.conv.weight, before)  # nothing half-loaded
 
@@ -269,9 +272,15 @@ def test_available_models_lists_built_in_and_torchvision_names():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "resnet19"}, r"unknown model 'resnet19'; valid names: resnet18, resnet34, resnet50, mobilenet_v1, small_cnn"),
+        (
+            {"name": "resnet19"},
+            r"unknown model 'resnet19'; valid names: resnet18, resnet34, resnet50, mobilenet_v1, small_cnn",
+        ),
         ({"name": "torchvision.resnet19"}, r"no classification model 'resnet19'; valid torchvision names: .*resnet18"),
-        ({"name": "torchvision.resnet18", "small_input": True}, r"small_input=True is not available for 'torchvision.resnet18'"),
+        (
+            {"name": "torchvision.resnet18", "small_input": True},
+            r"small_input=True is not available for 'torchvision.resnet18'",
+        ),
         ({"name": "resnet18", "num_classes": 0}, r"num_classes must be a positive integer, got 0"),
         ({"name": "resnet18", "in_channels": 2.0}, r"in_channels must be a positive integer, got 2.0"),
     ],
@@ -279,3 +288,22 @@ def test_available_models_lists_built_in_and_torchvision_names():
 def test_bad_model_arguments_are_config_errors_saying_what_is_valid(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         build_model(**kwargs)
+
+
+def test_mobilenet_v1_init_follows_the_authors():
+    """Convs He-normal over fan_out (std sqrt(2 / (k * k * C_out))), BN identity, and the classifier
+    at PyTorch's default nn.Linear init: uniform in +-1/sqrt(1024) for weight and bias (not a
+    small normal with zero bias)."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v1")
+    bound = 1 / math.sqrt(1024)
+    weight, bias = model.fc.weight.detach(), model.fc.bias.detach()
+    assert weight.abs().max() <= bound and bias.abs().max() <= bound
+    assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)
+    assert bias.abs().min() > 0 and bias.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    pointwise = model.features[12].pointwise.weight.detach()  # 1x1, C_out 1024
+    assert pointwise.std().item() == pytest.approx(math.sqrt(2 / 1024), rel=0.01)
+    depthwise = model.features[12].depthwise.weight.detach()  # 3x3, C_out 1024
+    assert depthwise.std().item() == pytest.approx(math.sqrt(2 / (9 * 1024)), rel=0.05)
+    bn = model.features[12].pointwise_bn
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))

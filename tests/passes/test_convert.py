@@ -10,20 +10,59 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.errors import ConversionError
 from subp_fx.models import build_model
-from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.passes import ConvertedConv, convert, fold_batchnorm, impose_random_masks, subp_modules
 from subp_fx.passes.convert import CONVERTED_META_KEY
-
 from tests.toy_models import TOY_DEFAULT_SPARSE, ToyNet, seeded, toy_input
 
 # The toy's sparse convs in execution order, at prune rate 0.5 (K = C_in - int(0.5 * C_in)).
 TOY_CONVERTED = [
-    ConvertedConv("pw", N=16, K=8, in_channels=16, out_channels=32, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1)),
-    ConvertedConv("block.conv1", N=16, K=16, in_channels=32, out_channels=64, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1)),
-    ConvertedConv("block.conv2", N=16, K=32, in_channels=64, out_channels=64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
-    ConvertedConv("block.downsample", N=16, K=16, in_channels=32, out_channels=64, kernel_size=(1, 1), stride=(2, 2), padding=(0, 0), dilation=(1, 1)),
+    ConvertedConv(
+        "pw",
+        N=16,
+        K=8,
+        in_channels=16,
+        out_channels=32,
+        kernel_size=(1, 1),
+        stride=(1, 1),
+        padding=(0, 0),
+        dilation=(1, 1),
+    ),
+    ConvertedConv(
+        "block.conv1",
+        N=16,
+        K=16,
+        in_channels=32,
+        out_channels=64,
+        kernel_size=(3, 3),
+        stride=(2, 2),
+        padding=(1, 1),
+        dilation=(1, 1),
+    ),
+    ConvertedConv(
+        "block.conv2",
+        N=16,
+        K=32,
+        in_channels=64,
+        out_channels=64,
+        kernel_size=(3, 3),
+        stride=(1, 1),
+        padding=(1, 1),
+        dilation=(1, 1),
+    ),
+    ConvertedConv(
+        "block.downsample",
+        N=16,
+        K=16,
+        in_channels=32,
+        out_channels=64,
+        kernel_size=(1, 1),
+        stride=(2, 2),
+        padding=(0, 0),
+        dilation=(1, 1),
+    ),
 ]
 
 
@@ -44,7 +83,10 @@ def test_toy_net_converted_with_graph_unchanged():
         compact, original = gm.get_submodule(name), masked.get_submodule(name)
         assert type(compact) is BlockSparseConv2d
         assert compact.K == original.in_channels // 2
-        assert (compact.values.numel(), compact.indices.numel()) == (original.weight.numel() // 2, original.block_mask.numel() // 2)
+        assert (compact.values.numel(), compact.indices.numel()) == (
+            original.weight.numel() // 2,
+            original.block_mask.numel() // 2,
+        )
     assert type(gm.get_submodule("odd")) is nn.Conv2d and type(gm.get_submodule("bn")) is nn.BatchNorm2d
     assert gm.meta[CONVERTED_META_KEY] == TOY_CONVERTED
     for batch in (1, 3):
@@ -63,7 +105,9 @@ def test_input_untouched():
 def test_modes_follow_the_subp_convs():
     masked = impose_random_masks(seeded(ToyNet), 0.5, 16, seed=0).train()
     assert all(module.training for _, module in subp_modules(masked))
-    assert all(gm_module.training for gm_module in convert(masked).modules() if isinstance(gm_module, BlockSparseConv2d))
+    assert all(
+        gm_module.training for gm_module in convert(masked).modules() if isinstance(gm_module, BlockSparseConv2d)
+    )
 
 
 def test_non_uniform_masks_refused_naming_every_layer():
@@ -148,12 +192,16 @@ def test_pipeline_on_real_models_equals_eager_masked_model(builder):
     assert sparse
     converted = compiled_form.meta[CONVERTED_META_KEY]
     assert [layer.name for layer in converted] == [
-        node.target for node in masked.graph.nodes if node.op == "call_module" and isinstance(masked.get_submodule(node.target), SUBPConv2d)
+        node.target
+        for node in masked.graph.nodes
+        if node.op == "call_module" and isinstance(masked.get_submodule(node.target), SUBPConv2d)
     ]
     for layer in converted:
         assert layer.K == layer.in_channels - int(0.5 * layer.in_channels) and layer.N == 16
     assert not any(isinstance(module, (nn.BatchNorm2d, SUBPConv2d)) for module in compiled_form.modules())
-    assert len([n for n in compiled_form.graph.nodes if n.op == "call_module"]) < len([n for n in masked.graph.nodes if n.op == "call_module"])
+    assert len([n for n in compiled_form.graph.nodes if n.op == "call_module"]) < len(
+        [n for n in masked.graph.nodes if n.op == "call_module"]
+    )
 
     for batch in (1, 3):
         x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))

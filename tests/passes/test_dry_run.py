@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn as nn
 
 from subp_fx.errors import SelectionError
 from subp_fx.passes import dry_run, format_dry_run, prepare, subp_modules
-
 from tests.toy_models import TOY_CONV_NAMES, TOY_DEFAULT_SPARSE, TOY_INPUT_SHAPE, ToyNet, seeded
 
 # MACs per image = out_H * out_W * C_out * (C_in / groups) * kh * kw, input 1x3x16x16.
@@ -52,7 +50,9 @@ def test_macs_after_scale_with_kept_channels():
         else:
             assert plan.macs_after == plan.macs_before
             assert plan.N is None
-    assert report.macs_after == report.macs_before - sum(TOY_MACS[n] - TOY_MACS_AFTER_AT_03[n] for n in TOY_MACS_AFTER_AT_03)
+    assert report.macs_after == report.macs_before - sum(
+        TOY_MACS[n] - TOY_MACS_AFTER_AT_03[n] for n in TOY_MACS_AFTER_AT_03
+    )
 
 
 def test_dry_run_agrees_with_prepare_and_leaves_model_alone():

@@ -8,18 +8,21 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
-from subp_fx.errors import ConversionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConversionError
 from subp_fx.passes import convert, fold_batchnorm, impose_random_masks, trace
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY
-
 from tests.toy_models import TOY_DEFAULT_SPARSE, ToyNet, seeded, toy_input
 
 TOY_FOLDS = {"bn": "stem", "block.bn1": "block.conv1", "block.bn2": "block.conv2"}
 
 
 def _count_calls(gm: fx.GraphModule, module_type: type) -> int:
-    return sum(1 for node in gm.graph.nodes if node.op == "call_module" and isinstance(gm.get_submodule(node.target), module_type))
+    return sum(
+        1
+        for node in gm.graph.nodes
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), module_type)
+    )
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:

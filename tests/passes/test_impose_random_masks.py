@@ -7,12 +7,11 @@ import torch
 import torch.fx as fx
 
 from subp_fx.algorithm.config import LayerSelection
-from subp_fx.errors import ConfigError, SelectionError
 from subp_fx.algorithm.masks import kept_per_row
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConfigError, SelectionError
 from subp_fx.passes import impose_random_masks, masks_are_final, prepare, subp_modules
 from subp_fx.passes.impose_random_masks import layer_generator, random_uniform_block_mask
-
 from tests.toy_models import TOY_DEFAULT_SPARSE, ToyNet, seeded, toy_input
 
 
@@ -51,7 +50,10 @@ def test_rows_are_drawn_independently():
 
 def test_same_seed_same_masks_other_seed_other_masks():
     model = seeded(ToyNet)
-    first, again = _masks(impose_random_masks(model, 0.5, 16, seed=7)), _masks(impose_random_masks(model, 0.5, 16, seed=7))
+    first, again = (
+        _masks(impose_random_masks(model, 0.5, 16, seed=7)),
+        _masks(impose_random_masks(model, 0.5, 16, seed=7)),
+    )
     other = _masks(impose_random_masks(model, 0.5, 16, seed=8))
     assert first.keys() == again.keys() == other.keys()
     assert all(torch.equal(first[name], again[name]) for name in first)
@@ -100,7 +102,9 @@ def test_plain_model_input_untouched():
     assert all(torch.equal(model.state_dict()[key], value) for key, value in before.items())
 
 
-@pytest.mark.parametrize("layers", [{"include": ["pw"]}, LayerSelection(include=["pw"])], ids=["dict", "LayerSelection"])
+@pytest.mark.parametrize(
+    "layers", [{"include": ["pw"]}, LayerSelection(include=["pw"])], ids=["dict", "LayerSelection"]
+)
 def test_layer_selection_for_plain_models(layers):
     gm = impose_random_masks(seeded(ToyNet), 0.5, 16, seed=0, layers=layers)
     assert [name for name, _ in subp_modules(gm)] == ["pw"]

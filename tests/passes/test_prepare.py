@@ -10,10 +10,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.config import LayerSelection, SparsityConfig
-from subp_fx.errors import ConfigError, UntraceableModelError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConfigError, UntraceableModelError
 from subp_fx.passes import prepare, subp_modules
-
 from tests import toy_models
 from tests.toy_models import TOY_CONV_NAMES, TOY_DEFAULT_SPARSE, GatedNet, ToyNet, UntraceableNet, seeded, toy_input
 
@@ -39,7 +38,17 @@ def test_graph_unchanged_and_right_convs_wrapped():
             assert type(module) is SUBPConv2d and module.N == 16
             assert (module.block_mask == 1).all()
             defaults = SparsityConfig()  # every other setting is the config's default
-            for attr in ("prune_rate", "criterion", "alpha", "tau", "schedule", "decay_start", "decay_end", "mode", "pruned_weight_decay"):
+            for attr in (
+                "prune_rate",
+                "criterion",
+                "alpha",
+                "tau",
+                "schedule",
+                "decay_start",
+                "decay_end",
+                "mode",
+                "pruned_weight_decay",
+            ):
                 assert getattr(module, attr) == getattr(defaults, attr), (name, attr)
         else:
             assert type(module) is nn.Conv2d, name
@@ -84,13 +93,26 @@ def test_input_model_unmodified():
 
 def test_config_from_dict_and_model_agree():
     as_dict = {"N": 8, "prune_rate": 0.25, "criterion": "L2", "mode": "hard", "layers": {"exclude": ["block.conv2"]}}
-    as_model = SparsityConfig(N=8, prune_rate=0.25, criterion="L2", mode="hard", layers=LayerSelection(exclude=["block.conv2"]))
+    as_model = SparsityConfig(
+        N=8, prune_rate=0.25, criterion="L2", mode="hard", layers=LayerSelection(exclude=["block.conv2"])
+    )
     gm_dict, gm_model = prepare(seeded(ToyNet), as_dict), prepare(seeded(ToyNet), as_model)
     # N=8 divides C_out=24 of "odd", so it is selected too; block.conv2 is excluded.
     expected = {"pw", "block.conv1", "block.downsample", "odd"}
     assert _subp_names(gm_dict) == _subp_names(gm_model) == expected
     for (_, a), (_, b) in zip(subp_modules(gm_dict), subp_modules(gm_model)):
-        for attr in ("N", "prune_rate", "criterion", "mode", "tau", "alpha", "schedule", "decay_start", "decay_end", "pruned_weight_decay"):
+        for attr in (
+            "N",
+            "prune_rate",
+            "criterion",
+            "mode",
+            "tau",
+            "alpha",
+            "schedule",
+            "decay_start",
+            "decay_end",
+            "pruned_weight_decay",
+        ):
             assert getattr(a, attr) == getattr(b, attr), attr
         assert (a.N, a.prune_rate, a.criterion, a.mode) == (8, 0.25, "L2", "hard")
         assert a.pruned_weight_decay == SparsityConfig().pruned_weight_decay

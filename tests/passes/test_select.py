@@ -1,27 +1,27 @@
 """select_convs: the documented precedence (first match wins), regex semantics, refusals.
 
-  1. exact name in exclude -> dense        2. exact name in include -> sparse
-  3. regex in exclude      -> dense        4. regex in include      -> sparse
-  5. include empty -> default rule (groups == 1, C_in >= min_in_channels, N | C_out); else dense
+1. exact name in exclude -> dense        2. exact name in include -> sparse
+3. regex in exclude      -> dense        4. regex in include      -> sparse
+5. include empty -> default rule (groups == 1, C_in >= min_in_channels, N | C_out); else dense
 """
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 import torch.nn as nn
 
 from subp_fx.algorithm.config import SparsityConfig
-from subp_fx.errors import SelectionError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import SelectionError
 from subp_fx.passes import prepare, select_convs, subp_modules, trace
-
 from tests.toy_models import TOY_CONV_NAMES, TOY_DEFAULT_SPARSE, ToyNet, seeded
 
 
 def _decide(include=(), exclude=(), N=16, min_in_channels=4, model=None):
-    config = SparsityConfig(N=N, layers={"include": list(include), "exclude": list(exclude), "min_in_channels": min_in_channels})
+    config = SparsityConfig(
+        N=N, layers={"include": list(include), "exclude": list(exclude), "min_in_channels": min_in_channels}
+    )
     decisions = select_convs(trace(model if model is not None else ToyNet()), config)
     return {d.name: d for d in decisions}
 
@@ -123,7 +123,9 @@ def test_exact_include_of_odd_conv_works_when_N_divides():
     assert _decide(include=["odd"], N=8)["odd"].selected
 
 
-@pytest.mark.parametrize("layers", [{"include": ["block.conv3"]}, {"exclude": ["block.conv3"]}, {"include": ["pw", "head"]}])
+@pytest.mark.parametrize(
+    "layers", [{"include": ["block.conv3"]}, {"exclude": ["block.conv3"]}, {"include": ["pw", "head"]}]
+)
 def test_unknown_exact_name_is_an_error(layers):
     with pytest.raises(SelectionError) as info:
         _decide(**layers)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 
 from subp_fx.algorithm.masks import kept_per_row, prune_rate_at
 from subp_fx.passes import decay_pruned_weights, masks_are_final, prepare, subp_modules, update_masks
 from subp_fx.passes.update import mask_generator
-
 from tests.toy_models import TOY_DEFAULT_SPARSE, ToyNet, seeded
 
 # linear ramp over epochs 2..6 to 0.5: epoch 3 -> rate 0.125, regrowth G = int(0.375 * C_in) > 0.
@@ -85,12 +83,11 @@ def _stream(generator: torch.Generator) -> torch.Tensor:
 
 
 def test_mask_generator_depends_on_seed_epoch_and_layer():
-    cpu = torch.device("cpu")
-    base = _stream(mask_generator(0, 5, 1, cpu))
-    assert torch.equal(base, _stream(mask_generator(0, 5, 1, cpu)))
-    assert not torch.equal(base, _stream(mask_generator(0, 6, 1, cpu)))  # other epoch
-    assert not torch.equal(base, _stream(mask_generator(0, 5, 2, cpu)))  # other layer
-    assert not torch.equal(base, _stream(mask_generator(1, 5, 1, cpu)))  # other seed
+    base = _stream(mask_generator(0, 5, 1))
+    assert torch.equal(base, _stream(mask_generator(0, 5, 1)))
+    assert not torch.equal(base, _stream(mask_generator(0, 6, 1)))  # other epoch
+    assert not torch.equal(base, _stream(mask_generator(0, 5, 2)))  # other layer
+    assert not torch.equal(base, _stream(mask_generator(1, 5, 1)))  # other seed
 
 
 def test_update_does_not_depend_on_global_rng_or_history_of_draws():

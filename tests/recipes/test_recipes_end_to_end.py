@@ -43,7 +43,10 @@ def test_recipe_runs_two_steps(path, imagenet_like, tmp_path):
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert record["val"]["samples"] == 2
     layers = record["layers"]
-    assert layers and all(layer["kept_per_row"] == layer["in_channels"] - int(recipe.sparsity.prune_rate * layer["in_channels"]) for layer in layers.values())
+    assert layers and all(
+        layer["kept_per_row"] == layer["in_channels"] - int(recipe.sparsity.prune_rate * layer["in_channels"])
+        for layer in layers.values()
+    )
     if recipe.model.name in ("resnet18", "resnet34"):
         assert not any("downsample" in name for name in layers)
     if recipe.model.name == "resnet50":
@@ -55,12 +58,20 @@ def test_recipe_runs_two_steps(path, imagenet_like, tmp_path):
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)"
+)
 def test_demo_recipe_on_a_slice_of_real_fashion_mnist(tmp_path):
     recipe = load_recipe(
         REPO / "recipes" / "fashion-mnist-demo.yaml",
-        [f"output.dir={tmp_path / 'run'}", "data.train_subset=4096", "data.val_subset=512",
-         "train.epochs=2", "sparsity.decay_end=1", "train.threads=2"],
+        [
+            f"output.dir={tmp_path / 'run'}",
+            "data.train_subset=4096",
+            "data.val_subset=512",
+            "train.epochs=2",
+            "sparsity.decay_end=1",
+            "train.threads=2",
+        ],
     )
     result = train(recipe)
     assert result.masks_final
