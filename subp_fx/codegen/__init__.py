@@ -17,9 +17,8 @@ importing a TVM-free module of this package (``defaults``, ``kernels.modes``) im
 
 from __future__ import annotations
 
-from subp_fx.lazy import lazy_exports
-
 from subp_fx.codegen import threads as _threads  # noqa: F401  (sizes the TVM pool; must come first)
+from subp_fx.lazy import lazy_exports
 
 _EXPORTS = {
     "BlockLayoutError": "subp_fx.codegen.errors",
@@ -40,4 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports('subp_fx.codegen', globals(), _EXPORTS)
+__getattr__, __dir__ = lazy_exports("subp_fx.codegen", globals(), _EXPORTS)

@@ -37,6 +37,20 @@ def hardswish(value):
     return value * relu6(value + tirx.const(3.0, DTYPE)) * tirx.const(1.0 / 6.0, DTYPE)
 
 
+def hardsigmoid(value):
+    """relu6(x + 3) / 6, as torch's Hardsigmoid (0 below -3, 1 above 3)."""
+    return relu6(value + tirx.const(3.0, DTYPE)) * tirx.const(1.0 / 6.0, DTYPE)
+
+
+def sigmoid(value):
+    return tirx.sigmoid(value)
+
+
+def silu(value):
+    """x * sigmoid(x), as torch's SiLU (swish)."""
+    return value * tirx.sigmoid(value)
+
+
 @dataclass(frozen=True)
 class Activation:
     """One activation: its name, TIR expression, fusability and torch spellings."""
@@ -55,11 +69,27 @@ ACTIVATIONS: dict[str, Activation] = {
     for activation in (
         Activation("none", identity, fusable=True),
         Activation(
-            "relu", relu, fusable=True, modules=(nn.ReLU,), functions=(torch.relu, torch.relu_, F.relu),
+            "relu",
+            relu,
+            fusable=True,
+            modules=(nn.ReLU,),
+            functions=(torch.relu, torch.relu_, F.relu),
             methods=("relu", "relu_"),
         ),
         Activation("relu6", relu6, fusable=True, modules=(nn.ReLU6,), functions=(F.relu6,)),
+        # Not fused into a conv's write-back (yet): the conv epilogue runs on the register tile, and
+        # these are not measured there. They run as their own elementwise kernel.
         Activation("hardswish", hardswish, fusable=False, modules=(nn.Hardswish,), functions=(F.hardswish,)),
+        Activation("hardsigmoid", hardsigmoid, fusable=False, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,)),
+        Activation(
+            "sigmoid",
+            sigmoid,
+            fusable=False,
+            modules=(nn.Sigmoid,),
+            functions=(torch.sigmoid, F.sigmoid),
+            methods=("sigmoid",),
+        ),
+        Activation("silu", silu, fusable=False, modules=(nn.SiLU,), functions=(F.silu,)),
     )
 }
 

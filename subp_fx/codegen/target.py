@@ -152,7 +152,9 @@ def _config_from(target: str | Mapping[str, Any] | Target) -> dict[str, Any]:
     if isinstance(target, Mapping):
         return dict(target)
     if not isinstance(target, str):
-        raise TargetError(f"a target must be a string, dict or tvm.target.Target, got {type(target).__name__}. {_FORM_HELP}")
+        raise TargetError(
+            f"a target must be a string, dict or tvm.target.Target, got {type(target).__name__}. {_FORM_HELP}"
+        )
     text = target.strip()
     if not text:
         raise TargetError(f"the target is empty. {_FORM_HELP}")
@@ -195,7 +197,7 @@ def _normalise_llvm(config: dict[str, Any], num_cores_given: bool) -> None:
         attributes = _parse_str_list("mattr", attributes)
         config["mattr"] = attributes
     for attribute in attributes:
-        if not str(attribute)[:1] in ("+", "-") or len(str(attribute)) < 2:
+        if str(attribute)[:1] not in ("+", "-") or len(str(attribute)) < 2:
             raise TargetError(
                 f"-mattr entry {attribute!r} must be a feature with a sign, e.g. +avx2 or -avx512f. {_FORM_HELP}"
             )

@@ -60,8 +60,12 @@ def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_widt
 
     def condition(h, w):
         return bounds_condition(
-            h, w, pad_h if pad_h > 0 else None, pad_w if pad_w > 0 else None,
-            bottom if padded_height > bottom else None, right if padded_width > right else None,
+            h,
+            w,
+            pad_h if pad_h > 0 else None,
+            pad_w if pad_w > 0 else None,
+            bottom if padded_height > bottom else None,
+            right if padded_width > right else None,
         )
 
     return condition
@@ -97,9 +101,7 @@ def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
 
     has_pad_stage = tile.padding == PADDING_STAGE and needs_bounds
     if has_pad_stage:
-        padded = te.compute(
-            (spec.batch, padded_height, padded_width, spec.in_channels), guarded, name="pad"
-        )
+        padded = te.compute((spec.batch, padded_height, padded_width, spec.in_channels), guarded, name="pad")
 
         def read(b, h, w, c):
             return padded[b, h, w, c]
@@ -170,7 +172,9 @@ def _loops_inside(sch: s_tir.Schedule, block, anchor) -> list:
     raise KernelSpecError("internal: the tile is not nested in the parallel loop")
 
 
-def _schedule(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA, has_pad_stage: bool) -> None:
+def _schedule(
+    sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA, has_pad_stage: bool
+) -> None:
     N = spec.block_size
     conv = sch.get_sblock("conv")
     batch, out_row, out_col, channel, kept, kernel_row, kernel_col = sch.get_loops(conv)

@@ -83,6 +83,7 @@ def depthwise_tile_cols(out_width: int) -> int:
     weight load, so the loads per useful FMA are ``(1 + 1/cols)`` times the share of computed
     pixels that are real (the width is padded to whole tiles); the tile minimising that wins.
     """
+
     def cost(cols: int) -> tuple[float, int]:
         waste = math.ceil(out_width / cols) * cols / out_width
         return (round(waste * (1.0 + 1.0 / cols), 9), -cols)
@@ -112,7 +113,9 @@ def depthwise_conv2d_primfunc(spec: DepthwiseConvSpec, lanes: int) -> tirx.PrimF
     t = te.reduce_axis((0, kw), name="t")
     conv = te.compute(
         (spec.batch, spec.out_height, computed_width, spec.channels),
-        lambda b, oh, ow, c: te.sum(read(b, oh * sh - ph + s * dh, ow * sw - pw + t * dw, c) * weight[s, t, c], axis=[s, t]),
+        lambda b, oh, ow, c: te.sum(
+            read(b, oh * sh - ph + s * dh, ow * sw - pw + t * dw, c) * weight[s, t, c], axis=[s, t]
+        ),
         name="depthwise",
     )
     arguments = [data, weight]

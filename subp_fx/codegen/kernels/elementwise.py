@@ -46,3 +46,32 @@ def channel_affine_primfunc(shape: tuple[int, ...], lanes: int) -> tirx.PrimFunc
     shift = te.placeholder((channels,), DTYPE, name="shift")
     out = te.compute(shape, lambda *index: x[index] * scale[index[-1]] + shift[index[-1]], name="affine")
     return _scheduled([x, scale, shift, out], shape, lanes)
+
+
+# Binary ops of the elementwise kernels: name -> (a, b) -> a op b.
+BINARY_OPS = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b}
+
+
+def broadcast_binary_primfunc(
+    shape: tuple[int, ...], other_shape: tuple[int, ...], op: str, lanes: int
+) -> tirx.PrimFunc:
+    """out = a op b for ``a`` of ``shape`` and ``b`` of ``other_shape``, which equals ``shape`` or
+    has extent 1 on some of its leading axes (broadcast there): e.g. an NHWC map (B, H, W, C)
+    times a per-channel gate (B, 1, 1, C), squeeze-and-excitation's multiply. The channel axis
+    (last) is never broadcast, so a vector of channels stays one contiguous load of each operand."""
+    if (
+        len(other_shape) != len(shape)
+        or other_shape[-1] != shape[-1]
+        or any(o not in (1, s) for o, s in zip(other_shape, shape))
+    ):
+        raise ValueError(f"cannot broadcast {other_shape} over {shape} on leading axes only")
+    apply = BINARY_OPS[op]
+    a = te.placeholder(shape, DTYPE, name="a")
+    b = te.placeholder(other_shape, DTYPE, name="b")
+
+    def compute(*index):
+        other = tuple(0 if extent == 1 else i for i, extent in zip(index, other_shape))
+        return apply(a[index], b[other])
+
+    out = te.compute(shape, compute, name=op)
+    return _scheduled([a, b, out], shape, lanes)

@@ -99,5 +99,10 @@ def guarded_bounds(h, w, height: int, width: int, pad: tuple[int, int], last: tu
     ``height x width`` input, with ``pad`` (top, left) padding and ``last`` the largest row and
     column any window reads."""
     return bounds_condition(
-        h, w, _when(pad[0] > 0, 0), _when(pad[1] > 0, 0), _when(last[0] >= height, height), _when(last[1] >= width, width)
+        h,
+        w,
+        _when(pad[0] > 0, 0),
+        _when(pad[1] > 0, 0),
+        _when(last[0] >= height, height),
+        _when(last[1] >= width, width),
     )

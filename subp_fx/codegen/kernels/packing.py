@@ -103,8 +103,37 @@ def unpack_block_sparse(values: np.ndarray, indices: np.ndarray, in_channels: in
             f"values must be (R, K, kh, kw, N) and indices (R, K); got values {values.shape}, indices {indices.shape}"
         )
     if indices.size and (indices.min() < 0 or indices.max() >= in_channels):
-        raise BlockLayoutError(f"indices must lie in [0, in_channels={in_channels}), got range [{indices.min()}, {indices.max()}]")
+        raise BlockLayoutError(
+            f"indices must lie in [0, in_channels={in_channels}), got range [{indices.min()}, {indices.max()}]"
+        )
     rows, kept, kh, kw, N = values.shape
     blocks = np.zeros((rows, N, in_channels, kh, kw), dtype=np.float32)
     np.put_along_axis(blocks, indices[:, None, :, None, None].astype(np.int64), values.transpose(0, 4, 1, 2, 3), axis=2)
     return blocks.reshape(rows * N, in_channels, kh, kw)
+
+
+def grouped_as_block_sparse(weight: np.ndarray, groups: int, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grouped conv's (C_out, C_in/groups, kh, kw) weight in the block-sparse layout.
+
+    Why this fits the uniform layout exactly: output channel c of a grouped conv reads the
+    C_in/groups input channels of its group, so every block-row (N output channels of one group)
+    keeps the same K = C_in/groups channels, ``indices[r] = group(r) * K + arange(K)``. N must
+    divide C_out/groups, so that a block-row never straddles two groups.
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    _check_weight(weight, N)
+    out_channels, per_group = weight.shape[:2]
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1 or out_channels % groups:
+        raise BlockLayoutError(f"groups={groups!r} must be a positive integer dividing C_out={out_channels}")
+    out_per_group = out_channels // groups
+    if out_per_group % N:
+        raise BlockLayoutError(
+            f"N={N} does not divide the {out_per_group} output channels of each of the {groups} groups; a block-row "
+            "must lie within one group"
+        )
+    rows = out_channels // N
+    # weight[r*N + j, k, s, t] -> values[r, k, s, t, j]
+    values = np.ascontiguousarray(weight.reshape(rows, N, *weight.shape[1:]).transpose(0, 2, 3, 4, 1))
+    group_of_row = np.arange(rows) * N // out_per_group
+    indices = (group_of_row[:, None] * per_group + np.arange(per_group)[None, :]).astype(np.int32)
+    return values, indices

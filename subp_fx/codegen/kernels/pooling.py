@@ -13,8 +13,13 @@ from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
 
-from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE, guarded_bounds, lane_chunk, unroll_then_vectorize_below
-
+from subp_fx.codegen.kernels.loops import (
+    ACCUMULATOR_SCOPE,
+    DTYPE,
+    guarded_bounds,
+    lane_chunk,
+    unroll_then_vectorize_below,
+)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ class ConvTile:
         if self.padding not in PADDING_MODES:
             raise KernelSpecError(f"ConvTile.padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
         if self.parallel not in PARALLEL_MODES:
-            raise KernelSpecError(f"ConvTile.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
+            raise KernelSpecError(
+                f"ConvTile.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}"
+            )
 
     @property
     def pixels(self) -> int:
@@ -91,13 +93,17 @@ class BlockSparseConvSpec:
             )
         if self.kept_per_row > self.in_channels:
             raise KernelSpecError(
-                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; valid K are 1..{self.in_channels}"
+                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; "
+                f"valid K are 1..{self.in_channels}"
             )
         if self.activation not in FUSABLE_ACTIVATIONS:
-            raise KernelSpecError(f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)}, got {self.activation!r}")
+            raise KernelSpecError(
+                f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.out_height < 1 or self.out_width < 1:
             raise KernelSpecError(
-                f"a {self.kernel_size} kernel with padding {self.padding} does not fit a {self.height}x{self.width} input"
+                f"a {self.kernel_size} kernel with padding {self.padding} does not fit "
+                f"a {self.height}x{self.width} input"
             )
 
     @property

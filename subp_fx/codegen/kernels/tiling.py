@@ -129,9 +129,7 @@ def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA) -> ConvTile:
     inline (no copy), in the :func:`preferred_parallel` mode: the no-timing default."""
     cap = preferred_accumulators(spec, isa)
     preferred = [
-        tile
-        for tile in tile_candidates(spec, isa)
-        if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
+        tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
     return preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
 
@@ -149,4 +147,3 @@ def cheapest_block_size(spec: BlockSparseConvSpec, block_sizes: tuple[int, ...],
         return tile_cost(at_size, heuristic_tile(at_size, isa), isa)
 
     return min(candidates, key=cost)
-

@@ -8,15 +8,15 @@ from typing import Any
 import torch.fx as fx
 from tvm.target import Target
 
+from subp_fx.codegen.kernels.isa import VectorISA
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.tiling import heuristic_tile
 from subp_fx.codegen.lowering.fusion import Epilogue
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.runtime.kernel_table import KernelEntry, epilogue_text
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
-from subp_fx.codegen.kernels.isa import VectorISA
-from subp_fx.codegen.tuning.build import choose_tile
-from subp_fx.codegen.kernels.tiling import heuristic_tile
-from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.codegen.lowering.program import RelaxProgram
+from subp_fx.codegen.runtime.kernel_table import KernelEntry, epilogue_text
+from subp_fx.codegen.tuning.build import choose_tile
+from subp_fx.codegen.tuning.log import TuningLog
 
 
 @dataclass

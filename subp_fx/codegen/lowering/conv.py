@@ -8,7 +8,7 @@ What becomes what:
   (K = C_in, indices = arange): the weight is packed into the values layout with N = 16 when it
   divides C_out, else 8; a C_out that 8 does not divide is padded with zero channels up to a
   multiple of 8 and the extras are sliced off after the call;
-- ``nn.Conv2d`` with ``groups == C_in == C_out`` -> the depthwise kernel (``depthwise_lowering``).
+- ``nn.Conv2d`` with ``groups == C_in == C_out`` -> the depthwise kernel (``lowering.depthwise``).
 
 Each call fuses what ``fusion.plan_epilogues`` found (bias always; residual add and relu/relu6
 where the graph allows) and records one ``KernelEntry``. Refused, with the reason: dilation in a
@@ -26,18 +26,18 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
+from subp_fx.algorithm.conv_geometry import explicit_padding
+from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
+from subp_fx.codegen.kernels.layout import slice_channels_primfunc
+from subp_fx.codegen.kernels.packing import dense_as_block_sparse, grouped_as_block_sparse
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.tiling import cheapest_block_size
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.runtime.kernel_table import DENSE, DEPTHWISE, SPARSE
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
-from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.tiling import cheapest_block_size
-from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
-from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.kernels.layout import slice_channels_primfunc
-from subp_fx.codegen.kernels.packing import dense_as_block_sparse
-from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.lowering.weights import float32_array
+from subp_fx.codegen.runtime.kernel_table import DENSE, DEPTHWISE, GROUPED, SPARSE
 
 # N candidates for dense layers. A dense conv's N is free, so each layer takes the candidate whose
 # heuristic register tile needs the fewest loads per FMA (tiling.tile_cost); ties go to the
@@ -130,27 +130,32 @@ def block_sparse_conv_problem(view: GraphView, node: fx.Node) -> str | None:
     return _feature_map_problem(view, node) or _padding_problem(conv.padding, conv.kernel_size, conv.dilation)
 
 
-def conv2d_kind(conv: nn.Conv2d) -> str | None:
-    """"dense" (groups 1), "depthwise" (groups == C_in == C_out) or None (other grouped convs)."""
+def conv2d_kind(conv: nn.Conv2d) -> str:
+    """ "dense" (groups 1), "depthwise" (groups == C_in == C_out) or "grouped" (any other groups)."""
     if conv.groups == 1:
         return DENSE
     if conv.groups == conv.in_channels == conv.out_channels:
         return DEPTHWISE
-    return None
+    return GROUPED
+
+
+# N candidates for grouped convs, best first: N must divide each group's output channels, and
+# narrow groups (RegNet's 8 or 16 channels) need the small ones.
+GROUPED_BLOCK_SIZES = (16, 32, 8, 4, 2, 1)
+
+
+def grouped_block_size(conv: nn.Conv2d) -> int:
+    out_per_group = conv.out_channels // conv.groups
+    return next(size for size in GROUPED_BLOCK_SIZES if out_per_group % size == 0)
 
 
 def conv2d_problem(view: GraphView, node: fx.Node) -> str | None:
     conv: nn.Conv2d = view.module(node)
     kind = conv2d_kind(conv)
-    if kind is None:
-        return (
-            f"groups={conv.groups} with C_in={conv.in_channels}, C_out={conv.out_channels}; supported are groups=1 "
-            "(dense) and groups=C_in=C_out (depthwise)"
-        )
     if conv.padding_mode != "zeros":
         return f"padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
-    if kind == DENSE and tuple(conv.dilation) != (1, 1):
-        return f"dilation={conv.dilation}; dense convs run on the block-sparse kernel, which supports dilation 1 only"
+    if kind in (DENSE, GROUPED) and tuple(conv.dilation) != (1, 1):
+        return f"dilation={conv.dilation}; {kind} convs run on the block-sparse kernel, which supports dilation 1 only"
     return _feature_map_problem(view, node) or _padding_problem(conv.padding, conv.kernel_size, conv.dilation)
 
 
@@ -158,7 +163,8 @@ def conv2d_fusion_ability(view: GraphView, node: fx.Node) -> FusionAbility:
     """What the kernel of an ``nn.Conv2d`` node can fuse: a dense conv whose C_out is padded
     (sliced after the call) and a depthwise conv take an activation, a dense conv a residual too."""
     conv: nn.Conv2d = view.module(node)
-    if conv2d_kind(conv) == DENSE and dense_block_size(conv.out_channels)[1] == conv.out_channels:
+    kind = conv2d_kind(conv)
+    if kind == GROUPED or (kind == DENSE and dense_block_size(conv.out_channels)[1] == conv.out_channels):
         return FusionAbility.RESIDUAL
     return FusionAbility.ACTIVATION
 
@@ -229,8 +235,15 @@ def _emit_block_sparse_kernel(
     """Call the block-sparse kernel on an NHWC feature map; returns the NHWC (sliced) output."""
     epilogue: Epilogue = ctx.epilogue(node)
     batch, _, _, in_channels = data.stored_shape
-    spec = _kernel_spec(epilogue, data, weights.padded_out_channels, weights.block_size, weights.kept_per_row,
-                        weights.bias is not None, layer)
+    spec = _kernel_spec(
+        epilogue,
+        data,
+        weights.padded_out_channels,
+        weights.block_size,
+        weights.kept_per_row,
+        weights.bias is not None,
+        layer,
+    )
     tile = ctx.tile_for(spec)
     arguments = [data.expr, ctx.program.constant(weights.values), ctx.program.constant(weights.indices)]
     arguments += [ctx.program.constant(weights.bias)] if weights.bias is not None else []
@@ -277,8 +290,11 @@ def _emit_block_sparse_kernel(
 def lower_block_sparse_conv(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     conv: BlockSparseConv2d = ctx.view.module(node)
     layer = _KernelLayer(
-        SPARSE, tuple(conv.kernel_size), tuple(conv.stride),
-        explicit_padding(conv.padding, conv.kernel_size, conv.dilation), None,
+        SPARSE,
+        tuple(conv.kernel_size),
+        tuple(conv.stride),
+        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
+        None,
     )
     return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), pack_block_sparse_module(conv), layer)
 
@@ -296,8 +312,11 @@ def _dense_reason(conv: nn.Conv2d) -> str:
 def _lower_dense_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
     bias = None if conv.bias is None else float32_array(conv.bias)
     layer = _KernelLayer(
-        DENSE, tuple(conv.kernel_size), tuple(conv.stride),
-        explicit_padding(conv.padding, conv.kernel_size, conv.dilation), _dense_reason(conv),
+        DENSE,
+        tuple(conv.kernel_size),
+        tuple(conv.stride),
+        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
+        _dense_reason(conv),
     )
     data = ctx.tensor(node.args[0])
     block_size = _cheapest_dense_block_size(ctx, node, data, conv, layer)
@@ -314,9 +333,28 @@ def _cheapest_dense_block_size(
     return cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
 
 
+def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
+    """A grouped conv is block-diagonal: the block-sparse kernel runs it with K = C_in/groups
+    (``packing.grouped_as_block_sparse``), doing exactly the grouped conv's MACs."""
+    N = grouped_block_size(conv)
+    values, indices = grouped_as_block_sparse(float32_array(conv.weight), conv.groups, N)
+    bias = None if conv.bias is None else float32_array(conv.bias)
+    layer = _KernelLayer(
+        GROUPED,
+        tuple(conv.kernel_size),
+        tuple(conv.stride),
+        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
+        f"grouped conv (groups={conv.groups}): each output channel reads {conv.in_channels // conv.groups} of "
+        f"{conv.in_channels} inputs; SUBP prunes groups=1 convs",
+    )
+    weights = KernelWeights(values, indices, bias, conv.out_channels)
+    return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), weights, layer)
+
+
 _CONV2D_LOWERINGS: dict[str, Callable[[LoweringContext, fx.Node, nn.Conv2d], LoweredTensor]] = {
     DENSE: _lower_dense_conv,
     DEPTHWISE: lower_depthwise_conv,
+    GROUPED: _lower_grouped_conv,
 }
 
 

@@ -1,4 +1,4 @@
-"""Lowering of depthwise convs (``nn.Conv2d`` with groups == C_in == C_out) to ``ops.depthwise``.
+"""Lowering of depthwise convs (``nn.Conv2d`` with groups == C_in == C_out) to ``kernels.depthwise``.
 
 The (C, 1, kh, kw) weight becomes (kh, kw, C) so a vector of channels is one load; bias and a
 fused relu / relu6 (``fusion``) run in the kernel's write-back. One ``KernelEntry`` per layer.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.codegen.lowering.graph_view import LoweredTensor
-from subp_fx.codegen.runtime.kernel_table import DEPTHWISE
-from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.kernels.depthwise import DepthwiseConvSpec, depthwise_conv2d_primfunc, depthwise_tile_cols
 from subp_fx.algorithm.conv_geometry import explicit_padding
+from subp_fx.codegen.kernels.depthwise import DepthwiseConvSpec, depthwise_conv2d_primfunc, depthwise_tile_cols
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.graph_view import LoweredTensor
 from subp_fx.codegen.lowering.weights import float32_array
+from subp_fx.codegen.runtime.kernel_table import DEPTHWISE
 
 
 def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:

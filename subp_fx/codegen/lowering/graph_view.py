@@ -16,6 +16,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from subp_fx.errors import CompiledInputError
+
 
 @dataclass(frozen=True)
 class LoweredTensor:
@@ -44,7 +46,15 @@ class GraphView:
         self.gm = gm
         self.modules: dict[str, nn.Module] = dict(gm.named_modules())
         self.input_shape = tuple(int(size) for size in example_input_shape)
-        ShapeProp(gm).propagate(torch.zeros(self.input_shape, dtype=torch.float32))
+        try:
+            ShapeProp(gm).propagate(torch.zeros(self.input_shape, dtype=torch.float32))
+        except Exception as error:  # noqa: BLE001 (torch raises many kinds; the first line says which)
+            cause = error.__cause__ or error
+            first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise CompiledInputError(
+                f"the model does not run on an input of shape {self.input_shape}: {first_line}. Compile with an "
+                "example input the model accepts (e.g. a larger image size)"
+            ) from None
 
     @property
     def nodes(self) -> list[fx.Node]:

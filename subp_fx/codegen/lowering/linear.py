@@ -1,4 +1,4 @@
-"""Lowering of ``nn.Linear`` on a (B, features) input to the prepacked kernel of ``ops.linear``.
+"""Lowering of ``nn.Linear`` on a (B, features) input to the prepacked kernel of ``kernels.linear``.
 
 The (O, I) weight is packed into (O_pad / V, I, V) blocks; O is padded to a multiple of V and
 the padded features are sliced off after the call. A relu / relu6 after the layer is fused
@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.runtime.kernel_table import DENSE
-from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.kernels.layout import slice_channels_primfunc
 from subp_fx.codegen.kernels.linear import LinearSpec, linear_block, linear_primfunc, pack_linear_weight, pad_bias
+from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.weights import float32_array
+from subp_fx.codegen.runtime.kernel_table import DENSE
 
 
 def linear_problem(view: GraphView, node: fx.Node) -> str | None:
@@ -23,8 +23,6 @@ def linear_problem(view: GraphView, node: fx.Node) -> str | None:
     if shape is None or len(shape) != 2:
         return f"its input has shape {shape}; linear layers are lowered for 2-d (B, features) inputs only"
     return None
-
-
 
 
 def lower_linear(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
@@ -43,7 +41,9 @@ def lower_linear(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     arguments = [features.expr, ctx.program.constant(pack_linear_weight(float32_array(linear.weight), spec.block))]
     arguments += [ctx.program.constant(pad_bias(float32_array(linear.bias), spec))] if linear.bias is not None else []
     key = ("linear", spec)
-    name = f"dense_linear_b{batch}_{in_features}to{out_features}" + (f"_{spec.activation}" if spec.activation != "none" else "")
+    name = f"dense_linear_b{batch}_{in_features}to{out_features}" + (
+        f"_{spec.activation}" if spec.activation != "none" else ""
+    )
     output = ctx.program.call(key, name, lambda: linear_primfunc(spec, ctx.lanes), arguments, spec.out_shape)
     if spec.padded_out_features != out_features:
         # (B, O_pad) is a (B, 1, 1, O_pad) map: slice the padded features off with the channel slice.

@@ -5,11 +5,12 @@ What it produces: ``main(x: (B, C, H, W) float32) -> logits`` whose body is one 
 to end: one NCHW -> NHWC transpose of the input first, none between layers (a flatten of a map
 larger than 1x1 and a 4-d model output go back to NCHW, as torch's element order requires).
 ``BlockSparseConv2d`` and dense convs run on the 1xN block-sparse kernel, depthwise convs on
-their own kernel, every other op on a scheduled kernel of ``ops`` (see ``node_rules`` for the
+their own kernel, every other op on a scheduled kernel of ``codegen.kernels`` (see ``rules`` for the
 full table). Conv -> relu/relu6 and conv -> add -> relu are fused into the conv's epilogue
 (``fusion``). No op is left for Relax's generic, unscheduled legalisation.
 
-What it refuses: a graph with any node ``node_rules`` cannot lower; one
+What it refuses: a graph that is not folded and converted (``preconditions``); a graph with any
+node ``rules`` cannot lower: one
 :class:`~subp_fx.errors.UnsupportedOpError` lists every such node (op, target, module type,
 reason) and what is supported, before anything is built.
 """
@@ -25,16 +26,16 @@ import torch.nn as nn
 import tvm
 from tvm.target import Target
 
+from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.kernels.isa import vector_isa
+from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
+from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.runtime.kernel_table import KernelEntry
-from subp_fx.codegen.kernels.isa import vector_isa
-from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
-from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import RelaxProgram
-from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
+from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
@@ -138,8 +139,9 @@ def lower_graph(
     view = GraphView(traced, tuple(example_input_shape))
     check_lowerable(view)
     program = RelaxProgram(view.input_shape)
-    ctx = LoweringContext(view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles,
-                          tuning_log=tuning_log)
+    ctx = LoweringContext(
+        view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles, tuning_log=tuning_log
+    )
     ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
     with program.function():
         result = _walk(ctx)

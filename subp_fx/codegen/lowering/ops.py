@@ -1,8 +1,9 @@
-"""Lowering of the weightless ops: activations, add, pooling, flatten, concat, batch norm, shapes.
+"""Lowering of the weightless ops: activations, add, multiply, pooling, mean, flatten, concat, batch
+norm, shapes.
 
 Each op has a ``*_problem(view, node) -> str | None`` (why it cannot be lowered, checked for the
 whole graph before anything is built) and a ``lower_*(ctx, node)`` that emits the op's scheduled
-kernel (``ops.*``) on NHWC data. Shape arithmetic comes from torch (``GraphView.shape``), so
+kernel (``codegen.kernels``) on NHWC data. Shape arithmetic comes from torch (``GraphView.shape``), so
 ceil_mode, 'same' padding and the like need no re-derivation here.
 
 Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
@@ -17,16 +18,27 @@ import operator
 from collections.abc import Callable
 
 import numpy as np
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.conv_geometry import int_pair
+from subp_fx.codegen.kernels.elementwise import (
+    activation_primfunc,
+    add_primfunc,
+    broadcast_binary_primfunc,
+    channel_affine_primfunc,
+)
+from subp_fx.codegen.kernels.layout import concat_channels_primfunc, nhwc_to_nchw_primfunc
+from subp_fx.codegen.kernels.pooling import (
+    PoolWindow,
+    avg_pool2d_primfunc,
+    global_avg_pool_primfunc,
+    max_pool2d_primfunc,
+)
+from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import add_operands
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor, bind_arguments
-from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.kernels.elementwise import activation_primfunc, add_primfunc, channel_affine_primfunc
-from subp_fx.codegen.kernels.layout import concat_channels_primfunc, nhwc_to_nchw_primfunc
-from subp_fx.codegen.kernels.pooling import PoolWindow, avg_pool2d_primfunc, global_avg_pool_primfunc, max_pool2d_primfunc
 
 
 def _input(node: fx.Node) -> fx.Node:
@@ -71,8 +83,14 @@ def activation_lowering(activation: str) -> Callable[[LoweringContext, fx.Node],
 def add_problem(view: GraphView, node: fx.Node) -> str | None:
     if add_operands(view, node) is None:
         arguments = bind_arguments(node, ("input", "other"))
-        shapes = [view.shape(arguments.get(name)) if view.is_tensor(arguments.get(name)) else repr(arguments.get(name)) for name in ("input", "other")]
-        return f"adds {shapes[0]} and {shapes[1]}; only adds of two tensors of one shape (no alpha, no broadcasting) are supported"
+        shapes = [
+            view.shape(arguments.get(name)) if view.is_tensor(arguments.get(name)) else repr(arguments.get(name))
+            for name in ("input", "other")
+        ]
+        return (
+            f"adds {shapes[0]} and {shapes[1]}; "
+            "only adds of two tensors of one shape (no alpha, no broadcasting) are supported"
+        )
     return None
 
 
@@ -80,7 +98,11 @@ def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     left, right = (ctx.tensor(operand) for operand in add_operands(ctx.view, node))
     shape = left.stored_shape
     output = ctx.program.call(
-        ("add", shape), f"add_{_shape_text(shape)}", lambda: add_primfunc(shape, ctx.lanes), [left.expr, right.expr], shape
+        ("add", shape),
+        f"add_{_shape_text(shape)}",
+        lambda: add_primfunc(shape, ctx.lanes),
+        [left.expr, right.expr],
+        shape,
     )
     return LoweredTensor(output, left.shape)
 
@@ -92,22 +114,58 @@ def _window(view: GraphView, node: fx.Node, kernel_size, stride, padding, dilati
     batch, channels, height, width = view.shape(_input(node))
     out_height, out_width = view.shape(node)[2:]
     return PoolWindow(
-        batch, height, width, channels, out_height, out_width,
-        int_pair(kernel_size, "kernel_size"), int_pair(stride if stride is not None else kernel_size, "stride"),
-        int_pair(padding, "padding"), int_pair(dilation, "dilation"),
+        batch,
+        height,
+        width,
+        channels,
+        out_height,
+        out_width,
+        int_pair(kernel_size, "kernel_size"),
+        int_pair(stride if stride is not None else kernel_size, "stride"),
+        int_pair(padding, "padding"),
+        int_pair(dilation, "dilation"),
     )
 
 
+# A pool is an nn.MaxPool2d / nn.AvgPool2d module or an F.max_pool2d / F.avg_pool2d call: both
+# spell the same parameters (the module's attributes, the function's arguments in this order).
+_MAX_POOL_PARAMETERS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_MAX_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False}
+_AVG_POOL_PARAMETERS = (
+    "input",
+    "kernel_size",
+    "stride",
+    "padding",
+    "ceil_mode",
+    "count_include_pad",
+    "divisor_override",
+)
+_AVG_POOL_DEFAULTS = {
+    "stride": None,
+    "padding": 0,
+    "ceil_mode": False,
+    "count_include_pad": True,
+    "divisor_override": None,
+}
+
+
+def _pool_parameters(view: GraphView, node: fx.Node, names: tuple[str, ...], defaults: dict) -> dict:
+    module = view.module(node)
+    if module is not None:
+        return {name: getattr(module, name) for name in names[1:]}
+    return bind_arguments(node, names, defaults)
+
+
 def max_pool_problem(view: GraphView, node: fx.Node) -> str | None:
-    pool: nn.MaxPool2d = view.module(node)
-    if pool.return_indices:
+    pool = _pool_parameters(view, node, _MAX_POOL_PARAMETERS, _MAX_POOL_DEFAULTS)
+    if pool["return_indices"]:
         return "return_indices=True; only the pooled values are supported"
     return _feature_map_problem(view, node, "max pooling")
 
 
 def lower_max_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    pool: nn.MaxPool2d = ctx.view.module(node)
-    window = _window(ctx.view, node, pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    pool = _pool_parameters(ctx.view, node, _MAX_POOL_PARAMETERS, _MAX_POOL_DEFAULTS)
+    window = _window(ctx.view, node, pool["kernel_size"], pool["stride"], pool["padding"], pool["dilation"])
     x = ctx.tensor(_input(node))
     kh, kw = window.kernel_size
     output = ctx.program.call(
@@ -124,16 +182,20 @@ def avg_pool_problem(view: GraphView, node: fx.Node) -> str | None:
     problem = _feature_map_problem(view, node, "average pooling")
     if problem:
         return problem
-    pool: nn.AvgPool2d = view.module(node)
-    window = _window(view, node, pool.kernel_size, pool.stride, pool.padding)
+    pool = _pool_parameters(view, node, _AVG_POOL_PARAMETERS, _AVG_POOL_DEFAULTS)
+    window = _window(view, node, pool["kernel_size"], pool["stride"], pool["padding"])
     floor_height = (window.height + 2 * window.padding[0] - window.kernel_size[0]) // window.stride[0] + 1
     floor_width = (window.width + 2 * window.padding[1] - window.kernel_size[1]) // window.stride[1] + 1
     if (floor_height, floor_width) != (window.out_height, window.out_width):
-        return "ceil_mode=True adds partial windows here; average pooling supports ceil_mode only when it changes nothing"
+        return (
+            "ceil_mode=True adds partial windows here; average pooling supports ceil_mode only when it changes nothing"
+        )
     return None
 
 
-def _emit_avg_pool(ctx: LoweringContext, node: fx.Node, window: PoolWindow, count_include_pad: bool, divisor_override) -> LoweredTensor:
+def _emit_avg_pool(
+    ctx: LoweringContext, node: fx.Node, window: PoolWindow, count_include_pad: bool, divisor_override
+) -> LoweredTensor:
     x = ctx.tensor(_input(node))
     kh, kw = window.kernel_size
     output = ctx.program.call(
@@ -147,9 +209,9 @@ def _emit_avg_pool(ctx: LoweringContext, node: fx.Node, window: PoolWindow, coun
 
 
 def lower_avg_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    pool: nn.AvgPool2d = ctx.view.module(node)
-    window = _window(ctx.view, node, pool.kernel_size, pool.stride, pool.padding)
-    return _emit_avg_pool(ctx, node, window, pool.count_include_pad, pool.divisor_override)
+    pool = _pool_parameters(ctx.view, node, _AVG_POOL_PARAMETERS, _AVG_POOL_DEFAULTS)
+    window = _window(ctx.view, node, pool["kernel_size"], pool["stride"], pool["padding"])
+    return _emit_avg_pool(ctx, node, window, pool["count_include_pad"], pool["divisor_override"])
 
 
 def _adaptive_output_size(view: GraphView, node: fx.Node) -> tuple[int, int]:
@@ -177,14 +239,104 @@ def lower_adaptive_avg_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTenso
     if (out_height, out_width) != (1, 1):
         window = (height // out_height, width // out_width)
         return _emit_avg_pool(ctx, node, _window(ctx.view, node, window, window, 0), True, None)
-    output = ctx.program.call(
+    return LoweredTensor(_emit_global_avg_pool(ctx, x), (batch, channels, 1, 1))
+
+
+def _emit_global_avg_pool(ctx: LoweringContext, x: LoweredTensor):
+    """The (B, 1, 1, C) mean over all pixels of an NHWC map."""
+    batch, _, _, channels = x.stored_shape
+    return ctx.program.call(
         ("global_avg_pool", x.stored_shape),
         f"global_avg_pool_{_shape_text(x.stored_shape)}",
         lambda: global_avg_pool_primfunc(x.stored_shape, ctx.lanes),
         [x.expr],
         (batch, 1, 1, channels),
     )
-    return LoweredTensor(output, (batch, channels, 1, 1))
+
+
+# --- mean over the spatial axes -----------------------------------------------------------------
+
+
+def _mean_arguments(node: fx.Node) -> dict:
+    return bind_arguments(node, ("input", "dim", "keepdim"), {"dim": None, "keepdim": False, "dtype": None})
+
+
+def _spatial_dims(dim, rank: int) -> bool:
+    dims = [dim] if isinstance(dim, int) else list(dim) if isinstance(dim, (list, tuple)) else None
+    return dims is not None and sorted(d % rank for d in dims) == [2, 3]
+
+
+def mean_problem(view: GraphView, node: fx.Node) -> str | None:
+    problem = _feature_map_problem(view, node, "mean")
+    if problem:
+        return problem
+    arguments = _mean_arguments(node)
+    if not _spatial_dims(arguments["dim"], 4) or arguments["dtype"] is not None:
+        return (
+            f"a mean over dim={arguments['dim']!r}; supported is the mean over the spatial axes (2, 3) of a "
+            "(B, C, H, W) tensor (global average pooling), keepdim either way"
+        )
+    return None
+
+
+def lower_mean(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    x = ctx.tensor(_input(node))
+    batch, channels = x.shape[:2]
+    output = _emit_global_avg_pool(ctx, x)
+    if _mean_arguments(node)["keepdim"]:
+        return LoweredTensor(output, (batch, channels, 1, 1))
+    return LoweredTensor(ctx.program.reshape(output, (batch, channels)), (batch, channels))
+
+
+# --- multiply (and squeeze-and-excitation's broadcast gate) -------------------------------------
+
+MUL_FUNCTIONS: tuple[Callable, ...] = (operator.mul, operator.imul, torch.mul)
+MUL_METHODS: tuple[str, ...] = ("mul", "mul_")
+
+
+def _broadcast_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """(full, other) when ``node`` combines two 4-d tensors whose shapes are equal or where one is
+    the other with 1s on its spatial axes (a per-channel gate), else None."""
+    arguments = bind_arguments(node, ("input", "other"))
+    left, right = arguments.get("input"), arguments.get("other")
+    if len(node.args) + len(node.kwargs) != 2 or not (view.is_tensor(left) and view.is_tensor(right)):
+        return None
+    left_shape, right_shape = view.shape(left), view.shape(right)
+    if len(left_shape) != 4 or len(right_shape) != 4:
+        return None
+
+    def gate_of(full, gate) -> bool:
+        return gate[:2] == full[:2] and all(g in (1, f) for g, f in zip(gate[2:], full[2:]))
+
+    if gate_of(left_shape, right_shape):
+        return left, right
+    if gate_of(right_shape, left_shape):
+        return right, left
+    return None
+
+
+def mul_problem(view: GraphView, node: fx.Node) -> str | None:
+    if _broadcast_operands(view, node) is None:
+        arguments = bind_arguments(node, ("input", "other"))
+        shapes = [view.shape(arguments.get(name)) or repr(arguments.get(name)) for name in ("input", "other")]
+        return (
+            f"multiplies {shapes[0]} and {shapes[1]}; supported is the product of two (B, C, H, W) tensors of one "
+            "shape, or of a map and a (B, C, 1, 1) per-channel gate"
+        )
+    return None
+
+
+def lower_mul(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    full, other = (ctx.tensor(operand) for operand in _broadcast_operands(ctx.view, node))
+    shape, other_shape = full.stored_shape, other.stored_shape
+    output = ctx.program.call(
+        ("mul", shape, other_shape),
+        f"mul_{_shape_text(shape)}_by_{_shape_text(other_shape)}",
+        lambda: broadcast_binary_primfunc(shape, other_shape, "mul", ctx.lanes),
+        [full.expr, other.expr],
+        shape,
+    )
+    return LoweredTensor(output, full.shape)
 
 
 # --- flatten / view / reshape -------------------------------------------------------------------
@@ -196,7 +348,10 @@ def flatten_problem(view: GraphView, node: fx.Node) -> str | None:
         return "its input or output is not a tensor"
     flattened = len(out_shape) == 2 and out_shape[0] == in_shape[0] and len(in_shape) in (2, 4)
     if not flattened:
-        return f"reshapes {in_shape} to {out_shape}; only flattening a (B, C, H, W) or (B, F) tensor to (B, features) is supported"
+        return (
+            f"reshapes {in_shape} to {out_shape}; "
+            "only flattening a (B, C, H, W) or (B, F) tensor to (B, features) is supported"
+        )
     return None
 
 
@@ -232,6 +387,20 @@ def dropout_problem(view: GraphView, node: fx.Node) -> str | None:
     return None
 
 
+def stochastic_depth_problem(view: GraphView, node: fx.Node) -> str | None:
+    """torchvision's StochasticDepth module, or the ``stochastic_depth(input, p, mode, training)``
+    call fx traces it to: the identity when not training."""
+    module = view.module(node)
+    training = (
+        module.training
+        if module is not None
+        else bind_arguments(node, ("input", "p", "mode", "training"), {"training": True})["training"]
+    )
+    if training:
+        return "stochastic depth is in training mode; call model.eval() first (in eval mode it is the identity)"
+    return None
+
+
 # --- concat -------------------------------------------------------------------------------------
 
 
@@ -243,7 +412,10 @@ def concat_problem(view: GraphView, node: fx.Node) -> str | None:
         return "its inputs are not a list of tensors of one rank"
     rank = len(shapes[0])
     if rank not in (2, 4) or arguments["dim"] not in (1, 1 - rank):
-        return f"concatenates rank-{rank} tensors on dim {arguments['dim']}; only channel concat (dim=1 of 4-d or 2-d tensors) is supported"
+        return (
+            f"concatenates rank-{rank} tensors on dim {arguments['dim']}; "
+            "only channel concat (dim=1 of 4-d or 2-d tensors) is supported"
+        )
     return None
 
 
@@ -252,7 +424,9 @@ def lower_concat(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     out_shape = ctx.view.shape(node)
     # A (B, F) tensor is a (B, 1, 1, F) map (views): one kernel for both ranks.
     maps = [part.stored_shape if part.is_feature_map else (part.shape[0], 1, 1, part.shape[1]) for part in parts]
-    exprs = [part.expr if part.is_feature_map else ctx.program.reshape(part.expr, shape) for part, shape in zip(parts, maps)]
+    exprs = [
+        part.expr if part.is_feature_map else ctx.program.reshape(part.expr, shape) for part, shape in zip(parts, maps)
+    ]
     stored_out = (*maps[0][:3], sum(shape[3] for shape in maps))
     output = ctx.program.call(
         ("concat", tuple(maps)),

@@ -19,15 +19,16 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import StochasticDepth, stochastic_depth
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.codegen.activations import ACTIVATIONS, Activation
 from subp_fx.codegen.lowering import conv as conv_lowering
 from subp_fx.codegen.lowering import linear as linear_lowering
 from subp_fx.codegen.lowering import ops as op_lowering
+from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import ADD_FUNCTIONS, ADD_METHODS, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView
-from subp_fx.codegen.lowering.context import LoweringContext
 
 
 def _no_problem(view: GraphView, node: fx.Node) -> str | None:
@@ -79,6 +80,18 @@ _ADAPTIVE_AVG_POOL = NodeRule(
     op_lowering.adaptive_avg_pool_problem,
 )
 
+_MAX_POOL = NodeRule("max pool (no return_indices)", op_lowering.lower_max_pool, op_lowering.max_pool_problem)
+_AVG_POOL = NodeRule(
+    "average pool (ceil_mode only where it changes nothing)", op_lowering.lower_avg_pool, op_lowering.avg_pool_problem
+)
+_MUL = NodeRule(
+    "multiply of two same-shape maps, or of a map by a per-channel gate", op_lowering.lower_mul, op_lowering.mul_problem
+)
+_STOCHASTIC_DEPTH = NodeRule(
+    "stochastic depth in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.stochastic_depth_problem
+)
+_MEAN = NodeRule("mean over the spatial axes (2, 3)", op_lowering.lower_mean, op_lowering.mean_problem)
+
 MODULE_RULES: dict[type, NodeRule] = {
     BlockSparseConv2d: NodeRule(
         "1xN block-sparse conv (dilation 1)",
@@ -87,7 +100,7 @@ MODULE_RULES: dict[type, NodeRule] = {
         _fuses_residual_and_activation,
     ),
     nn.Conv2d: NodeRule(
-        "conv with groups=1 (dilation 1) or depthwise (groups=C_in=C_out)",
+        "conv: dense or grouped (dilation 1), or depthwise (groups=C_in=C_out)",
         conv_lowering.lower_conv2d,
         conv_lowering.conv2d_problem,
         conv_lowering.conv2d_fusion_ability,
@@ -96,13 +109,16 @@ MODULE_RULES: dict[type, NodeRule] = {
         "linear on (B, features)", linear_lowering.lower_linear, linear_lowering.linear_problem, _fuses_activation
     ),
     **_ACTIVATION_MODULES,
-    nn.MaxPool2d: NodeRule("max pool (no return_indices)", op_lowering.lower_max_pool, op_lowering.max_pool_problem),
-    nn.AvgPool2d: NodeRule("average pool (ceil_mode only where it changes nothing)", op_lowering.lower_avg_pool, op_lowering.avg_pool_problem),
+    nn.MaxPool2d: _MAX_POOL,
+    nn.AvgPool2d: _AVG_POOL,
     nn.AdaptiveAvgPool2d: _ADAPTIVE_AVG_POOL,
     nn.Flatten: _FLATTEN,
     nn.Identity: _IDENTITY,
     nn.Dropout: NodeRule("dropout in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.dropout_problem),
-    nn.BatchNorm2d: NodeRule("batch norm in eval mode (when not folded)", op_lowering.lower_batchnorm, op_lowering.batchnorm_problem),
+    StochasticDepth: _STOCHASTIC_DEPTH,
+    nn.BatchNorm2d: NodeRule(
+        "batch norm in eval mode (when not folded)", op_lowering.lower_batchnorm, op_lowering.batchnorm_problem
+    ),
 }
 
 FUNCTION_RULES: dict[Callable, NodeRule] = {
@@ -110,6 +126,11 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     **_ACTIVATION_FUNCTIONS,
     torch.flatten: _FLATTEN,
     F.adaptive_avg_pool2d: _ADAPTIVE_AVG_POOL,
+    F.max_pool2d: _MAX_POOL,
+    F.avg_pool2d: _AVG_POOL,
+    **{function: _MUL for function in op_lowering.MUL_FUNCTIONS},
+    torch.mean: _MEAN,
+    stochastic_depth: _STOCHASTIC_DEPTH,
     torch.cat: NodeRule("concat on channels", op_lowering.lower_concat, op_lowering.concat_problem),
     builtins.getattr: NodeRule("tensor.shape", op_lowering.lower_shape_attribute, op_lowering.shape_attribute_problem),
     operator.getitem: NodeRule("indexing a shape", op_lowering.lower_getitem, op_lowering.getitem_problem),
@@ -123,7 +144,10 @@ METHOD_RULES: dict[str, NodeRule] = {
     "reshape": _FLATTEN,
     "contiguous": _IDENTITY,
     "size": NodeRule("tensor.size()", op_lowering.lower_size),
+    **{method: _MUL for method in op_lowering.MUL_METHODS},
+    "mean": _MEAN,
 }
+
 
 def rule_for(view: GraphView, node: fx.Node) -> NodeRule | None:
     """The rule lowering ``node``, or None when the node's kind is not supported."""

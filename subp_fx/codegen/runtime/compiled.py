@@ -89,7 +89,8 @@ class CompiledModel:
         array = as_float32_array(x)
         if array.shape != self.input_shape:
             raise CompiledInputError(
-                f"input has shape {array.shape}; this model was compiled for {self.manifest.input_layout} input of shape "
+                f"input has shape {array.shape}; "
+                f"this model was compiled for {self.manifest.input_layout} input of shape "
                 f"{self.input_shape} (compile again with an example of the shape you need)"
             )
         self._apply_threads()
@@ -108,10 +109,13 @@ class CompiledModel:
         """
         directory = Path(directory)
         if not self._library.is_file():
-            raise ArtifactError(f"{self._library}, the library this model runs from, no longer exists; nothing to export")
+            raise ArtifactError(
+                f"{self._library}, the library this model runs from, no longer exists; nothing to export"
+            )
         if directory.exists() and not force:
             raise ArtifactError(
-                f"{directory} already exists; refusing to overwrite it. Choose a new directory, remove it, or pass force=True"
+                f"{directory} already exists; refusing to overwrite it. "
+                "Choose a new directory, remove it, or pass force=True"
             )
         if directory.exists() and not directory.is_dir():
             raise ArtifactError(f"{directory} exists and is not a directory; a compiled model is a directory")
@@ -130,7 +134,9 @@ def load_compiled(directory: str | os.PathLike, threads: int | None = None) -> C
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ArtifactError(f"{directory} is not a directory; load_compiled expects a directory written by CompiledModel.export")
+        raise ArtifactError(
+            f"{directory} is not a directory; load_compiled expects a directory written by CompiledModel.export"
+        )
     manifest = Manifest.read(directory / MANIFEST_FILE)
     library = directory / manifest.library
     if not library.is_file():

@@ -14,7 +14,8 @@ from typing import Any
 SPARSE = "sparse"
 DENSE = "dense"
 DEPTHWISE = "depthwise"
-KINDS = (SPARSE, DENSE, DEPTHWISE)
+GROUPED = "grouped"
+KINDS = (SPARSE, DENSE, DEPTHWISE, GROUPED)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class KernelEntry:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "KernelEntry":
+    def from_json(cls, data: dict[str, Any]) -> KernelEntry:
         names = {field.name for field in fields(cls)}
         values = {name: data[name] for name in names if name in data}
         for pair in ("kernel_size", "stride", "out_hw"):
@@ -86,5 +87,7 @@ def format_kernel_table(entries: list[KernelEntry]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     total = sum(entry.macs for entry in entries)
     sparse = sum(entry.macs for entry in entries if entry.kind == SPARSE)
-    lines.append(f"total {total / 1e6:.1f} MMACs, of which {sparse / 1e6:.1f} in sparse kernels ({len(entries)} layers)")
+    lines.append(
+        f"total {total / 1e6:.1f} MMACs, of which {sparse / 1e6:.1f} in sparse kernels ({len(entries)} layers)"
+    )
     return "\n".join(lines)

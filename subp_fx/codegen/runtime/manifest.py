@@ -58,11 +58,15 @@ class GraphPassReport:
         )
 
     def lines(self) -> list[str]:
-        text = [f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
-                f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks"]
+        text = [
+            f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
+            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks"
+        ]
         if self.unfolded_batchnorms:
-            text.append(f"{len(self.unfolded_batchnorms)} batch norm(s) left unfolded (each runs as its own "
-                        "per-channel kernel):")
+            text.append(
+                f"{len(self.unfolded_batchnorms)} batch norm(s) left unfolded (each runs as its own "
+                "per-channel kernel):"
+            )
             text += [f"  {name}: {why}" for name, why in self.unfolded_batchnorms.items()]
         return text
 
@@ -105,13 +109,14 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], source: str) -> "Manifest":
+    def from_json(cls, data: dict[str, Any], source: str) -> Manifest:
         """Read a manifest; ``source`` names the file in errors."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ArtifactError(f"{source} is not a subp-fx compiled-model manifest (its 'format' is not {FORMAT!r})")
         if data.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(
-                f"{source} has format_version {data.get('format_version')!r}; this subp-fx reads version {FORMAT_VERSION}: "
+                f"{source} has format_version {data.get('format_version')!r}; "
+                f"this subp-fx reads version {FORMAT_VERSION}: "
                 "recompile the model with this version"
             )
         try:
@@ -142,7 +147,7 @@ class Manifest:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "Manifest":
+    def read(cls, path: Path) -> Manifest:
         try:
             data = json.loads(path.read_text())
         except OSError as error:

@@ -24,18 +24,17 @@ import numpy as np
 import tvm
 from tvm.target import Target
 
-from subp_fx.codegen.tuning.asm import AsmReport, analyse_asm
+from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.block_sparse_conv import DTYPE, block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec
-from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLEL_MODES
-from subp_fx.codegen.kernels.spec import ConvTile
-from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_candidates
 from subp_fx.codegen.kernels.isa import vector_isa
-from subp_fx.codegen.tuning.log import TuningLog
-from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLEL_MODES
+from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_candidates
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.threads import get_num_threads
+from subp_fx.codegen.tuning.asm import AsmReport, analyse_asm
+from subp_fx.codegen.tuning.log import TuningLog
 
 KERNEL_NAME = "block_sparse_conv2d"
 HEURISTIC = "heuristic"
@@ -129,7 +128,9 @@ class BlockSparseConv:
         """Valid random inputs (sorted distinct indices per row) for timing."""
         rng = np.random.default_rng(seed)
         spec = self.spec
-        arrays = {name: rng.standard_normal(shape, dtype=np.float32) for name, (shape, _) in self._expected_shapes().items()}
+        arrays = {
+            name: rng.standard_normal(shape, dtype=np.float32) for name, (shape, _) in self._expected_shapes().items()
+        }
         arrays["indices"] = np.stack(
             [np.sort(rng.choice(spec.in_channels, spec.kept_per_row, replace=False)) for _ in range(spec.block_rows)]
         ).astype(np.int32)
@@ -139,7 +140,9 @@ class BlockSparseConv:
         """Milliseconds per call, one value per repeat (each repeat runs at least ``repeat_ms``)."""
         if self._timing_arguments is None:
             self._timing_arguments = self.random_arguments()
-        evaluator = self.module.time_evaluator(KERNEL_NAME, tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=repeat_ms)
+        evaluator = self.module.time_evaluator(
+            KERNEL_NAME, tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=repeat_ms
+        )
         return [seconds * 1e3 for seconds in evaluator(*self._timing_arguments).results]
 
     def asm(self) -> str:
@@ -149,7 +152,9 @@ class BlockSparseConv:
         return analyse_asm(self.asm())
 
 
-def compile_block_sparse_conv(spec: BlockSparseConvSpec, tile: ConvTile, target: str | Mapping[str, Any] | Target) -> BlockSparseConv:
+def compile_block_sparse_conv(
+    spec: BlockSparseConvSpec, tile: ConvTile, target: str | Mapping[str, Any] | Target
+) -> BlockSparseConv:
     """Compile one tile of the kernel for ``target`` (no choice, no timing)."""
     target = _resolve_target(target)
     func = block_sparse_conv2d_primfunc(spec, tile, vector_isa(target)).with_attr("global_symbol", KERNEL_NAME)
@@ -191,7 +196,9 @@ def choose_tile(
     if logged is not None:
         return logged
     if key not in _CHOSEN:
-        kernels = [compile_block_sparse_conv(spec, tile, target) for tile in timing_candidates(spec, target, candidates)]
+        kernels = [
+            compile_block_sparse_conv(spec, tile, target) for tile in timing_candidates(spec, target, candidates)
+        ]
         kernels = [kernel for kernel in kernels if not kernel.asm_report().hot_loop_spills]
         if not kernels:
             kernels = [compile_block_sparse_conv(spec, heuristic_tile(spec, vector_isa(target)), target)]

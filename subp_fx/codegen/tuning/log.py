@@ -20,8 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec
-from subp_fx.codegen.kernels.spec import ConvTile
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.errors import ArtifactError
 from subp_fx.fileio import atomic_file
 
@@ -36,7 +35,9 @@ def _tile_from(record: dict, path: Path) -> ConvTile:
     try:
         return ConvTile(**record["tile"])
     except (KeyError, TypeError, ValueError) as error:
-        raise ArtifactError(f"tuning log {path}: a record's tile is malformed ({error}); delete the file to re-tune") from None
+        raise ArtifactError(
+            f"tuning log {path}: a record's tile is malformed ({error}); delete the file to re-tune"
+        ) from None
 
 
 class TuningLog:
@@ -56,18 +57,26 @@ class TuningLog:
         try:
             content = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ArtifactError(f"tuning log {path} cannot be read as JSON ({error}); delete it or pass another path") from None
-        if not isinstance(content, dict) or content.get("format") != FORMAT or not isinstance(content.get("records"), dict):
+            raise ArtifactError(
+                f"tuning log {path} cannot be read as JSON ({error}); delete it or pass another path"
+            ) from None
+        if (
+            not isinstance(content, dict)
+            or content.get("format") != FORMAT
+            or not isinstance(content.get("records"), dict)
+        ):
             raise ArtifactError(
                 f"tuning log {path} is not a subp-fx tuning log of format {FORMAT} "
-                "(expected {\"format\": 1, \"records\": {...}}); delete it or pass another path"
+                '(expected {"format": 1, "records": {...}}); delete it or pass another path'
             )
         log = cls(path, content["records"])
         for record in log.records.values():
             _tile_from(record, path)
         return log
 
-    def lookup(self, spec: BlockSparseConvSpec, target: str, threads: int) -> tuple[ConvTile, dict[ConvTile, float]] | None:
+    def lookup(
+        self, spec: BlockSparseConvSpec, target: str, threads: int
+    ) -> tuple[ConvTile, dict[ConvTile, float]] | None:
         """The recorded (tile, timings in ms) for this spec, target and thread count, or None."""
         record = self.records.get(_key(spec, target, threads))
         if record is None:
@@ -75,11 +84,17 @@ class TuningLog:
         timings = {ConvTile(**entry["tile"]): float(entry["ms"]) for entry in record.get("timings", [])}
         return _tile_from(record, self.path), timings
 
-    def record(self, spec: BlockSparseConvSpec, target: str, threads: int, tile: ConvTile, timings: dict[ConvTile, float]) -> None:
+    def record(
+        self, spec: BlockSparseConvSpec, target: str, threads: int, tile: ConvTile, timings: dict[ConvTile, float]
+    ) -> None:
         self.records[_key(spec, target, threads)] = {
             "tile": dataclasses.asdict(tile),
             "timings": [{"tile": dataclasses.asdict(candidate), "ms": ms} for candidate, ms in timings.items()],
-            "measured": {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "cpu": platform.processor()},
+            "measured": {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "host": platform.node(),
+                "cpu": platform.processor(),
+            },
         }
         self.added += 1
 

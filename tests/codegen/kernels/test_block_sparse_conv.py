@@ -8,27 +8,32 @@ import pytest
 pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
-from subp_fx.codegen.tuning.asm import analyse_asm  # noqa: E402
+from subp_fx.algorithm.masks import expand_block_mask  # noqa: E402
 from subp_fx.codegen.errors import BlockLayoutError, KernelSpecError  # noqa: E402
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile  # noqa: E402
-from subp_fx.codegen.tuning.build import build_block_sparse_conv, choose_tile, compile_block_sparse_conv  # noqa: E402
-from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_candidates  # noqa: E402
 from subp_fx.codegen.kernels.isa import vector_isa  # noqa: E402
-from subp_fx.codegen.tuning.build import timing_candidates  # noqa: E402
-from subp_fx.codegen.kernels.tiling import (  # noqa: E402
-    cheapest_block_size,
-    fits_registers,
-    preferred_parallel,
-    streamed_bytes,
-)
 from subp_fx.codegen.kernels.packing import (  # noqa: E402
     dense_as_block_sparse,
     kept_indices,
     pack_block_sparse,
     unpack_block_sparse,
 )
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile  # noqa: E402
+from subp_fx.codegen.kernels.tiling import (  # noqa: E402  # noqa: E402
+    cheapest_block_size,
+    fits_registers,
+    heuristic_tile,
+    preferred_parallel,
+    streamed_bytes,
+    tile_candidates,
+)
 from subp_fx.codegen.target import parse_target  # noqa: E402
-from subp_fx.algorithm.masks import expand_block_mask  # noqa: E402
+from subp_fx.codegen.tuning.asm import analyse_asm  # noqa: E402
+from subp_fx.codegen.tuning.build import (  # noqa: E402
+    build_block_sparse_conv,
+    choose_tile,
+    compile_block_sparse_conv,
+    timing_candidates,  # noqa: E402
+)
 
 NATIVE = parse_target("llvm -mcpu=native")
 NATIVE_ISA = vector_isa(NATIVE)
@@ -81,7 +86,9 @@ def _check_against_torch(spec: BlockSparseConvSpec, tile, target=NATIVE, seed: i
 
 def _spec(batch, size, in_channels, out_channels, N, kept, kernel, stride, padding, **epilogue):
     height, width = (size, size) if isinstance(size, int) else size
-    return BlockSparseConvSpec(batch, height, width, in_channels, out_channels, N, kept, kernel, stride, padding, **epilogue)
+    return BlockSparseConvSpec(
+        batch, height, width, in_channels, out_channels, N, kept, kernel, stride, padding, **epilogue
+    )
 
 
 # (spec, tile): every case builds one kernel (~0.1 s). Together they cover C_in not a multiple of
@@ -98,13 +105,16 @@ NUMERIC_CASES = [
     (_spec(1, 14, 20, 16, 16, 1, 1, 2, 0, bias=True, residual=True), ConvTile(1, 4)),
     (_spec(3, 13, 5, 8, 8, 3, 3, 2, 1, bias=True, residual=True, activation="relu"), ConvTile(2, 5, "stage")),
     (_spec(1, 7, 64, 64, 16, 34, 3, 1, 1, bias=True, residual=True, activation="relu"), ConvTile(1, 7)),
-    (_spec(3, 13, 20, 64, 16, 9, 3, 2, 1, bias=True, residual=True, activation="relu"), ConvTile(1, 4, "inline", "pixels")),
+    (
+        _spec(3, 13, 20, 64, 16, 9, 3, 2, 1, bias=True, residual=True, activation="relu"),
+        ConvTile(1, 4, "inline", "pixels"),
+    ),
     (_spec(1, 14, 36, 64, 32, 17, 1, 1, 0, bias=True, activation="relu6"), ConvTile(2, 3, "inline", "pixels")),
     (_spec(3, (9, 11), 12, 32, 8, 6, 5, 1, 2, residual=True), ConvTile(1, 5, "stage", "pixels")),
 ]
 
 
-@pytest.mark.parametrize("spec, tile", NUMERIC_CASES, ids=lambda case: getattr(case, "__repr__")()[:60])
+@pytest.mark.parametrize("spec, tile", NUMERIC_CASES, ids=lambda case: case.__repr__()[:60])
 def test_matches_torch_conv2d_on_the_masked_weight(spec, tile):
     _check_against_torch(spec, tile)
 
@@ -228,7 +238,9 @@ def test_cheapest_block_size_prefers_fewer_loads_per_fma():
     dense = _spec(1, 56, 64, 64, 16, 64, 3, 1, 1)
     assert cheapest_block_size(dense, (16, 32, 8), AVX512) == 32  # 7 px x 2 zmm beats 14 px x 1 zmm
     assert cheapest_block_size(dense, (16, 32, 8), AVX2) == 16  # 4 px x 2 ymm ties 2 px x 4 ymm: first wins
-    assert cheapest_block_size(_spec(1, 56, 64, 48, 16, 64, 3, 1, 1), (16, 32, 8), AVX512) == 16  # 32 does not divide 48
+    assert (
+        cheapest_block_size(_spec(1, 56, 64, 48, 16, 64, 3, 1, 1), (16, 32, 8), AVX512) == 16
+    )  # 32 does not divide 48
     with pytest.raises(KernelSpecError, match="none of the block sizes"):
         cheapest_block_size(_spec(1, 8, 8, 24, 8, 8, 1, 1, 0), (16, 32), AVX512)
 
@@ -304,6 +316,50 @@ def test_heuristic_tile_uses_vector_fma_and_keeps_accumulators_in_registers(spec
     assert report.hot_loop_vector_stores == 0
 
 
+# Cross-compiled for a named CPU, whatever the host is (TVM compiles for any x86 CPU LLVM knows; it
+# only cannot run the code): the AVX-512 hot loops are checked on an AVX2 host too, and the AVX2
+# ones on an AVX-512 host. (target, vector ISA the target must select, FMA width in bits.)
+CROSS_TARGETS = [
+    ("llvm -mcpu=skylake-avx512", "avx512", 512),
+    ("llvm -mcpu=znver4", "avx512", 512),
+    ("llvm -mcpu=haswell", "avx2", 256),
+    ("llvm -mcpu=znver3", "avx2", 256),
+]
+# The production layer kinds, each with the tile the whole-model lowering gives it on every ISA:
+# a 3x3 conv parallel over block-rows with a fused residual, a 1x1 conv at 56x56 parallel over
+# pixels (ResNet-50 1.0G: K = 59 of 256), and N=32 blocks.
+CROSS_SPECS = [
+    _spec(1, 7, 512, 512, 16, 272, 3, 1, 1, bias=True, residual=True, activation="relu"),
+    _spec(1, 56, 256, 64, 16, 59, 1, 1, 0, bias=True, activation="relu"),
+    _spec(1, 14, 256, 256, 32, 136, 3, 1, 1, bias=True, activation="relu"),
+]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    CROSS_SPECS,
+    ids=lambda spec: f"{spec.kernel_size[0]}x{spec.kernel_size[1]}-{spec.in_channels}x{spec.width}-N{spec.block_size}",
+)
+@pytest.mark.parametrize("target, isa_name, bits", CROSS_TARGETS, ids=[case[0].split("=")[1] for case in CROSS_TARGETS])
+def test_every_hot_loop_fma_is_full_width_on_a_named_cpu(spec, target, isa_name, bits):
+    target = parse_target(target)
+    isa = vector_isa(target)
+    assert (isa.name, 32 * isa.lanes) == (isa_name, bits)  # the target is read, not the host
+    tile = heuristic_tile(spec, isa)
+    report = compile_block_sparse_conv(spec, tile, target).asm_report()
+    hot_loops = report.hot_loops()
+    assert len(hot_loops) == 1, f"expected one kernel hot loop, got {hot_loops}"
+    (loop,) = hot_loops
+    # Every FMA of the hot loop (and of the whole kernel: N is a multiple of the lanes) is a
+    # packed FMA on full-width registers: zmm on AVX-512, ymm on AVX2; none split in halves.
+    assert dict(loop.packed_fma_by_bits).keys() == {bits}, dict(loop.packed_fma_by_bits)
+    assert report.packed_fma_by_bits.keys() == {bits}, dict(report.packed_fma_by_bits)
+    # ... and every accumulator of the register tile is updated in it, from registers: no
+    # spill or reload, no vector store (the partial sums are written once, after the loop).
+    assert loop.packed_fmas >= tile.pixels * spec.block_size // isa.lanes
+    assert (loop.stack_vector_accesses, loop.vector_stores) == (0, 0)
+
+
 def test_the_spill_check_sees_a_tile_too_big_for_avx2():
     spec = RESNET_LIKE[0]
     kernel = compile_block_sparse_conv(spec, ConvTile(1, 12), parse_target("llvm -mcpu=znver3"))
@@ -370,7 +426,9 @@ def test_call_errors_name_the_argument():
     values = np.zeros(spec.values_shape, np.float32)
     indices = np.zeros(spec.indices_shape, np.int32)
     bias = np.zeros(16, np.float32)
-    with pytest.raises(KernelSpecError, match=r"values has shape \(1, 4, 3, 3, 8\); this kernel needs \(1, 4, 3, 3, 16\)"):
+    with pytest.raises(
+        KernelSpecError, match=r"values has shape \(1, 4, 3, 3, 8\); this kernel needs \(1, 4, 3, 3, 16\)"
+    ):
         kernel(data, np.zeros((1, 4, 3, 3, 8), np.float32), indices, bias)
     with pytest.raises(KernelSpecError, match="bias is missing"):
         kernel(data, values, indices)

@@ -18,14 +18,14 @@ torch = pytest.importorskip("torch")
 
 import torch.nn as nn  # noqa: E402
 
+from subp_fx.algorithm.modules import SUBPConv2d  # noqa: E402
 from subp_fx.codegen.api import CompiledModel, compile, load_compiled  # noqa: E402
 from subp_fx.codegen.errors import ThreadConfigError  # noqa: E402
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec  # noqa: E402
-from subp_fx.codegen.tuning.build import choose_tile  # noqa: E402
 from subp_fx.codegen.threads import get_num_threads, thread_pool_capacity  # noqa: E402
+from subp_fx.codegen.tuning.build import choose_tile  # noqa: E402
 from subp_fx.errors import ArtifactError, CompiledInputError, UnsupportedOpError  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
-from subp_fx.algorithm.modules import SUBPConv2d  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -194,6 +194,8 @@ def test_tune_tiles_takes_the_timed_tile():
 
 
 def test_compile_refuses_unsupported_ops_before_building():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sigmoid(), nn.Flatten()).eval()
-    with pytest.raises(UnsupportedOpError, match=r"1 node\(s\).*node '_1' \(call_module 1, a torch.nn.modules.activation.Sigmoid\)"):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GELU(), nn.Flatten()).eval()
+    with pytest.raises(
+        UnsupportedOpError, match=r"1 node\(s\).*node '_1' \(call_module 1, a torch.nn.modules.activation.GELU\)"
+    ):
         compile(model, torch.zeros(1, 3, 8, 8))

@@ -12,7 +12,9 @@ from subp_fx.models import build_model
 
 
 def test_exported_model_runs_where_torch_cannot_be_imported(tmp_path):
-    model = subp_fx.impose_random_masks(build_model("small_cnn", num_classes=10, in_channels=1), prune_rate=0.5, N=16).eval()
+    model = subp_fx.impose_random_masks(
+        build_model("small_cnn", num_classes=10, in_channels=1), prune_rate=0.5, N=16
+    ).eval()
     example = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     compiled = subp_fx.compile(model, example, threads=1)
     compiled.export(tmp_path / "artefact")

@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 
 from subp_fx.codegen.api import compile  # noqa: E402
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile  # noqa: E402
+from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.codegen.tuning import build as kernel_build  # noqa: E402
 from subp_fx.codegen.tuning.build import choose_tile  # noqa: E402
 from subp_fx.codegen.tuning.log import TuningLog  # noqa: E402
-from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.errors import ArtifactError  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
@@ -28,6 +28,7 @@ SPEC = BlockSparseConvSpec(1, 12, 12, 32, 32, 16, 16, 3, 1, 1, bias=True, activa
 @pytest.fixture
 def no_timing(monkeypatch):
     """Forget this process's choices and make any kernel compile (timing needs one) fail."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a kernel was compiled for timing although the log has its choice")
 

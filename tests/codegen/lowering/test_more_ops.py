@@ -1,0 +1,124 @@
+"""Ops beyond the paper models: SiLU / sigmoid / hardsigmoid, squeeze-and-excitation's gate multiply,
+spatial mean, functional pools, stochastic depth; each against PyTorch eager, and their refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torchvision.ops import StochasticDepth  # noqa: E402
+
+from subp_fx.codegen.pipeline import compile  # noqa: E402
+from subp_fx.errors import CompiledInputError, UnsupportedOpError  # noqa: E402
+from subp_fx.passes import impose_random_masks  # noqa: E402
+
+RELATIVE_TOLERANCE = 1e-4
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, gate: nn.Module):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // 4, 1)
+        self.expand = nn.Conv2d(channels // 4, channels, 1)
+        self.gate = gate
+
+    def forward(self, x):
+        scale = self.gate(self.expand(F.silu(self.reduce(F.adaptive_avg_pool2d(x, 1)))))
+        return x * scale
+
+
+class OpZoo(nn.Module):
+    """Every new op in one small model, in the spellings torchvision's families use."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.act = nn.SiLU()
+        self.se_sigmoid = SqueezeExcite(32, nn.Sigmoid())
+        self.se_hard = SqueezeExcite(32, nn.Hardsigmoid())
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+        self.drop_path = StochasticDepth(0.2, "row")
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        x = self.se_hard(self.se_sigmoid(x))
+        x = x + self.drop_path(torch.sigmoid(self.conv(x)) * x)
+        x = F.max_pool2d(x, 3, stride=2, padding=1)
+        x = F.avg_pool2d(x, kernel_size=2)
+        pooled = torch.cat([x.mean((2, 3)), x.mean([-1, -2], keepdim=True).flatten(1)], dim=1)
+        return self.fc(F.hardsigmoid(pooled))
+
+
+def _check(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> None:
+    model = model.eval()
+    compiled = compile(model, shape, threads=1)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = compiled(x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_op_zoo_matches_eager(batch):
+    torch.manual_seed(0)
+    _check(OpZoo(), (batch, 3, 16, 16))
+
+
+def test_a_scalar_multiply_is_refused_for_now_naming_what_is_supported():
+    class Scaled(nn.Module):
+        def forward(self, x):
+            return torch.flatten(F.adaptive_avg_pool2d(x * 0.5, 1), 1)
+
+    with pytest.raises(UnsupportedOpError, match=r"multiplies \(1, 3, 8, 8\) and 0.5; supported is"):
+        compile(Scaled().eval(), (1, 3, 8, 8), threads=1)
+
+
+def test_a_mean_over_channels_is_refused():
+    class ChannelMean(nn.Module):
+        def forward(self, x):
+            return torch.flatten(F.adaptive_avg_pool2d(x.mean(1, keepdim=True), 1), 1)
+
+    with pytest.raises(UnsupportedOpError, match=r"a mean over dim=1; supported is the mean over the spatial axes"):
+        compile(ChannelMean().eval(), (1, 3, 8, 8), threads=1)
+
+
+def test_stochastic_depth_in_training_mode_is_refused():
+    model = OpZoo().eval()
+    model.drop_path.train()
+    with pytest.raises(UnsupportedOpError, match="stochastic depth is in training mode"):
+        compile(model, (1, 3, 16, 16), threads=1)
+
+
+def test_an_input_too_small_for_the_model_is_refused_with_its_shape():
+    model = torchvision.models.inception_v3(num_classes=10, aux_logits=False, init_weights=False).eval()
+    with pytest.raises(CompiledInputError, match=r"does not run on an input of shape \(1, 3, 64, 64\)"):
+        compile(model, (1, 3, 64, 64), threads=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("mobilenet_v3_small", 64),
+        ("efficientnet_b0", 64),
+        ("mnasnet0_5", 64),
+        ("regnet_y_400mf", 64),
+        ("resnext50_32x4d", 32),
+        ("inception_v3", 80),
+    ],
+)
+def test_torchvision_families_with_se_silu_mean_and_groups_compile_sparse_and_match_eager(name, size):
+    torch.manual_seed(0)
+    extra = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
+    model = getattr(torchvision.models, name)(num_classes=10, **extra).eval()
+    sparse = impose_random_masks(model, 0.5, 16).eval()
+    _check(sparse, (2, 3, size, size))
