@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.errors import SubpError
@@ -18,7 +20,11 @@ EXIT_USER_ERROR = 2
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="YAML recipe (see recipes/)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe key, e.g. --set train.epochs=2 --set sparsity.N=32 (repeatable)",
     )
 
@@ -35,7 +41,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         if not args.pretrained:
             raise SubpError("--evaluate needs --pretrained CHECKPOINT: the weights to evaluate")
         metrics = evaluate_checkpoint(recipe, args.pretrained)
-        print(f" * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} Error@1 {100 - metrics['top1']:.3f} Loss {metrics['loss']:.4f} ({metrics['samples']} images)")
+        print(
+            f" * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} Error@1 {100 - metrics['top1']:.3f} "
+            f"Loss {metrics['loss']:.4f} ({metrics['samples']} images)"
+        )
         return 0
     from subp_fx.train.trainer import train
 
@@ -45,7 +54,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     verdict = "final and uniform at the target rate" if result.masks_final else f"NOT final: {result.mask_problems}"
     val = result.final.get("val", {})
     print(
-        f"done: {result.epochs_run} epochs in {result.seconds:.1f}s; final val top-1 {val.get('top1', float('nan')):.2f}% "
+        f"done: {result.epochs_run} epochs in {result.seconds:.1f}s; "
+        f"final val top-1 {val.get('top1', float('nan')):.2f}% "
         f"top-5 {val.get('top5', float('nan')):.2f}%; best top-1 {result.best_top1:.2f}%; masks {verdict}; "
         f"outputs in {result.output_dir}"
     )
@@ -62,10 +72,10 @@ def _print_dry_run(recipe) -> int:
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
-    from subp_fx.tools.flops import count_flops, format_flops_table
     from subp_fx.passes import prepare
-    from subp_fx.recipes.schema import load_recipe
     from subp_fx.recipes.model import nominal_input_shape, recipe_model
+    from subp_fx.recipes.schema import load_recipe
+    from subp_fx.tools.flops import count_flops, format_flops_table
 
     recipe = load_recipe(args.recipe, args.overrides)
     shape = nominal_input_shape(recipe)
@@ -75,11 +85,25 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     paper = count_flops(gm, shape, sparse_density="prune_rate")
     kernel = count_flops(gm, shape, sparse_density="kept_per_row")
     if args.json:
-        print(json.dumps({
-            "input_shape": list(shape),
-            "paper": {"macs": paper.macs, "macs_dense": paper.macs_dense, "params": paper.params, "params_dense": paper.params_dense},
-            "kept_per_row": {"macs": kernel.macs, "macs_dense": kernel.macs_dense, "params": kernel.params, "params_dense": kernel.params_dense},
-        }))
+        print(
+            json.dumps(
+                {
+                    "input_shape": list(shape),
+                    "paper": {
+                        "macs": paper.macs,
+                        "macs_dense": paper.macs_dense,
+                        "params": paper.params,
+                        "params_dense": paper.params_dense,
+                    },
+                    "kept_per_row": {
+                        "macs": kernel.macs,
+                        "macs_dense": kernel.macs_dense,
+                        "params": kernel.params,
+                        "params_dense": kernel.params_dense,
+                    },
+                }
+            )
+        )
         return 0
     print(format_flops_table(paper))
     print(
@@ -87,6 +111,74 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         f"{kernel.macs / 1e9:.4f} G MACs, {kernel.params / 1e6:.3f} M params"
     )
     return 0
+
+
+def _cannot_write_in(directory: Path) -> str | None:
+    """Why no file can be created in ``directory`` (an existing directory), or None: tried for real
+    with a temporary file, so permissions, read-only mounts and pseudo file systems all count."""
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".subp-fx-write-check-"):
+            pass
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    return None
+
+
+def check_output_file(value: str | os.PathLike | None, option: str, work: str) -> None:
+    """Refuse, before any work, an output file that could not be written when the work is done: its
+    folder must exist and be writable, and the path must not be a directory. ``work``: what would
+    have been lost, for the message (e.g. "nothing was evaluated")."""
+    if value is None:
+        return
+    path = Path(value)
+    folder = path.parent
+    if path.is_dir():
+        raise SubpError(
+            f"{option} {str(value)!r} is a directory; give a file name, e.g. {str(path / 'result.json')!r} ({work})"
+        )
+    if not folder.is_dir():
+        state = "is not a directory" if folder.exists() else "does not exist"
+        raise SubpError(
+            f"{option} {str(value)!r}: its folder {str(folder)!r} {state}; create it or choose another path ({work})"
+        )
+    problem = _cannot_write_in(folder)
+    if problem is not None:
+        raise SubpError(
+            f"{option} {str(value)!r}: cannot create a file in {str(folder)!r} ({problem}); "
+            f"choose a writable folder ({work})"
+        )
+
+
+def check_output_location(value: str | os.PathLike | None, option: str, work: str, directory: bool) -> None:
+    """Refuse, before any work, an output (a ``directory`` or a file) whose missing parent folders
+    could not be created: the nearest existing ancestor must be a writable directory, and an
+    existing output must be of the right kind."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        raise SubpError(f"{option} {str(value)!r} is {kind}; choose another path ({work})")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SubpError(
+            f"{option} {str(value)!r}: {str(ancestor)!r} is a file, not a folder; choose another path ({work})"
+        )
+    problem = _cannot_write_in(ancestor)
+    if problem is not None:
+        raise SubpError(
+            f"{option} {str(value)!r}: cannot create anything in {str(ancestor)!r} ({problem}); "
+            f"choose a writable folder ({work})"
+        )
+
+
+def _write_json(path: str, result: dict) -> None:
+    from subp_fx.fileio import atomic_file
+
+    with atomic_file(path, "w") as stream:
+        stream.write(json.dumps(result, indent=2) + "\n")
 
 
 def _positive_int(text: str) -> int:
@@ -102,32 +194,65 @@ def _positive_int(text: str) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from subp_fx.tools.artifact import compile_to_directory, load_compile_source
 
-    source = load_compile_source(args.source, batch=args.batch, image_size=args.image_size, impose_sparsity=args.impose_sparsity, seed=args.seed)
-    compiled = compile_to_directory(
-        source, args.output, target=args.target, threads=args.threads, force=args.force,
-        dense_baseline=not args.no_dense_baseline, tune_tiles=args.tune_tiles, tuning_log=args.tuning_log,
+    nothing = "nothing was compiled"
+    check_output_location(args.output, "-o", nothing, directory=True)
+    check_output_location(args.tuning_log, "--tuning-log", nothing, directory=False)
+    source = load_compile_source(
+        args.source, batch=args.batch, image_size=args.image_size, impose_sparsity=args.impose_sparsity, seed=args.seed
     )
-    print(f"compiled {source.origin}" + (f" with random uniform masks at prune rate {source.imposed_prune_rate}" if source.imposed_prune_rate is not None else ""))
+    compiled = compile_to_directory(
+        source,
+        args.output,
+        target=args.target,
+        threads=args.threads,
+        force=args.force,
+        dense_baseline=not args.no_dense_baseline,
+        tune_tiles=args.tune_tiles,
+        tuning_log=args.tuning_log,
+    )
+    print(
+        f"compiled {source.origin}"
+        + (
+            f" with random uniform masks at prune rate {source.imposed_prune_rate}"
+            if source.imposed_prune_rate is not None
+            else ""
+        )
+    )
     print(compiled.report())
-    print(f"wrote {args.output}/ (model.so, manifest.json{', dense/' if not args.no_dense_baseline else ''}, pytorch_model.pt, subp_model.pt, source.json)")
+    print(
+        f"wrote {args.output}/ (model.so, manifest.json{', dense/' if not args.no_dense_baseline else ''}, "
+        "pytorch_model.pt, subp_model.pt, source.json)"
+    )
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from subp_fx.tools.evaluate import evaluate_compiled
 
-    result = evaluate_compiled(args.artefact, kind=args.data, root=args.root, val_subset=args.val_subset,
-                               threads=args.threads, compare_pytorch=args.compare_pytorch)
+    check_output_file(args.json, "--json", "nothing was evaluated")
+    result = evaluate_compiled(
+        args.artefact,
+        kind=args.data,
+        root=args.root,
+        val_subset=args.val_subset,
+        threads=args.threads,
+        compare_pytorch=args.compare_pytorch,
+    )
     for name in ("compiled", "pytorch"):
         if name in result:
             metrics = result[name]
-            print(f"{name:>8}: * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} Error@1 {100 - metrics['top1']:.3f} "
-                  f"Loss {metrics['loss']:.4f} ({metrics['samples']} images)")
+            print(
+                f"{name:>8}: * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} "
+                f"Error@1 {100 - metrics['top1']:.3f} "
+                f"Loss {metrics['loss']:.4f} ({metrics['samples']} images)"
+            )
     if "pytorch" in result:
-        print(f"top-1 difference {abs(result['compiled']['top1'] - result['pytorch']['top1']):.3f} points; "
-              f"max |logit difference| {result['max_abs_logit_diff']:.2e} (max |logit| {result['max_abs_logit']:.2f})")
+        print(
+            f"top-1 difference {abs(result['compiled']['top1'] - result['pytorch']['top1']):.3f} points; "
+            f"max |logit difference| {result['max_abs_logit_diff']:.2e} (max |logit| {result['max_abs_logit']:.2f})"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(args.json, result)
     return 0
 
 
@@ -140,11 +265,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.artefact:
         raise SubpError("bench needs the directory written by `subp-fx compile`")
-    result = bench_compiled(args.artefact, threads=args.threads, warmup=args.warmup, iters=args.iters,
-                            torch_compile=not args.no_torch_compile, batch=args.batch)
+    check_output_file(args.json, "--json", "nothing was benchmarked")
+    result = bench_compiled(
+        args.artefact,
+        threads=args.threads,
+        warmup=args.warmup,
+        iters=args.iters,
+        torch_compile=not args.no_torch_compile,
+        batch=args.batch,
+        allow_mismatch=args.allow_mismatch,
+    )
     print(format_bench(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(args.json, result)
         print(f"wrote {args.json} (fields: subp-fx bench --explain)")
     return 0
 
@@ -152,7 +285,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="subp-fx",
-        description="Train 1xN block-sparse CNNs with SUBP (Soft Uniform Block Pruning) and compile them for multi-core CPUs.",
+        description=(
+            "Train 1xN block-sparse CNNs with SUBP (Soft Uniform Block Pruning) and compile them for multi-core CPUs."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -162,47 +297,96 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--resume", action="store_true", help="continue the run in the recipe's output dir from last.pt")
     prune.add_argument("--force", action="store_true", help="start over in an output dir that already holds a run")
     prune.add_argument("--evaluate", action="store_true", help="evaluate --pretrained on the recipe's validation set")
-    prune.add_argument("--pretrained", metavar="CHECKPOINT", help="weights to evaluate (with --evaluate) or to start training from")
+    prune.add_argument(
+        "--pretrained", metavar="CHECKPOINT", help="weights to evaluate (with --evaluate) or to start training from"
+    )
     prune.set_defaults(handler=_cmd_prune)
 
-    flops = commands.add_parser("flops", help="MACs and params as the paper counts them (dense and at the target sparsity)")
+    flops = commands.add_parser(
+        "flops", help="MACs and params as the paper counts them (dense and at the target sparsity)"
+    )
     _add_recipe_arguments(flops)
     flops.add_argument("--json", action="store_true", help="print totals as JSON (paper convention and kept-per-row)")
     flops.set_defaults(handler=_cmd_flops)
 
-    compile_ = commands.add_parser("compile", help="compile a checkpoint (or a recipe's model) to a TVM program with 1xN block-sparse kernels")
-    compile_.add_argument("source", help="checkpoint from `subp-fx prune` (last.pt / best.pt) or a recipe YAML (random weights)")
-    compile_.add_argument("-o", "--output", required=True, help="artefact directory to write (refused if it exists, unless --force)")
-    compile_.add_argument("--target", default=DEFAULT_TARGET, help=f'TVM target, classic or JSON form (default "{DEFAULT_TARGET}")')
+    compile_ = commands.add_parser(
+        "compile", help="compile a checkpoint (or a recipe's model) to a TVM program with 1xN block-sparse kernels"
+    )
+    compile_.add_argument(
+        "source", help="checkpoint from `subp-fx prune` (last.pt / best.pt) or a recipe YAML (random weights)"
+    )
+    compile_.add_argument(
+        "-o", "--output", required=True, help="artefact directory to write (refused if it exists, unless --force)"
+    )
+    compile_.add_argument(
+        "--target", default=DEFAULT_TARGET, help=f'TVM target, classic or JSON form (default "{DEFAULT_TARGET}")'
+    )
     compile_.add_argument("--batch", type=_positive_int, default=1, help="static batch size (default 1)")
     compile_.add_argument("--image-size", type=_positive_int, help="input height = width (default: the recipe's)")
     compile_.add_argument("--threads", type=_positive_int, help="TVM runtime threads (default: all cores)")
-    compile_.add_argument("--impose-sparsity", type=float, metavar="P", help="replace the masks by random uniform ones at prune rate P (measure speed before training)")
+    compile_.add_argument(
+        "--impose-sparsity",
+        type=float,
+        metavar="P",
+        help="replace the masks by random uniform ones at prune rate P (measure speed before training)",
+    )
     compile_.add_argument("--seed", type=int, default=0, help="seed of imposed random masks")
-    compile_.add_argument("--tune-tiles", action="store_true", help="time a few register tiles per conv shape at compile time")
-    compile_.add_argument("--tuning-log", metavar="FILE",
-                          help="JSON file of tile timings: shapes it has are not timed again, new ones are added (implies --tune-tiles)")
-    compile_.add_argument("--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`")
+    compile_.add_argument(
+        "--tune-tiles", action="store_true", help="time a few register tiles per conv shape at compile time"
+    )
+    compile_.add_argument(
+        "--tuning-log",
+        metavar="FILE",
+        help="JSON file of tile timings: shapes it has are not timed again, new ones are added (implies --tune-tiles)",
+    )
+    compile_.add_argument(
+        "--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`"
+    )
     compile_.add_argument("--force", action="store_true", help="replace an existing output directory")
     compile_.set_defaults(handler=_cmd_compile)
 
     evaluate = commands.add_parser("eval", help="top-1 / top-5 of a compiled model on a validation set")
     evaluate.add_argument("artefact", help="directory written by `subp-fx compile`")
-    evaluate.add_argument("--data", choices=["imagefolder", "fashion-mnist", "synthetic"], help="dataset kind (default: the recipe's)")
+    evaluate.add_argument(
+        "--data", choices=["imagefolder", "fashion-mnist", "synthetic"], help="dataset kind (default: the recipe's)"
+    )
     evaluate.add_argument("--root", help="dataset root (default: the recipe's)")
     evaluate.add_argument("--val-subset", type=_positive_int, help="first k validation images only")
     evaluate.add_argument("--threads", type=_positive_int, help="TVM runtime threads")
-    evaluate.add_argument("--compare-pytorch", action="store_true", help="also evaluate the same weights in PyTorch eager and report the difference")
+    evaluate.add_argument(
+        "--compare-pytorch",
+        action="store_true",
+        help="also evaluate the same weights in PyTorch eager and report the difference",
+    )
     evaluate.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     evaluate.set_defaults(handler=_cmd_eval)
 
-    bench = commands.add_parser("bench", help="latency of a compiled model beside our dense build and PyTorch's dense paths")
+    bench = commands.add_parser(
+        "bench", help="latency of a compiled model beside our dense build and PyTorch's dense paths"
+    )
     bench.add_argument("artefact", nargs="?", help="directory written by `subp-fx compile`")
-    bench.add_argument("--threads", type=_positive_int, help="threads for every contender (TVM and torch; default: the artefact's)")
-    bench.add_argument("--batch", type=_positive_int, help="batch size (default: the artefact's; another one recompiles both builds for it)")
+    bench.add_argument(
+        "--threads", type=_positive_int, help="threads for every contender (TVM and torch; default: the artefact's)"
+    )
+    bench.add_argument(
+        "--batch",
+        type=_positive_int,
+        help="batch size (default: the artefact's; another one recompiles both builds for it)",
+    )
     bench.add_argument("--warmup", type=int, default=10, help="warm-up runs per contender (default 10)")
-    bench.add_argument("--iters", type=_positive_int, default=50, help="timed runs per contender, interleaved (default 50)")
-    bench.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile baseline (it compiles for a minute or more)")
+    bench.add_argument(
+        "--iters", type=_positive_int, default=50, help="timed runs per contender, interleaved (default 50)"
+    )
+    bench.add_argument(
+        "--no-torch-compile",
+        action="store_true",
+        help="skip the torch.compile baseline (it compiles for a minute or more)",
+    )
+    bench.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="time contenders whose output disagrees with PyTorch eager too (flagged MISMATCH) instead of refusing",
+    )
     bench.add_argument("--json", metavar="FILE", help="write every number as JSON")
     bench.add_argument("--explain", action="store_true", help="print what every JSON field means and exit")
     bench.set_defaults(handler=_cmd_bench)
@@ -225,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         _report(error)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("subp-fx: interrupted; the last completed epoch's checkpoint is intact (continue with --resume)", file=sys.stderr)
+        print(
+            "subp-fx: interrupted; the last completed epoch's checkpoint is intact (continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,19 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+
+try:
+    from hypothesis import settings
+except ImportError:  # the property tests skip without it
+    settings = None
+if settings is not None:
+    # The suite is a gate, so a property test runs the same examples on every run and machine
+    # (derandomize: the examples come from a hash of the test) and keeps no example database
+    # (no .hypothesis/ folder). HYPOTHESIS_PROFILE=explore draws fresh random examples instead,
+    # to hunt for new counterexamples by hand.
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    settings.register_profile("explore", derandomize=False, database=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def write_imagefolder(root: Path, classes: int = 2, per_class: int = 3, size: int = 40, seed: int = 0) -> Path:

@@ -56,12 +56,16 @@ def test_bad_recipe_values(capsys, recipe_path, override, fragments):
 
 
 def test_missing_and_empty_data_dirs(capsys, recipe_path, tmp_path):
-    status, _, err = run_cli(capsys, "prune", recipe_path, "--set", "data.kind=imagefolder", "--set", f"data.root={tmp_path / 'nowhere'}")
+    status, _, err = run_cli(
+        capsys, "prune", recipe_path, "--set", "data.kind=imagefolder", "--set", f"data.root={tmp_path / 'nowhere'}"
+    )
     assert_user_error(status, err, "nowhere")
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
     (empty / "val").mkdir()
-    status, _, err = run_cli(capsys, "prune", recipe_path, "--set", "data.kind=imagefolder", "--set", f"data.root={empty}")
+    status, _, err = run_cli(
+        capsys, "prune", recipe_path, "--set", "data.kind=imagefolder", "--set", f"data.root={empty}"
+    )
     assert_user_error(status, err, "train")
     assert not (recipe_path.parent / "out").exists()
 
@@ -110,7 +114,9 @@ def test_flops_json_matches_the_paper_table(capsys):
     status, out, _ = run_cli(capsys, "flops", REPO / "recipes" / "resnet18-n16.yaml", "--json")
     assert status == 0
     paper = json.loads(out)["paper"]
-    assert paper["macs"] == pytest.approx(1.0301e9, rel=5e-3) and paper["macs_dense"] == pytest.approx(1.8166e9, rel=5e-3)
+    assert paper["macs"] == pytest.approx(1.0301e9, rel=5e-3) and paper["macs_dense"] == pytest.approx(
+        1.8166e9, rel=5e-3
+    )
     assert paper["params"] == pytest.approx(6.540e6, rel=5e-3)
 
 
@@ -123,7 +129,9 @@ def test_prune_then_evaluate_through_the_console_script(tmp_path):
     assert "masks final and uniform" in trained.stdout
     evaluated = subprocess.run(
         command + ["prune", str(recipe), "--evaluate", "--pretrained", str(tmp_path / "out" / "best.pt")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert evaluated.returncode == 0 and "* Prec@1" in evaluated.stdout
     again = subprocess.run(command + ["prune", str(recipe)], capture_output=True, text=True, timeout=300)

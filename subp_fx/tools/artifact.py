@@ -59,7 +59,10 @@ def load_compile_source(
 
     path = Path(source)
     if not path.exists():
-        raise ConfigError(f"{source!r} does not exist; pass a checkpoint written by `subp-fx prune` (last.pt / best.pt) or a recipe YAML")
+        raise ConfigError(
+            f"{source!r} does not exist; "
+            "pass a checkpoint written by `subp-fx prune` (last.pt / best.pt) or a recipe YAML"
+        )
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     if image_size is not None and image_size < 8:
@@ -101,13 +104,20 @@ def compile_to_directory(
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
-        raise ConfigError(f"output directory {str(out_dir)!r} already exists; choose another -o, or pass --force to replace it")
+        raise ConfigError(
+            f"output directory {str(out_dir)!r} already exists; choose another -o, or pass --force to replace it"
+        )
     example = np.zeros(source.input_shape, dtype=np.float32)
-    sparse = compile_model(source.model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log)
+    sparse = compile_model(
+        source.model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log
+    )
     dense_model = strip_masks(source.model).eval()
     dense = (
-        compile_model(dense_model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log)
-        if dense_baseline else None
+        compile_model(
+            dense_model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log
+        )
+        if dense_baseline
+        else None
     )
 
     with staged_directory(out_dir) as staging:
@@ -116,12 +126,18 @@ def compile_to_directory(
             dense.export(staging / DENSE_DIR)
         torch.save(dense_model, staging / PYTORCH_MODEL_FILE)
         torch.save(source.model, staging / SUBP_MODEL_FILE)
-        (staging / SOURCE_FILE).write_text(json.dumps({
-            "origin": source.origin,
-            "input_shape": list(source.input_shape),
-            "imposed_prune_rate": source.imposed_prune_rate,
-            "recipe": source.recipe.model_dump(),
-        }, indent=2) + "\n")
+        (staging / SOURCE_FILE).write_text(
+            json.dumps(
+                {
+                    "origin": source.origin,
+                    "input_shape": list(source.input_shape),
+                    "imposed_prune_rate": source.imposed_prune_rate,
+                    "recipe": source.recipe.model_dump(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return sparse
 
 

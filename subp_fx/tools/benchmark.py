@@ -3,11 +3,13 @@ paths, interleaved in one process (``tools.latency``)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from subp_fx.errors import ConfigError
+from subp_fx.errors import ConfigError, SubpError
 from subp_fx.tools.artifact import DENSE_DIR, SUBP_MODEL_FILE, load_pytorch_model
 
 
@@ -32,21 +34,111 @@ def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None):
 
 SPARSE_NAME = "subp_sparse"
 DENSE_NAME = "subp_dense"
+REFERENCE_NAME = "pytorch_eager_dense"
+# Before anything is timed, every contender's output on the benchmark input must be within
+# AGREEMENT_TOLERANCE * max |PyTorch eager output| of PyTorch eager's: a fast wrong answer is no
+# result. Summation order alone (folded batch norms, blocked kernels) stays near 1e-5 of it.
+AGREEMENT_TOLERANCE = 1e-3
+
+
+class DisagreementError(SubpError):
+    """A contender's output differs from PyTorch eager's on the same input and weights: timing it
+    would compare a wrong program."""
+
 
 # What every field of `subp-fx bench --json` means (also printed by `subp-fx bench --explain`).
 BENCH_FIELDS = {
-    "results.<name>": "latency of one contender, ms per batch: median_ms, mean_ms, p90_ms, p99_ms, min_ms over iters timed runs; throughput_per_s = batch * 1000 / median_ms",
+    "results.<name>": (
+        "latency of one contender, ms per batch: median_ms, mean_ms, p90_ms, p99_ms, min_ms over iters timed runs; "
+        "throughput_per_s = batch * 1000 / median_ms"
+    ),
     "subp_sparse": "this compiled model (1xN block-sparse kernels)",
     "subp_dense": "the same weights compiled by subp-fx with every conv dense (same kernels, K = C_in)",
     "pytorch_eager_dense": "the same weights in PyTorch eager (pruned weights as zeros, batch norm unfolded)",
     "pytorch_compile_dense": "torch.compile (inductor) with torch._inductor.config.freezing = True",
     "pytorch_torchscript_dense": "torch.jit.trace + torch.jit.freeze",
-    "macs_sparse / macs_dense": "multiply-accumulates per batch actually executed by the sparse / dense build (kernel tables)",
-    "flop_ideal_speedup": "macs_dense / macs_sparse: the speed-up over our dense build if time were proportional to MACs",
+    "macs_sparse / macs_dense": (
+        "multiply-accumulates per batch actually executed by the sparse / dense build (kernel tables)"
+    ),
+    "flop_ideal_speedup": (
+        "macs_dense / macs_sparse: the speed-up over our dense build if time were proportional to MACs"
+    ),
     "flop_ideal_ms": "subp_dense median * macs_sparse / macs_dense",
     "speedup_vs.<name>": "<name> median / subp_sparse median (> 1: the sparse model is faster)",
     "threads": "TVM runtime threads and torch intra-op threads, both set to the same count",
+    "agreement": (
+        "checked before timing, on the benchmark input: reference (pytorch_eager_dense), tolerance "
+        "(max abs difference allowed, relative to max_abs_reference = the largest |reference output|), "
+        "max_abs_reference, sparse_vs_dense_max_abs_diff (subp_sparse against subp_dense; null without a dense build), "
+        "all_agree, and per contender under contenders.<name>: max_abs_diff against the reference (null when the "
+        "shapes differ or the output is not finite) and agrees. A disagreeing contender stops the benchmark "
+        "(exit 2) unless --allow-mismatch is given; then it is timed, flagged MISMATCH in the table and "
+        "all_agree is false"
+    ),
 }
+
+
+def _as_array(output) -> np.ndarray:
+    if isinstance(output, torch.Tensor):
+        return output.detach().cpu().numpy()
+    return np.asarray(output)
+
+
+def check_agreement(outputs: dict[str, object], reference: object, tolerance: float = AGREEMENT_TOLERANCE) -> dict:
+    """How far every output in ``outputs`` (name -> array or tensor) is from ``reference``: the
+    ``agreement`` record of ``bench --json`` (see BENCH_FIELDS). An output agrees when its shape is
+    the reference's, it is finite, and its max abs difference is at most ``tolerance`` * max
+    |reference| (or ``tolerance`` for an all-zero reference)."""
+    expected = _as_array(reference).astype(np.float64)
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    allowed = tolerance * (scale if scale > 0 else 1.0)
+    arrays = {name: _as_array(output).astype(np.float64) for name, output in outputs.items()}
+
+    def distance(actual: np.ndarray, wanted: np.ndarray) -> float | None:
+        if actual.shape != wanted.shape:
+            return None
+        value = float(np.abs(actual - wanted).max()) if actual.size else 0.0
+        return value if math.isfinite(value) else None
+
+    contenders = {}
+    for name, actual in arrays.items():
+        diff = distance(actual, expected)
+        contenders[name] = {"max_abs_diff": diff, "agrees": diff is not None and diff <= allowed}
+    sparse_vs_dense = (
+        distance(arrays[SPARSE_NAME], arrays[DENSE_NAME]) if SPARSE_NAME in arrays and DENSE_NAME in arrays else None
+    )
+    return {
+        "reference": REFERENCE_NAME,
+        "tolerance": tolerance,
+        "max_abs_reference": scale,
+        "sparse_vs_dense_max_abs_diff": sparse_vs_dense,
+        "all_agree": all(entry["agrees"] for entry in contenders.values()),
+        "contenders": contenders,
+    }
+
+
+def _disagreement_message(agreement: dict, out_dir: Path) -> str:
+    allowed = agreement["tolerance"] * (agreement["max_abs_reference"] or 1.0)
+    wrong = [
+        f"{name} (max |difference| "
+        + (
+            "not comparable: other shape or not finite"
+            if entry["max_abs_diff"] is None
+            else f"{entry['max_abs_diff']:.3g}"
+        )
+        + ")"
+        for name, entry in agreement["contenders"].items()
+        if not entry["agrees"]
+    ]
+    return (
+        f"not benchmarking {str(out_dir)!r}: on the benchmark input {', '.join(wrong)} "
+        f"{'disagrees' if len(wrong) == 1 else 'disagree'} with PyTorch eager "
+        f"on the same weights (allowed: {allowed:.3g} = {agreement['tolerance']:g} x max |logit| "
+        f"{agreement['max_abs_reference']:.3g}), so their timings would compare wrong programs. Recompile the "
+        "artefact with `subp-fx compile` (its model.so and pytorch_model.pt must come from one compile); if the "
+        "compiled model still disagrees, it is a compiler bug worth reporting. --allow-mismatch times them anyway "
+        "and flags them MISMATCH"
+    )
 
 
 def bench_compiled(
@@ -56,10 +148,16 @@ def bench_compiled(
     iters: int = 50,
     torch_compile: bool = True,
     batch: int | None = None,
+    allow_mismatch: bool = False,
 ) -> dict:
     """Median / p90 / p99 latency of the sparse model beside our dense build and PyTorch's dense
     paths, interleaved in one process on the same input with the same thread count. ``batch``
-    other than the artefact's recompiles both builds for it (the compiled batch is static)."""
+    other than the artefact's recompiles both builds for it (the compiled batch is static).
+
+    Before timing, every contender's output on the benchmark input is compared with PyTorch
+    eager's (``check_agreement``); a contender outside ``AGREEMENT_TOLERANCE`` raises
+    :class:`DisagreementError` naming it, unless ``allow_mismatch`` (then the result's
+    ``agreement`` record flags it)."""
     from subp_fx.tools.latency import TORCH_BASELINES, measure_interleaved
 
     out_dir = Path(out_dir)
@@ -80,6 +178,13 @@ def bench_compiled(
         if name == "pytorch_compile_dense" and not torch_compile:
             continue
         contenders[name] = build(reference, example)
+    with torch.inference_mode():
+        expected = reference(example)
+    # one run each (copied: a runtime may reuse its output buffer), checked before any timing
+    outputs = {name: np.array(_as_array(run())) for name, run in contenders.items()}
+    agreement = check_agreement(outputs, expected)
+    if not agreement["all_agree"] and not allow_mismatch:
+        raise DisagreementError(_disagreement_message(agreement, out_dir))
     stats = measure_interleaved(contenders, batch=shape[0], warmup=warmup, iters=iters)
     sparse_median = stats[SPARSE_NAME].median_ms
     result = {
@@ -93,6 +198,7 @@ def bench_compiled(
         "speedup_vs": {name: value.median_ms / sparse_median for name, value in stats.items() if name != SPARSE_NAME},
         "macs_sparse": macs_sparse,
         "macs_dense": macs_dense,
+        "agreement": agreement,
     }
     if macs_dense:
         result["flop_ideal_speedup"] = macs_dense / macs_sparse
@@ -104,16 +210,57 @@ def format_bench(result: dict) -> str:
     from tabulate import tabulate
 
     rows = [
-        [name, f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['throughput_per_s']:.1f}",
-         "1.00x" if name == SPARSE_NAME else f"{result['speedup_vs'][name]:.2f}x"]
+        [
+            name,
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['throughput_per_s']:.1f}",
+            "1.00x" if name == SPARSE_NAME else f"{result['speedup_vs'][name]:.2f}x",
+            _agreement_cell(result, name),
+        ]
         for name, r in result["results"].items()
     ]
     if "flop_ideal_ms" in result:
-        rows.append(["flop_ideal (sparse MACs at our dense speed)", f"{result['flop_ideal_ms']:.2f}", "", "", "",
-                     f"{result['flop_ideal_speedup']:.2f}x vs subp_dense"])
+        rows.append(
+            [
+                "flop_ideal (sparse MACs at our dense speed)",
+                f"{result['flop_ideal_ms']:.2f}",
+                "",
+                "",
+                "",
+                f"{result['flop_ideal_speedup']:.2f}x vs subp_dense",
+                "",
+            ]
+        )
     header = (
-        f"input {tuple(result['input_shape'])}, threads: TVM {result['threads']['tvm']}, torch {result['threads']['torch']}; "
+        f"input {tuple(result['input_shape'])}, "
+        f"threads: TVM {result['threads']['tvm']}, torch {result['threads']['torch']}; "
         f"{result['iters']} interleaved runs after {result['warmup']} warm-up runs each\n"
     )
-    table = tabulate(rows, headers=["contender", "median ms", "p90 ms", "p99 ms", "images/s", "sparse speed-up"], tablefmt="github")
-    return header + table
+    table = tabulate(
+        rows,
+        headers=["contender", "median ms", "p90 ms", "p99 ms", "images/s", "sparse speed-up", "max abs diff vs eager"],
+        tablefmt="github",
+    )
+    agreement = result.get("agreement")
+    if agreement is None:
+        return header + table
+    if agreement["all_agree"]:
+        footer = f"\nevery contender agrees with PyTorch eager within {agreement['tolerance']:g} x max |logit|"
+    else:
+        wrong = [name for name, entry in agreement["contenders"].items() if not entry["agrees"]]
+        footer = (
+            f"\nMISMATCH: {', '.join(wrong)} {'disagrees' if len(wrong) == 1 else 'disagree'} with PyTorch eager "
+            f"beyond {agreement['tolerance']:g} x max "
+            "|logit| (timed anyway: --allow-mismatch); their timings are not comparable"
+        )
+    return header + table + footer
+
+
+def _agreement_cell(result: dict, name: str) -> str:
+    entry = result.get("agreement", {}).get("contenders", {}).get(name)
+    if entry is None:
+        return ""
+    diff = "n/a" if entry["max_abs_diff"] is None else f"{entry['max_abs_diff']:.1e}"
+    return diff if entry["agrees"] else f"{diff} MISMATCH"

@@ -12,11 +12,15 @@ from subp_fx.recipes.schema import Recipe
 from subp_fx.tools.artifact import load_pytorch_model, read_source
 
 
-def _val_loader(out_dir: Path, input_shape: tuple[int, ...], kind: str | None, root: str | None, val_subset: int | None):
+def _val_loader(
+    out_dir: Path, input_shape: tuple[int, ...], kind: str | None, root: str | None, val_subset: int | None
+):
     from subp_fx.data import build_datasets
 
     recipe = Recipe.model_validate(read_source(out_dir)["recipe"])
-    updates = {key: value for key, value in (("kind", kind), ("root", root), ("val_subset", val_subset)) if value is not None}
+    updates = {
+        key: value for key, value in (("kind", kind), ("root", root), ("val_subset", val_subset)) if value is not None
+    }
     data = recipe.data.model_copy(update=updates)
     if kind is not None and root is None and kind != recipe.data.kind:
         data = data.model_copy(update={"root": None})

@@ -25,14 +25,14 @@ including a torch.fx GraphModule whose convs were replaced by SUBPConv2d. Layers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from subp_fx.errors import ConfigError
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConfigError
 
 PAPER_INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -103,13 +103,17 @@ class FlopsReport:
     sparse_density: str
 
 
-def _sparse_share(module: nn.Module, density_rule: Callable[[SUBPConv2d], float]) -> tuple[float, int | None, int | None]:
+def _sparse_share(
+    module: nn.Module, density_rule: Callable[[SUBPConv2d], float]
+) -> tuple[float, int | None, int | None]:
     if isinstance(module, SUBPConv2d):
         return density_rule(module), module.final_kept_per_row, module.in_channels
     return 1.0, None, None
 
 
-def _layer_row(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor, density_rule: Callable[[SUBPConv2d], float]) -> LayerFlops:
+def _layer_row(
+    name: str, module: nn.Module, inputs: tuple, output: torch.Tensor, density_rule: Callable[[SUBPConv2d], float]
+) -> LayerFlops:
     density, kept, in_channels = _sparse_share(module, density_rule)
     macs_dense = _macs_rule(module)(module, output) + output.numel()  # + one bias op per output
     weight = module.weight.numel()
@@ -131,11 +135,11 @@ def _layer_row(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor
 
 def _check_arguments(input_shape: tuple[int, ...], sparse_density: str) -> None:
     if sparse_density not in SPARSE_DENSITY_RULES:
-        raise ConfigError(
-            f"sparse_density must be one of {', '.join(SPARSE_DENSITY_RULES)}, got {sparse_density!r}"
-        )
+        raise ConfigError(f"sparse_density must be one of {', '.join(SPARSE_DENSITY_RULES)}, got {sparse_density!r}")
     if not input_shape or not all(isinstance(size, int) and size > 0 for size in input_shape):
-        raise ConfigError(f"input_shape must be a tuple of positive integers like (1, 3, 224, 224), got {input_shape!r}")
+        raise ConfigError(
+            f"input_shape must be a tuple of positive integers like (1, 3, 224, 224), got {input_shape!r}"
+        )
 
 
 def _zero_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:

@@ -70,7 +70,9 @@ def measure_interleaved(
     over every contender.
     """
     if iters < 1 or warmup < 0 or block < 1:
-        raise ValueError(f"need iters >= 1, warmup >= 0 and block >= 1, got iters={iters}, warmup={warmup}, block={block}")
+        raise ValueError(
+            f"need iters >= 1, warmup >= 0 and block >= 1, got iters={iters}, warmup={warmup}, block={block}"
+        )
     names = list(contenders)
     for name in names:
         for _ in range(warmup):

@@ -85,7 +85,9 @@ class SparseConvLayer:
         if counts.shape != (self.block_rows,):
             raise ValueError(f"{self.name}: need {self.block_rows} row counts, got shape {counts.shape}")
         kh, kw = self.kernel_size
-        row_tiles = [min(self.tile_rows, self.out_height - start) for start in range(0, self.out_height, self.tile_rows)]
+        row_tiles = [
+            min(self.tile_rows, self.out_height - start) for start in range(0, self.out_height, self.tile_rows)
+        ]
         per_kept_channel = [kh * kw * self.block_size * rows * self.out_width for rows in row_tiles]
         if self.parallel == PARALLEL_PIXELS:
             kept_total = int(counts.sum())
@@ -113,7 +115,9 @@ def block_l1_norms(
     """
     kh, kw = layer.kernel_size
     fan_in = layer.in_channels * kh * kw
-    weight = rng.standard_normal((layer.block_rows, layer.block_size, layer.in_channels, kh, kw)) * math.sqrt(2.0 / fan_in)
+    weight = rng.standard_normal((layer.block_rows, layer.block_size, layer.in_channels, kh, kw)) * math.sqrt(
+        2.0 / fan_in
+    )
     norms = np.abs(weight).sum(axis=(1, 3, 4))
     row_scale = np.exp(row_scale_sigma * rng.standard_normal((layer.block_rows, 1)))
     block_scale = np.exp(block_scale_sigma * rng.standard_normal(norms.shape))
@@ -130,7 +134,9 @@ def l1_1xn_row_counts(norms: np.ndarray, kept_blocks: int) -> np.ndarray:
     return np.bincount(rows, minlength=norms.shape[0]).astype(np.int64)
 
 
-def layer_balance(layer: SparseConvLayer, row_counts: Sequence[int], threads: Sequence[int]) -> dict[int, dict[str, float]]:
+def layer_balance(
+    layer: SparseConvLayer, row_counts: Sequence[int], threads: Sequence[int]
+) -> dict[int, dict[str, float]]:
     """Per thread count: uniform and given-mask imbalance, busiest-thread MACs, and the speed
     loss (given mask's busiest thread over the uniform mask's)."""
     uniform_tasks = layer.task_work(layer.uniform_row_counts())

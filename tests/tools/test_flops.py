@@ -14,10 +14,10 @@ import torch.fx
 import torch.nn as nn
 
 from subp_fx.algorithm.config import LayerSelection
-from subp_fx.errors import ConfigError
-from subp_fx.tools.flops import count_flops, format_flops_table
-from subp_fx.models import PAPER_LAYER_SELECTION, build_model
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.errors import ConfigError
+from subp_fx.models import PAPER_LAYER_SELECTION, build_model
+from subp_fx.tools.flops import count_flops, format_flops_table
 
 N = 16
 
@@ -80,14 +80,18 @@ def _relative_errors(report, gflops, gflops_dense, mparams, mparams_dense) -> di
 
 
 @pytest.mark.parametrize("name, rate, gflops, gflops_dense, mparams, mparams_dense", PAPER_TABLE, ids=TABLE_IDS)
-def test_kept_per_row_counts_are_within_half_a_percent_of_the_paper(name, rate, gflops, gflops_dense, mparams, mparams_dense):
+def test_kept_per_row_counts_are_within_half_a_percent_of_the_paper(
+    name, rate, gflops, gflops_dense, mparams, mparams_dense
+):
     report = count_flops(paper_model(name, rate))
     errors = _relative_errors(report, gflops, gflops_dense, mparams, mparams_dense)
     assert all(abs(error) < 0.005 for error in errors.values()), errors
 
 
 @pytest.mark.parametrize("name, rate, gflops, gflops_dense, mparams, mparams_dense", PAPER_TABLE, ids=TABLE_IDS)
-def test_prune_rate_counts_reproduce_the_paper_to_its_printed_digits(name, rate, gflops, gflops_dense, mparams, mparams_dense):
+def test_prune_rate_counts_reproduce_the_paper_to_its_printed_digits(
+    name, rate, gflops, gflops_dense, mparams, mparams_dense
+):
     report = count_flops(paper_model(name, rate), sparse_density="prune_rate")
     # Equal to every digit the table prints (GFLOPs to 4 decimals, M params to 3).
     assert (round(report.macs / 1e9, 4), round(report.macs_dense / 1e9, 4)) == (gflops, gflops_dense)
