@@ -32,9 +32,11 @@ demo: setup
 	$(VENV)/bin/subp-fx prune recipes/fashion-mnist-demo.yaml --force --set output.dir=$(DEMO_OUT)
 	$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled --force
 	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled --compare-pytorch --json $(DEMO_OUT)/compiled-eval.json
+	$(VENV)/bin/python benchmarks/demo_result.py $(DEMO_OUT) --out $(DEMO_OUT)
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
-import functools
 import statistics
 import time
 from pathlib import Path
@@ -40,18 +40,18 @@ import numpy as np
 import torch
 from affinity import pin_caller  # benchmarks/ is on sys.path when this script runs
 from paper_configs import describe_machine
-from subp_fx.codegen.target import parse_target
 
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec
-from subp_fx.codegen.tuning.build import build_block_sparse_conv
-from subp_fx.codegen.kernels.tiling import heuristic_tile
-from subp_fx.codegen.kernels.isa import vector_isa
 from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.kernels.isa import vector_isa
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec
+from subp_fx.codegen.kernels.tiling import heuristic_tile
+from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.threads import get_num_threads, set_num_threads
-from subp_fx.tools.load_balance import SparseConvLayer, block_l1_norms, l1_1xn_row_counts, layer_balance, thread_work
+from subp_fx.codegen.tuning.build import build_block_sparse_conv
 from subp_fx.models import build_model
 from subp_fx.passes import dry_run
 from subp_fx.recipes.schema import load_recipe
+from subp_fx.tools.load_balance import SparseConvLayer, block_l1_norms, l1_1xn_row_counts, layer_balance, thread_work
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -75,7 +75,9 @@ def conv_specs(config: str) -> tuple[list[BlockSparseConvSpec], list[str], float
     modules = dict(model.named_modules())
     input_hw: dict[str, tuple[int, int]] = {}
     hooks = [
-        modules[plan.name].register_forward_hook(lambda m, args, out, name=plan.name: input_hw.__setitem__(name, tuple(args[0].shape[2:])))
+        modules[plan.name].register_forward_hook(
+            lambda m, args, out, name=plan.name: input_hw.__setitem__(name, tuple(args[0].shape[2:]))
+        )
         for plan in plans
     ]
     with torch.no_grad():
@@ -168,7 +170,9 @@ def simulate(config: str, mask_models: dict[str, tuple[float, float]], isa, seed
     return {"prune_rate": prune_rate, "layers": layers, "sparse_convs": whole}
 
 
-def _median_times(kernels: dict[str, object], thread_counts: tuple[int, ...], rounds: int) -> dict[tuple[str, int], float]:
+def _median_times(
+    kernels: dict[str, object], thread_counts: tuple[int, ...], rounds: int
+) -> dict[tuple[str, int], float]:
     """Median ms of each kernel at each thread count, rounds interleaved across all of them (a
     burst of load from elsewhere then hits every kernel alike)."""
     pool = get_num_threads()
@@ -218,7 +222,9 @@ def measure(simulation: dict, rounds: int) -> list[dict]:
             "uniform": build_block_sparse_conv(spec, target, tile),
             "padded_to_max_row": build_block_sparse_conv(dataclasses.replace(spec, kept_per_row=k_max), target, tile),
             "uniform_half": build_block_sparse_conv(half_spec, target, tile),
-            "nonuniform_heavier_half": build_block_sparse_conv(dataclasses.replace(half_spec, kept_per_row=k_heavier), target, tile),
+            "nonuniform_heavier_half": build_block_sparse_conv(
+                dataclasses.replace(half_spec, kept_per_row=k_heavier), target, tile
+            ),
         }
         full = _median_times({k: kernels[k] for k in ("uniform", "padded_to_max_row")}, (1, 2), rounds)
         halves = _median_times({k: kernels[k] for k in ("uniform_half", "nonuniform_heavier_half")}, (1,), rounds)
@@ -255,7 +261,11 @@ def sensitivity(isa, seed: int) -> list[dict]:
         for block_sigma in SWEEP_BLOCK_SIGMAS:
             whole = simulate("resnet18-n16", {"sweep": (row_sigma, block_sigma)}, isa, seed)["sparse_convs"]["sweep"]
             rows.append(
-                {"row_sigma": row_sigma, "block_sigma": block_sigma, "speed_loss": {str(t): whole[str(t)]["speed_loss"] for t in SWEEP_THREADS}}
+                {
+                    "row_sigma": row_sigma,
+                    "block_sigma": block_sigma,
+                    "speed_loss": {str(t): whole[str(t)]["speed_loss"] for t in SWEEP_THREADS},
+                }
             )
     return rows
 
@@ -289,19 +299,26 @@ def markdown(results: dict) -> str:
         f"  synthetic weights. `{TRAINED_LIKE}`: kaiming-normal x lognormal per-block-row scale (sigma={row_sigma}) x",
         f"  lognormal per-block scale (sigma={block_sigma}); an assumption (no trained weights here), swept below.",
         f"  `{IID}`: plain kaiming init, nearly random ranking: the least spread an L1 ranking leaves.",
-        "- \"pixels\"-mode layers (each task computes all block-rows of a pixel tile) are insensitive to row counts;",
+        '- "pixels"-mode layers (each task computes all block-rows of a pixel tile) are insensitive to row counts;',
         "  their imbalance is task quantisation only, the same for both masks.",
         "",
         f"## Whole model, {TRAINED_LIKE} masks",
         "",
         *_header("config"),
     ]
-    lines += _whole_model_rows(results, TRAINED_LIKE, lambda v: (
-        f"{v['uniform_max_over_mean']:.2f} / {v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)"
-    ))
+    lines += _whole_model_rows(
+        results,
+        TRAINED_LIKE,
+        lambda v: (
+            f"{v['uniform_max_over_mean']:.2f} / {v['nonuniform_max_over_mean']:.2f} "
+            f"({(v['speed_loss'] - 1) * 100:+.0f}%)"
+        ),
+    )
     lines += ["", "Cells: uniform max/mean / non-uniform max/mean (non-uniform slowdown).", ""]
     lines += [f"## Whole model, {IID} masks (random init: near-hypergeometric row counts)", "", *_header("config")]
-    lines += _whole_model_rows(results, IID, lambda v: f"{v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)")
+    lines += _whole_model_rows(
+        results, IID, lambda v: f"{v['nonuniform_max_over_mean']:.2f} ({(v['speed_loss'] - 1) * 100:+.0f}%)"
+    )
     lines += ["", "Cells: non-uniform max/mean (slowdown vs uniform).", ""]
     lines += [
         "## Sensitivity: resnet18-n16 whole-model slowdown vs the assumed sigmas",
@@ -313,7 +330,9 @@ def markdown(results: dict) -> str:
         cells = [f"{(row['speed_loss'][str(t)] - 1) * 100:+.0f}%" for t in SWEEP_THREADS]
         lines.append(f"| {row['row_sigma']} | {row['block_sigma']} | " + " | ".join(cells) + " |")
     lines += ["", f"## Per layer, resnet18-n16, {TRAINED_LIKE} masks", ""]
-    lines += ["| layer | shape | K | kept per row min-max | mode, tasks | " + " | ".join(f"T={t}" for t in THREADS) + " |"]
+    lines += [
+        "| layer | shape | K | kept per row min-max | mode, tasks | " + " | ".join(f"T={t}" for t in THREADS) + " |"
+    ]
     lines += ["|---|---|---|---|---|" + "---|" * len(THREADS)]
     for layer in results["configs"]["resnet18-n16"]["layers"]:
         mask = layer["masks"][TRAINED_LIKE]
@@ -322,23 +341,34 @@ def markdown(results: dict) -> str:
         for t in THREADS:
             v = mask["by_threads"][str(t)]
             cells.append(f"{v['uniform_max_over_mean']:.2f}/{v['nonuniform_max_over_mean']:.2f}")
-        shape = f"{layer['in_channels']}->{layer['out_channels']} {layer['kernel'][0]}x{layer['kernel'][1]} @{layer['out_hw'][0]}x{layer['out_hw'][1]}"
-        lines.append(f"| {layer['name']} | {shape} | {layer['K']} | {lo}-{hi} | {layer['parallel']}, {layer['tasks']} | " + " | ".join(cells) + " |")
+        shape = (
+            f"{layer['in_channels']}->{layer['out_channels']} {layer['kernel'][0]}x{layer['kernel'][1]} "
+            f"@{layer['out_hw'][0]}x{layer['out_hw'][1]}"
+        )
+        lines.append(
+            f"| {layer['name']} | {shape} | {layer['K']} | {lo}-{hi} | {layer['parallel']}, {layer['tasks']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += ["", "Cells: uniform / non-uniform max/mean.", ""]
     if results.get("measured"):
         lines += [
             "## Measured on this machine (resnet18-n16, compiled uniform kernel, heuristic tile)",
             "",
-            f"Median of {results['measured'][0]['rounds']} interleaved rounds (each the min over >= 20 ms of calls). The `K_max`",
-            f"kernel is the uniform kernel with every row padded to the longest row of the layer's {TRAINED_LIKE} 1xN mask:",
+            f"Median of {results['measured'][0]['rounds']} interleaved rounds (each the min over >= 20 ms of calls). "
+            "The `K_max`",
+            f"kernel is the uniform kernel with every row padded to the longest row of the layer's {TRAINED_LIKE} "
+            "1xN mask:",
             "what a uniform-ELL kernel pays to run that mask. The kernel supports uniform K only, so a non-uniform",
             "kernel is not built; its 2-thread split is emulated instead:",
             "",
             "Emulated 2-thread 1xN slowdown: the static schedule gives each of 2 threads half the block-rows; the",
-            "heavier half of the 1xN mask (as a uniform kernel of R/2 rows at that half's mean count, rounded up) and the",
+            "heavier half of the 1xN mask (as a uniform kernel of R/2 rows at that half's mean count, rounded up) "
+            "and the",
             "uniform mask's half are each timed on one thread; the ratio is set beside the simulated MAC ratio.",
             "",
-            "| layer | K | tile | 1t ms | 2t ms | 2t scaling | GFLOP/s 2t | K_max | K_max / K (2t) | heavier half mean K | 1xN 2t slowdown emulated | simulated |",
+            "| layer | K | tile | 1t ms | 2t ms | 2t scaling | GFLOP/s 2t | K_max | K_max / K (2t) "
+            "| heavier half mean K | 1xN 2t slowdown emulated | simulated |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in results["measured"]:
@@ -353,11 +383,18 @@ def markdown(results: dict) -> str:
             )
         lines.append("")
     if results.get("measured"):
-        lines += [f"Load average (1, 5, 15 min) before / after timing: {results['load_average_before_measure']} / "
-                  f"{results['load_average_after_measure']} (other processes shared the 2 cores if above ~0).", ""]
+        lines += [
+            f"Load average (1, 5, 15 min) before / after timing: {results['load_average_before_measure']} / "
+            f"{results['load_average_after_measure']} (other processes shared the 2 cores if above ~0).",
+            "",
+        ]
     machine = results["machine"]
-    lines += [f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), {machine['logical_cpus']} logical CPUs, "
-              f"torch {machine['torch']}, tvm {machine['tvm']}.", ""]
+    lines += [
+        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), "
+        f"{machine['logical_cpus']} logical CPUs, "
+        f"torch {machine['torch']}, tvm {machine['tvm']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -371,9 +408,23 @@ def plot(results: dict, path: Path) -> None:
     for index, (name, result) in enumerate(results["configs"].items()):
         color = f"C{index}"
         whole = result["sparse_convs"]
-        left.plot(THREADS, [whole[TRAINED_LIKE][str(t)]["nonuniform_max_over_mean"] for t in THREADS], "o-", color=color, label=name)
-        left.plot(THREADS, [whole[TRAINED_LIKE][str(t)]["uniform_max_over_mean"] for t in THREADS], "s--", color=color, alpha=0.6)
-        middle.plot(THREADS, [whole[TRAINED_LIKE][str(t)]["speed_loss"] for t in THREADS], "o-", color=color, label=name)
+        left.plot(
+            THREADS,
+            [whole[TRAINED_LIKE][str(t)]["nonuniform_max_over_mean"] for t in THREADS],
+            "o-",
+            color=color,
+            label=name,
+        )
+        left.plot(
+            THREADS,
+            [whole[TRAINED_LIKE][str(t)]["uniform_max_over_mean"] for t in THREADS],
+            "s--",
+            color=color,
+            alpha=0.6,
+        )
+        middle.plot(
+            THREADS, [whole[TRAINED_LIKE][str(t)]["speed_loss"] for t in THREADS], "o-", color=color, label=name
+        )
         middle.plot(THREADS, [whole[IID][str(t)]["speed_loss"] for t in THREADS], "x:", color=color)
     for axis in (left, middle):
         axis.set_xscale("log", base=2)
@@ -389,9 +440,16 @@ def plot(results: dict, path: Path) -> None:
     layers = results["configs"]["resnet18-n16"]["layers"]
     layer = next(entry for entry in layers if entry["name"] == "layer2.0.conv2")
     sim = SparseConvLayer(
-        name=layer["name"], in_channels=layer["in_channels"], out_channels=layer["out_channels"], block_size=16,
-        kernel_size=tuple(layer["kernel"]), out_height=layer["out_hw"][0], out_width=layer["out_hw"][1],
-        kept_per_row=layer["K"], parallel=layer["parallel"], tile_rows=layer["tile_rows"],
+        name=layer["name"],
+        in_channels=layer["in_channels"],
+        out_channels=layer["out_channels"],
+        block_size=16,
+        kernel_size=tuple(layer["kernel"]),
+        out_height=layer["out_hw"][0],
+        out_width=layer["out_hw"][1],
+        kept_per_row=layer["K"],
+        parallel=layer["parallel"],
+        tile_rows=layer["tile_rows"],
     )
     threads = 8
     uniform = np.array(thread_work(sim.task_work(sim.uniform_row_counts()), threads)) / 1e6
@@ -411,8 +469,12 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row-sigma", type=float, default=0.2, help="lognormal per-block-row scale of the trained-like weights")
-    parser.add_argument("--block-sigma", type=float, default=0.5, help="lognormal per-block scale of the trained-like weights")
+    parser.add_argument(
+        "--row-sigma", type=float, default=0.2, help="lognormal per-block-row scale of the trained-like weights"
+    )
+    parser.add_argument(
+        "--block-sigma", type=float, default=0.5, help="lognormal per-block scale of the trained-like weights"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-measure", action="store_true", help="simulation only (no TVM builds or timing)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per kernel")

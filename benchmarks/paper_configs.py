@@ -64,7 +64,9 @@ def describe_machine() -> dict:
     }
 
 
-def run_config(name: str, batch: int, thread_counts: list[int], warmup: int, iters: int, torch_compile: bool) -> list[dict]:
+def run_config(
+    name: str, batch: int, thread_counts: list[int], warmup: int, iters: int, torch_compile: bool
+) -> list[dict]:
     from subp_fx.codegen.defaults import DEFAULT_TARGET
     from subp_fx.tools.artifact import compile_to_directory, load_compile_source
     from subp_fx.tools.benchmark import bench_compiled
@@ -78,34 +80,43 @@ def run_config(name: str, batch: int, thread_counts: list[int], warmup: int, ite
         rows = []
         for threads in thread_counts:
             result = bench_compiled(out, threads=threads, warmup=warmup, iters=iters, torch_compile=torch_compile)
-            result.update(config=name, prune_rate=source.imposed_prune_rate, compile_seconds_sparse_and_dense=compile_seconds)
+            result.update(
+                config=name, prune_rate=source.imposed_prune_rate, compile_seconds_sparse_and_dense=compile_seconds
+            )
             rows.append(result)
-            print(f"{name} batch {batch} threads {threads}: " + ", ".join(
-                f"{contender} {r['median_ms']:.2f} ms" for contender, r in result["results"].items()), flush=True)
+            print(
+                f"{name} batch {batch} threads {threads}: "
+                + ", ".join(f"{contender} {r['median_ms']:.2f} ms" for contender, r in result["results"].items()),
+                flush=True,
+            )
         return rows
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
     lines = [
-        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), {machine['logical_cpus']} logical CPUs; "
+        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), "
+        f"{machine['logical_cpus']} logical CPUs; "
         f"torch {machine['torch']}, TVM {machine['tvm']}, Python {machine['python']}; {machine['date']}.",
         "Median latency in ms per batch (interleaved runs, same input and thread count for every contender; "
         "TVM and torch threads equal). Random uniform masks at the paper's prune rates; fp32.",
         "",
-        "| config | batch | threads | subp sparse | subp dense | PyTorch eager | torch.compile (freezing) | TorchScript frozen "
+        "| config | batch | threads | subp sparse | subp dense | PyTorch eager | torch.compile (freezing) "
+        "| TorchScript frozen "
         "| sparse vs torch.compile | sparse vs subp dense | FLOP ideal |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         results = row["results"]
 
-        def median(name: str) -> str:
+        def median(name: str, results: dict = results) -> str:
             return f"{results[name]['median_ms']:.2f}" if name in results else "-"
 
         versus_compile = row["speedup_vs"].get("pytorch_compile_dense")
         lines.append(
-            f"| {row['config']} | {row['batch']} | {row['threads']['tvm']} | {median('subp_sparse')} | {median('subp_dense')} "
-            f"| {median('pytorch_eager_dense')} | {median('pytorch_compile_dense')} | {median('pytorch_torchscript_dense')} "
+            f"| {row['config']} | {row['batch']} | {row['threads']['tvm']} | {median('subp_sparse')} "
+            f"| {median('subp_dense')} "
+            f"| {median('pytorch_eager_dense')} | {median('pytorch_compile_dense')} "
+            f"| {median('pytorch_torchscript_dense')} "
             f"| {f'{versus_compile:.2f}x' if versus_compile else '-'} | {row['speedup_vs'].get('subp_dense', 0):.2f}x "
             f"| {row.get('flop_ideal_speedup', 0):.2f}x |"
         )
@@ -120,7 +131,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--output", default=str(RESULTS / "paper_configs"), help="path prefix of the .md and .json written")
+    parser.add_argument(
+        "--output", default=str(RESULTS / "paper_configs"), help="path prefix of the .md and .json written"
+    )
     args = parser.parse_args()
 
     machine = describe_machine()

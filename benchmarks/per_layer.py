@@ -44,6 +44,7 @@ from paper_configs import CONFIGS, REPO, RESULTS, describe_machine  # noqa: E402
 
 DEFAULT_CONFIGS = ["resnet18-n16", "resnet50-2.0g-n16"]
 from subp_fx.codegen.defaults import DEFAULT_TARGET as TARGET  # noqa: E402
+
 GOAL_FRACTION_OF_IDEAL = 0.85
 GOAL_SCALING = 1.85
 
@@ -102,8 +103,16 @@ def sparse_layer_shapes(config: str, threads: int) -> dict[LayerShape, list[str]
     shapes: dict[LayerShape, list[str]] = {}
     for entry in compiled.kernel_table:
         if entry.kind == SPARSE and entry.op == "conv2d":
-            shape = LayerShape(entry.in_channels, entry.kept_per_row, entry.out_channels, tuple(entry.kernel_size),
-                               tuple(entry.stride), tuple(entry.out_hw), entry.block_size, entry.epilogue)
+            shape = LayerShape(
+                entry.in_channels,
+                entry.kept_per_row,
+                entry.out_channels,
+                tuple(entry.kernel_size),
+                tuple(entry.stride),
+                tuple(entry.out_hw),
+                entry.block_size,
+                entry.epilogue,
+            )
             shapes.setdefault(shape, []).append(entry.layer)
     return shapes
 
@@ -132,9 +141,13 @@ def torch_contender(spec, channels_last: bool):
     generator = torch.Generator().manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     data = torch.randn(1, spec.in_channels, spec.height, spec.width, generator=generator).to(memory_format=layout)
-    weight = torch.randn(spec.out_channels, spec.in_channels, *spec.kernel_size, generator=generator).to(memory_format=layout)
+    weight = torch.randn(spec.out_channels, spec.in_channels, *spec.kernel_size, generator=generator).to(
+        memory_format=layout
+    )
     bias = torch.randn(spec.out_channels, generator=generator) if spec.bias else None
-    residual = torch.randn(1, spec.out_channels, spec.out_height, spec.out_width, generator=generator).to(memory_format=layout)
+    residual = torch.randn(1, spec.out_channels, spec.out_height, spec.out_width, generator=generator).to(
+        memory_format=layout
+    )
 
     def run():
         with torch.inference_mode():
@@ -150,18 +163,18 @@ def torch_contender(spec, channels_last: bool):
 
 def dense_block_size(spec) -> int:
     """The N our dense build gives a conv of this shape (``compile`` picks it per layer)."""
-    from subp_fx.codegen.lowering.conv import DENSE_BLOCK_SIZES
-    from subp_fx.codegen.kernels.tiling import cheapest_block_size
     from subp_fx.codegen.kernels.isa import vector_isa
+    from subp_fx.codegen.kernels.tiling import cheapest_block_size
+    from subp_fx.codegen.lowering.conv import DENSE_BLOCK_SIZES
     from subp_fx.codegen.target import parse_target
 
     return cheapest_block_size(spec, DENSE_BLOCK_SIZES, vector_isa(parse_target(TARGET)))
 
 
 def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile) -> dict:
-    from subp_fx.tools.latency import measure_interleaved
     from subp_fx.codegen.lowering.conv import describe_tile
     from subp_fx.codegen.tuning.build import build_block_sparse_conv
+    from subp_fx.tools.latency import measure_interleaved
 
     sparse_spec = shape.kernel_spec(shape.kept_per_row)
     same_n_dense_spec = shape.kernel_spec(shape.in_channels)
@@ -176,7 +189,9 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "sparse_1_thread": tvm_contender(sparse, 1),
     }
     if dense_spec.block_size != sparse_spec.block_size:
-        contenders["dense_same_n"] = tvm_contender(build_block_sparse_conv(same_n_dense_spec, TARGET, tile=tile), threads)
+        contenders["dense_same_n"] = tvm_contender(
+            build_block_sparse_conv(same_n_dense_spec, TARGET, tile=tile), threads
+        )
     stats = measure_interleaved(contenders, batch=1, warmup=warmup, iters=iters)
     medians = {name: value.median_ms for name, value in stats.items()}
     medians.setdefault("dense_same_n", medians["dense"])
@@ -208,14 +223,35 @@ def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile
         "sparse_vs_torch": medians[torch_layout] / medians["sparse"],
         "dense_vs_torch": medians[torch_layout] / medians["dense"],
         "thread_scaling": medians["sparse_1_thread"] / medians["sparse"],
-        "sparse_gflops": float(2 * shape.out_channels * shape.kept_per_row * np.prod(shape.kernel_size)
-                               * np.prod(shape.out_hw) / medians["sparse"] / 1e6),
+        "sparse_gflops": float(
+            2
+            * shape.out_channels
+            * shape.kept_per_row
+            * np.prod(shape.kernel_size)
+            * np.prod(shape.out_hw)
+            / medians["sparse"]
+            / 1e6
+        ),
         "all_stats": {name: value.as_dict() for name, value in stats.items()},
     }
 
 
-COLUMNS = ("layers", "shape", "K/C_in", "epilogue", "sparse ms", "dense ms (N)", "torch ms", "ideal", "sparse/dense",
-           "% ideal", "% ideal same N", "sparse/torch", "sparse 1t ms", "2t scaling")
+COLUMNS = (
+    "layers",
+    "shape",
+    "K/C_in",
+    "epilogue",
+    "sparse ms",
+    "dense ms (N)",
+    "torch ms",
+    "ideal",
+    "sparse/dense",
+    "% ideal",
+    "% ideal same N",
+    "sparse/torch",
+    "sparse 1t ms",
+    "2t scaling",
+)
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
@@ -245,6 +281,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 def summary(rows: list[dict]) -> dict:
     """Time-weighted totals over every layer of the model (each shape counted once per layer)."""
+
     def total(key: str) -> float:
         return sum(row[key] * len(row["layers"]) for row in rows)
 
@@ -256,9 +293,12 @@ def summary(rows: list[dict]) -> dict:
         "sparse_vs_dense": total("dense_ms") / total("sparse_ms"),
         "sparse_vs_torch": total("torch_ms") / total("sparse_ms"),
         "thread_scaling": total("sparse_1_thread_ms") / total("sparse_ms"),
-        "below_goal_fraction_of_ideal": [f"{row['shape']} {row['epilogue']}" for row in rows
-                                         if row["fraction_of_ideal"] < GOAL_FRACTION_OF_IDEAL],
-        "below_goal_scaling": [f"{row['shape']} {row['epilogue']}" for row in rows if row["thread_scaling"] < GOAL_SCALING],
+        "below_goal_fraction_of_ideal": [
+            f"{row['shape']} {row['epilogue']}" for row in rows if row["fraction_of_ideal"] < GOAL_FRACTION_OF_IDEAL
+        ],
+        "below_goal_scaling": [
+            f"{row['shape']} {row['epilogue']}" for row in rows if row["thread_scaling"] < GOAL_SCALING
+        ],
     }
 
 
@@ -266,31 +306,40 @@ def markdown(config: str, result: dict) -> str:
     from tabulate import tabulate
 
     machine, totals = result["machine"], result["summary"]
-    return "\n".join([
-        f"# Per-layer breakdown: {config}",
-        "",
-        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), {machine['logical_cpus']} logical CPUs; "
-        f"torch {machine['torch']}, TVM {machine['tvm']}; {machine['date']}.",
-        f"Batch 1, {result['threads']} threads (TVM and torch) unless a column says 1t; median of {result['iters']} "
-        f"interleaved runs after {result['warmup']} warm-up runs; tiles: {result['tile']}. Random uniform masks at prune "
-        f"rate {result['prune_rate']}. sparse = our 1xN kernel at K, dense = the same kernel at K = C_in with the block "
-        "size N our dense build picks (in brackets; \"same N\" = the dense kernel at the sparse N), both with the "
-        "layer's fused epilogue; torch = F.conv2d(+bias) then add_(residual) / relu_() as the layer has them, dense "
-        "weights, faster of NCHW and channels_last. ideal = C_in/K; % ideal = (dense/sparse)/ideal (goal >= 85%); "
-        "2t scaling = sparse 1 thread / sparse 2 threads (goal >= 1.85x); ! marks a miss. "
-        "\"(+n)\": n more layers of the same shape.",
-        "",
-        tabulate(table_rows(result["rows"]), headers=COLUMNS, tablefmt="github"),
-        "",
-        f"Sum over all {sum(len(row['layers']) for row in result['rows'])} sparse conv layers: sparse {totals['sparse_ms']:.2f} ms, "
-        f"our dense {totals['dense_ms']:.2f} ms ({totals['sparse_vs_dense']:.2f}x), PyTorch {totals['torch_ms']:.2f} ms "
-        f"({totals['sparse_vs_torch']:.2f}x); sparse at 1 thread {totals['sparse_1_thread_ms']:.2f} ms "
-        f"(2-thread scaling {totals['thread_scaling']:.2f}x).",
-        "",
-        f"Below 85% of ideal: {', '.join(totals['below_goal_fraction_of_ideal']) or 'none'}.",
-        f"Below 1.85x 2-thread scaling: {', '.join(totals['below_goal_scaling']) or 'none'}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Per-layer breakdown: {config}",
+            "",
+            f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), "
+            f"{machine['logical_cpus']} logical CPUs; "
+            f"torch {machine['torch']}, TVM {machine['tvm']}; {machine['date']}.",
+            f"Batch 1, {result['threads']} threads (TVM and torch) unless a column says 1t; "
+            f"median of {result['iters']} "
+            f"interleaved runs after {result['warmup']} warm-up runs; tiles: {result['tile']}. "
+            "Random uniform masks at prune "
+            f"rate {result['prune_rate']}. sparse = our 1xN kernel at K, dense = the same kernel at K = C_in "
+            "with the block "
+            'size N our dense build picks (in brackets; "same N" = the dense kernel at the sparse N), both with the '
+            "layer's fused epilogue; torch = F.conv2d(+bias) then add_(residual) / relu_() as the layer has them, "
+            "dense "
+            "weights, faster of NCHW and channels_last. ideal = C_in/K; % ideal = (dense/sparse)/ideal (goal >= 85%); "
+            "2t scaling = sparse 1 thread / sparse 2 threads (goal >= 1.85x); ! marks a miss. "
+            '"(+n)": n more layers of the same shape.',
+            "",
+            tabulate(table_rows(result["rows"]), headers=COLUMNS, tablefmt="github"),
+            "",
+            f"Sum over all {sum(len(row['layers']) for row in result['rows'])} sparse conv layers: "
+            f"sparse {totals['sparse_ms']:.2f} ms, "
+            f"our dense {totals['dense_ms']:.2f} ms ({totals['sparse_vs_dense']:.2f}x), "
+            f"PyTorch {totals['torch_ms']:.2f} ms "
+            f"({totals['sparse_vs_torch']:.2f}x); sparse at 1 thread {totals['sparse_1_thread_ms']:.2f} ms "
+            f"(2-thread scaling {totals['thread_scaling']:.2f}x).",
+            "",
+            f"Below 85% of ideal: {', '.join(totals['below_goal_fraction_of_ideal']) or 'none'}.",
+            f"Below 1.85x 2-thread scaling: {', '.join(totals['below_goal_scaling']) or 'none'}.",
+            "",
+        ]
+    )
 
 
 def plot(config: str, result: dict, path: Path) -> None:
@@ -305,12 +354,27 @@ def plot(config: str, result: dict, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(max(8.0, 0.55 * len(rows) + 3), 5.5))
     axes.bar(positions - width / 2, [row["sparse_vs_dense"] for row in rows], width, label="sparse vs our dense kernel")
     axes.bar(positions + width / 2, [row["sparse_vs_torch"] for row in rows], width, label="sparse vs PyTorch conv2d")
-    axes.plot(positions, [row["flop_ideal"] for row in rows], "k_", markersize=22, markeredgewidth=2.5,
-              label="FLOP ideal (C_in / K)")
-    axes.plot(positions, [GOAL_FRACTION_OF_IDEAL * row["flop_ideal"] for row in rows], "k_", markersize=22,
-              markeredgewidth=1, alpha=0.5, label="85% of ideal")
+    axes.plot(
+        positions,
+        [row["flop_ideal"] for row in rows],
+        "k_",
+        markersize=22,
+        markeredgewidth=2.5,
+        label="FLOP ideal (C_in / K)",
+    )
+    axes.plot(
+        positions,
+        [GOAL_FRACTION_OF_IDEAL * row["flop_ideal"] for row in rows],
+        "k_",
+        markersize=22,
+        markeredgewidth=1,
+        alpha=0.5,
+        label="85% of ideal",
+    )
     axes.axhline(1.0, color="grey", linewidth=0.8)
-    axes.set_xticks(positions, [f"{row['shape']}\n{row['epilogue']}" for row in rows], rotation=60, ha="right", fontsize=7)
+    axes.set_xticks(
+        positions, [f"{row['shape']}\n{row['epilogue']}" for row in rows], rotation=60, ha="right", fontsize=7
+    )
     axes.set_ylabel("speed-up of our sparse kernel (x)")
     axes.set_title(f"{config}: per-layer speed-up, batch 1, {result['threads']} threads")
     axes.legend(fontsize=8)
@@ -333,9 +397,13 @@ def run_config(config: str, threads: int, warmup: int, iters: int, tile, machine
     for shape, layers in shapes.items():
         row = {"layers": layers, **measure_layer(shape, threads, warmup, iters, tile)}
         rows.append(row)
-        print(f"{config} {row['shape']} {row['epilogue']} x{len(layers)}: sparse {row['sparse_ms']:.3f} ms, "
-              f"dense {row['dense_ms']:.3f}, torch {row['torch_ms']:.3f}, {100 * row['fraction_of_ideal']:.0f}% of ideal, "
-              f"2t scaling {row['thread_scaling']:.2f}x", flush=True)
+        print(
+            f"{config} {row['shape']} {row['epilogue']} x{len(layers)}: sparse {row['sparse_ms']:.3f} ms, "
+            f"dense {row['dense_ms']:.3f}, torch {row['torch_ms']:.3f}, "
+            f"{100 * row['fraction_of_ideal']:.0f}% of ideal, "
+            f"2t scaling {row['thread_scaling']:.2f}x",
+            flush=True,
+        )
     return {
         "config": config,
         "machine": machine,
@@ -343,7 +411,9 @@ def run_config(config: str, threads: int, warmup: int, iters: int, tile, machine
         "threads": threads,
         "warmup": warmup,
         "iters": iters,
-        "tile": "heuristic (as compile() without tune_tiles)" if tile == "heuristic" else "timed per shape (choose_tile)",
+        "tile": "heuristic (as compile() without tune_tiles)"
+        if tile == "heuristic"
+        else "timed per shape (choose_tile)",
         "rows": rows,
         "summary": summary(rows),
     }
@@ -355,15 +425,20 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--timed-tiles", action="store_true",
-                        help="time a few tiles per shape (choose_tile) instead of the heuristic tile compile() uses by default")
+    parser.add_argument(
+        "--timed-tiles",
+        action="store_true",
+        help="time a few tiles per shape (choose_tile) instead of the heuristic tile compile() uses by default",
+    )
     args = parser.parse_args()
 
     from tabulate import tabulate
 
     machine = describe_machine()
     for config in args.configs:
-        result = run_config(config, args.threads, args.warmup, args.iters, None if args.timed_tiles else "heuristic", machine)
+        result = run_config(
+            config, args.threads, args.warmup, args.iters, None if args.timed_tiles else "heuristic", machine
+        )
         stem = f"per_layer_{config}"  # not Path.with_suffix: "resnet50-2.0g" has a dot
         (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS / f"{stem}.md").write_text(markdown(config, result))

@@ -50,4 +50,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports('subp_fx', globals(), _EXPORTS)
+__getattr__, __dir__ = lazy_exports("subp_fx", globals(), _EXPORTS)

@@ -12,8 +12,13 @@ import numpy as np
 import torch
 
 
+def derived_seed(*parts: int) -> int:
+    """A 64-bit seed mixed from ``parts`` (nearby tuples give unrelated seeds)."""
+    state = np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
 def seeded_generator(*parts: int, device: torch.device | str | None = None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` (default CPU) seeded from ``parts`` alone."""
-    state = np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint32)
     generator = torch.Generator(device=device) if device is not None else torch.Generator()
-    return generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return generator.manual_seed(derived_seed(*parts))

@@ -22,11 +22,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from subp_fx.algorithm.seeding import derived_seed
 from subp_fx.data.spec import DataBundle
 from subp_fx.errors import ConfigError
 
@@ -44,12 +44,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.dataset_size, self.world_size))
-
-
-def derived_seed(*parts: int) -> int:
-    """A 64-bit seed mixed from ``parts`` (nearby tuples give unrelated seeds)."""
-    state = np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 32 | int(state[1])
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -1,0 +1,118 @@
+"""Which torchvision classification CNNs compile: one line per family, sparse (SUBP layers at 50%,
+N=16, wherever a layer is eligible), lowered for this CPU (no build, no timing).
+
+For each model: build it (random weights, 10 classes), ``impose_random_masks(0.5, N=16)``, fold,
+convert and lower at SIZE px; record "lowers" or the refusal (the distinct reasons, with counts).
+Writes ``torchvision_coverage.json`` / ``.md`` under ``--out`` (default benchmarks/results).
+Numerics of the families that lower are tested against eager in
+``tests/codegen/lowering/test_more_ops.py`` and ``test_lower.py``.
+
+Usage: ``python benchmarks/torchvision_coverage.py [--size 64] [--out DIR] [NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paper_configs import RESULTS, describe_machine  # noqa: E402
+
+FAMILIES = [
+    "alexnet", "vgg11_bn", "resnet18", "resnet152", "resnext50_32x4d", "wide_resnet50_2", "squeezenet1_0",
+    "densenet121", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "mnasnet0_5", "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf",
+    "convnext_tiny",
+]  # fmt: skip
+# inception_v3 needs at least 75 px.
+MIN_SIZE = {"inception_v3": 96}
+
+
+def _reasons(message: str) -> dict[str, int]:
+    """The distinct refusals in an UnsupportedOpError, with how many nodes each."""
+    listing = message.split(" have no lowering: ", 1)[-1].split(". Supported are ", 1)[0]
+    reasons = re.split(r"; \(\d+\) ", listing.removeprefix("(1) "))
+    kinds = [re.sub(r"node '[^']*' ", "", reason) for reason in reasons]
+    kinds = [re.sub(r"\(call_module [\w.]+, ", "(call_module ", kind) for kind in kinds]
+    return dict(collections.Counter(kinds).most_common())
+
+
+def check(name: str, size: int) -> dict:
+    import torch
+    import torchvision
+
+    import subp_fx
+    from subp_fx.codegen.lowering.lower import lower_graph
+    from subp_fx.codegen.pipeline import inference_graph
+    from subp_fx.errors import SubpError
+
+    torch.manual_seed(0)
+    size = max(size, MIN_SIZE.get(name, 0))
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    model = getattr(torchvision.models, name)(num_classes=10, **kwargs).eval()
+    started = time.perf_counter()
+    try:
+        gm = subp_fx.impose_random_masks(model, 0.5, 16).eval()
+        lowered = lower_graph(inference_graph(gm).gm, (1, 3, size, size))
+    except SubpError as error:
+        return {
+            "model": name,
+            "size": size,
+            "lowers": False,
+            "error": type(error).__name__,
+            "reasons": _reasons(str(error)) if "no lowering" in str(error) else {str(error)[:300]: 1},
+        }
+    sparse = sum(entry.kind == "sparse" for entry in lowered.kernel_table)
+    return {
+        "model": name,
+        "size": size,
+        "lowers": True,
+        "sparse_layers": sparse,
+        "layers": len(lowered.kernel_table),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = [
+        "# Which torchvision CNNs compile (sparse, 50% at N=16, lowered only)",
+        "",
+        f"{machine['date']}; torch {machine['torch']}, TVM {machine['tvm']}. "
+        f"{sum(row['lowers'] for row in rows)} of {len(rows)} families lower.",
+        "",
+        "| model | px | result |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        if row["lowers"]:
+            result = f"lowers ({row['sparse_layers']} of {row['layers']} conv/linear layers sparse)"
+        else:
+            result = "refused: " + "; ".join(f"{reason} (x{count})" for reason, count in row["reasons"].items())
+        lines.append(f"| {row['model']} | {row['size']} | {result.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=FAMILIES)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    rows = []
+    for name in args.models:
+        rows.append(check(name, args.size))
+        print(json.dumps(rows[-1])[:400], flush=True)
+    machine = describe_machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "torchvision_coverage.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    (args.out / "torchvision_coverage.md").write_text(markdown(rows, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
