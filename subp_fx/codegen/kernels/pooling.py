@@ -166,3 +166,54 @@ def global_avg_pool_primfunc(shape_nhwc: tuple[int, int, int, int], lanes: int) 
     unroll_then_vectorize_below(sch, init, 1)
     unroll_then_vectorize_below(sch, out_block, 1)
     return sch.mod["main"]
+
+
+def adaptive_windows(extent: int, out_extent: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling windows along one axis: output i reads [floor(i*E/O), ceil((i+1)*E/O))."""
+    return [(i * extent // out_extent, -(-(i + 1) * extent // out_extent)) for i in range(out_extent)]
+
+
+def adaptive_avg_pool2d_primfunc(shape_nhwc: tuple[int, int, int, int], out_hw: tuple[int, int], lanes: int):
+    """(B, H, W, C) -> (B, OH, OW, C), each output the mean of its adaptive window (windows of
+    unequal size, overlapping or repeated when OH > H, as torch's adaptive_avg_pool2d).
+
+    For output sizes that do not divide the input (the uniform case is an ordinary average pool):
+    the window loop runs to the largest window and reads under a condition, the divisor is the
+    window's own size.
+    """
+    batch, height, width, channels = shape_nhwc
+    out_height, out_width = out_hw
+    rows, cols = adaptive_windows(height, out_height), adaptive_windows(width, out_width)
+    max_rows = max(end - start for start, end in rows)
+    max_cols = max(end - start for start, end in cols)
+    x = te.placeholder(shape_nhwc, DTYPE, name="x")
+    s = te.reduce_axis((0, max_rows), name="s")
+    t = te.reduce_axis((0, max_cols), name="t")
+    zero = tirx.const(0.0, DTYPE)
+
+    def first(i, extent, out_extent):
+        return tirx.floordiv(i * extent, out_extent)
+
+    def last(i, extent, out_extent):  # exclusive
+        return tirx.floordiv((i + 1) * extent + out_extent - 1, out_extent)
+
+    def read(b, oh, ow, c):
+        h, w = first(oh, height, out_height) + s, first(ow, width, out_width) + t
+        inside = tirx.all(h < last(oh, height, out_height), w < last(ow, width, out_width))
+        return te.sum(
+            tirx.if_then_else(inside, x[b, tirx.min(h, height - 1), tirx.min(w, width - 1), c], zero), axis=[s, t]
+        )
+
+    out_shape = (batch, out_height, out_width, channels)
+    summed = te.compute(out_shape, read, name="sum_window")
+
+    def mean(b, oh, ow, c):
+        count = (last(oh, height, out_height) - first(oh, height, out_height)) * (
+            last(ow, width, out_width) - first(ow, width, out_width)
+        )
+        return summed[b, oh, ow, c] / count.astype(DTYPE)
+
+    out = te.compute(out_shape, mean, name="adaptive_avg_pool")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    _schedule_window(sch, "sum_window", "adaptive_avg_pool", channels, lanes)
+    return sch.mod["main"]

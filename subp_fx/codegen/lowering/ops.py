@@ -7,9 +7,10 @@ kernel (``codegen.kernels``) on NHWC data. Shape arithmetic comes from torch (``
 ceil_mode, 'same' padding and the like need no re-derivation here.
 
 Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
-size; adaptive average pools whose output size does not divide the input (other than 1x1);
-flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
-different shapes (broadcasting) or with ``alpha``; dropout and batch norm in training mode.
+size; flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
+different shapes (broadcasting) or with ``alpha``; multiplies other than same-shape maps or a map
+by a per-channel gate; means other than over the spatial axes; dropout, batch norm and stochastic
+depth in training mode.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from subp_fx.codegen.kernels.elementwise import (
 from subp_fx.codegen.kernels.layout import concat_channels_primfunc, nhwc_to_nchw_primfunc
 from subp_fx.codegen.kernels.pooling import (
     PoolWindow,
+    adaptive_avg_pool2d_primfunc,
     avg_pool2d_primfunc,
     global_avg_pool_primfunc,
     max_pool2d_primfunc,
@@ -219,26 +221,27 @@ def _adaptive_output_size(view: GraphView, node: fx.Node) -> tuple[int, int]:
 
 
 def adaptive_avg_pool_problem(view: GraphView, node: fx.Node) -> str | None:
-    problem = _feature_map_problem(view, node, "adaptive average pooling")
-    if problem:
-        return problem
-    height, width = view.shape(_input(node))[2:]
-    out_height, out_width = _adaptive_output_size(view, node)
-    if height % out_height or width % out_width:
-        return (
-            f"output size {out_height}x{out_width} does not divide the {height}x{width} input; supported are 1x1 "
-            "and sizes that divide the input (uniform windows)"
-        )
-    return None
+    return _feature_map_problem(view, node, "adaptive average pooling")
 
 
 def lower_adaptive_avg_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     x = ctx.tensor(_input(node))
     batch, height, width, channels = x.stored_shape
     out_height, out_width = _adaptive_output_size(ctx.view, node)
-    if (out_height, out_width) != (1, 1):
+    if (out_height, out_width) != (1, 1) and not (height % out_height or width % out_width):
         window = (height // out_height, width // out_width)
         return _emit_avg_pool(ctx, node, _window(ctx.view, node, window, window, 0), True, None)
+    if (out_height, out_width) != (1, 1):
+        # Windows of unequal size (or repeated, when the output is larger than the input).
+        out_shape = (batch, out_height, out_width, channels)
+        output = ctx.program.call(
+            ("adaptive_avg_pool2d", x.stored_shape, (out_height, out_width)),
+            f"adaptive_avg_pool_{_shape_text(x.stored_shape)}_to_{out_height}x{out_width}",
+            lambda: adaptive_avg_pool2d_primfunc(x.stored_shape, (out_height, out_width), ctx.lanes),
+            [x.expr],
+            out_shape,
+        )
+        return LoweredTensor(output, ctx.view.shape(node))
     return LoweredTensor(_emit_global_avg_pool(ctx, x), (batch, channels, 1, 1))
 
 

@@ -75,7 +75,7 @@ _ADD = NodeRule("add of two same-shape tensors", op_lowering.lower_add, op_lower
 _FLATTEN = NodeRule("flatten/view/reshape to (B, features)", op_lowering.lower_flatten, op_lowering.flatten_problem)
 _IDENTITY = NodeRule("identity", op_lowering.lower_passthrough)
 _ADAPTIVE_AVG_POOL = NodeRule(
-    "adaptive average pool to 1x1 or a size dividing the input",
+    "adaptive average pool (any output size)",
     op_lowering.lower_adaptive_avg_pool,
     op_lowering.adaptive_avg_pool_problem,
 )

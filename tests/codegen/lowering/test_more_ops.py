@@ -114,6 +114,7 @@ def test_an_input_too_small_for_the_model_is_refused_with_its_shape():
         ("regnet_y_400mf", 64),
         ("resnext50_32x4d", 32),
         ("inception_v3", 80),
+        ("alexnet", 64),  # adaptive pooling of a 1x1 map to 6x6
     ],
 )
 def test_torchvision_families_with_se_silu_mean_and_groups_compile_sparse_and_match_eager(name, size):
@@ -122,3 +123,18 @@ def test_torchvision_families_with_se_silu_mean_and_groups_compile_sparse_and_ma
     model = getattr(torchvision.models, name)(num_classes=10, **extra).eval()
     sparse = impose_random_masks(model, 0.5, 16).eval()
     _check(sparse, (2, 3, size, size))
+
+
+@pytest.mark.parametrize(("size", "out"), [(5, 3), (2, 7), (7, 7), (13, 6)])
+def test_adaptive_average_pool_to_any_size_matches_eager(size, out):
+    class Adaptive(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(out)
+
+        def forward(self, x):
+            return torch.flatten(self.pool(torch.relu(self.conv(x))), 1)
+
+    torch.manual_seed(0)
+    _check(Adaptive(), (2, 3, size, size + 1))
