@@ -31,6 +31,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model_name  # noqa: E402
 
 from subp_fx.data import DataSpec, build_datasets, build_loaders  # noqa: E402
 
@@ -114,16 +116,6 @@ def piece_rates(root: Path, image_size: int, samples: int = 40) -> dict:
         torch.cuda.synchronize()
         result["nvjpeg_batch_decode_cuda_per_s"] = 3 * len(data) / (time.perf_counter() - started)
     return result
-
-
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_markdown(result: dict) -> str:

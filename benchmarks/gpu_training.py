@@ -30,15 +30,16 @@ import torch.nn as nn
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model_name  # noqa: E402
 
 from subp_fx.passes import prepare, subp_modules, update_masks  # noqa: E402
-from subp_fx.passes.update import decay_pruned_weights  # noqa: E402
 from subp_fx.recipes.model import recipe_model  # noqa: E402
 from subp_fx.recipes.schema import load_recipe  # noqa: E402
 from subp_fx.train import trainer as trainer_module  # noqa: E402
 from subp_fx.train.distributed import DistContext  # noqa: E402
 from subp_fx.train.optim import build_optimizer, build_scheduler  # noqa: E402
-from subp_fx.train.trainer import amp_settings, to_memory_format  # noqa: E402
+from subp_fx.train.trainer import amp_settings, optimizer_step, to_memory_format  # noqa: E402
 
 GOAL = 1.05  # SUBP step time / dense step time
 
@@ -116,13 +117,7 @@ class Contender:
             loss = self.criterion(logits, self.targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: loss is {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        decay_pruned_weights(self.gm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        optimizer_step(loss, self.gm, self.optimizer, self.scaler, self.scheduler)
         return float(loss.detach())
 
     def timed_steps(self, count: int) -> None:
@@ -161,16 +156,6 @@ def time_mask_updates(contender: Contender, repeats: int) -> dict:
             seconds.append(time.perf_counter() - started)
         result[label] = {"epoch": epoch, "seconds_median": statistics.median(seconds), "seconds": seconds}
     return result
-
-
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe_device(device: torch.device) -> dict:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_flags, cpu_model_name  # benchmarks/ is on sys.path when this script runs
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -38,22 +40,14 @@ CONFIGS = {
 
 
 def describe_machine() -> dict:
-    cpu = "unknown"
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
     import torch
 
     from subp_fx.codegen.target import host_cpu_name
 
+    flags = cpu_flags()
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model_name(),
         "llvm_cpu": host_cpu_name(),
         "vector_isa": "avx512" if "avx512f" in flags else ("avx2+fma" if "avx2" in flags else "other"),
         "logical_cpus": os.cpu_count(),

@@ -121,3 +121,17 @@ def seeded(model_cls, seed: int = 0, **kwargs) -> nn.Module:
                 module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
                 module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
     return model
+
+
+def randomise_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random running statistics and affine parameters (so folding is really exercised)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                channels = module.num_features
+                module.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.copy_(torch.rand(channels, generator=generator) - 0.5)
+    return model.eval()

@@ -242,6 +242,19 @@ def evaluate(
     return RunningSums.summary(all_reduce_sum(sums.as_list(), ctx.device))
 
 
+def optimizer_step(loss: torch.Tensor, gm: nn.Module, optimizer, scaler, scheduler) -> None:
+    """Backward and one optimiser step, in SUBP's order: the pruned-weight decay goes on the
+    unscaled gradients (after ``unscale_``), before the step. The trainer and
+    ``benchmarks/gpu_training.py`` both step through here, so the benchmark times the real step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    decay_pruned_weights(gm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 class Trainer:
     """One training run of a recipe. ``run()`` trains; construction validates everything the
     run needs (data, model, checkpoint, output folder) without writing anything."""
@@ -379,13 +392,7 @@ class Trainer:
                 loss = self.criterion(logits, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; lower optim.lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            decay_pruned_weights(self.gm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            optimizer_step(loss, self.gm, self.optimizer, self.scaler, self.scheduler)
             sums.add(float(loss.detach()), logits.detach().float(), targets)
             progress.update(1)
             progress.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4f}")

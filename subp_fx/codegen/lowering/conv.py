@@ -197,6 +197,12 @@ class _KernelLayer:
     padding: tuple[int, int]
     dense_reason: str | None
 
+    @classmethod
+    def of(cls, kind: str, conv: nn.Module, dense_reason: str | None) -> _KernelLayer:
+        """The geometry of ``conv`` (an ``nn.Conv2d`` or ``BlockSparseConv2d``), padding explicit."""
+        padding = explicit_padding(conv.padding, conv.kernel_size, conv.dilation)
+        return cls(kind, tuple(conv.kernel_size), tuple(conv.stride), padding, dense_reason)
+
 
 def _kernel_spec(
     epilogue: Epilogue,
@@ -289,13 +295,7 @@ def _emit_block_sparse_kernel(
 
 def lower_block_sparse_conv(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     conv: BlockSparseConv2d = ctx.view.module(node)
-    layer = _KernelLayer(
-        SPARSE,
-        tuple(conv.kernel_size),
-        tuple(conv.stride),
-        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
-        None,
-    )
+    layer = _KernelLayer.of(SPARSE, conv, None)
     return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), pack_block_sparse_module(conv), layer)
 
 
@@ -311,13 +311,7 @@ def _dense_reason(conv: nn.Conv2d) -> str:
 
 def _lower_dense_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
     bias = None if conv.bias is None else float32_array(conv.bias)
-    layer = _KernelLayer(
-        DENSE,
-        tuple(conv.kernel_size),
-        tuple(conv.stride),
-        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
-        _dense_reason(conv),
-    )
+    layer = _KernelLayer.of(DENSE, conv, _dense_reason(conv))
     data = ctx.tensor(node.args[0])
     block_size = _cheapest_dense_block_size(ctx, node, data, conv, layer)
     weights = pack_dense(float32_array(conv.weight), bias, block_size)
@@ -339,11 +333,9 @@ def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) ->
     N = grouped_block_size(conv)
     values, indices = grouped_as_block_sparse(float32_array(conv.weight), conv.groups, N)
     bias = None if conv.bias is None else float32_array(conv.bias)
-    layer = _KernelLayer(
+    layer = _KernelLayer.of(
         GROUPED,
-        tuple(conv.kernel_size),
-        tuple(conv.stride),
-        explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
+        conv,
         f"grouped conv (groups={conv.groups}): each output channel reads {conv.in_channels // conv.groups} of "
         f"{conv.in_channels} inputs; SUBP prunes groups=1 convs",
     )

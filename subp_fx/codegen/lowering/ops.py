@@ -82,13 +82,15 @@ def activation_lowering(activation: str) -> Callable[[LoweringContext, fx.Node],
 # --- add ----------------------------------------------------------------------------------------
 
 
+def _operand_descriptions(view: GraphView, node: fx.Node) -> list:
+    """A binary op's two operands for an error message: a tensor's shape, anything else's repr."""
+    arguments = bind_arguments(node, ("input", "other"))
+    return [view.shape(arguments.get(name)) or repr(arguments.get(name)) for name in ("input", "other")]
+
+
 def add_problem(view: GraphView, node: fx.Node) -> str | None:
     if add_operands(view, node) is None:
-        arguments = bind_arguments(node, ("input", "other"))
-        shapes = [
-            view.shape(arguments.get(name)) if view.is_tensor(arguments.get(name)) else repr(arguments.get(name))
-            for name in ("input", "other")
-        ]
+        shapes = _operand_descriptions(view, node)
         return (
             f"adds {shapes[0]} and {shapes[1]}; "
             "only adds of two tensors of one shape (no alpha, no broadcasting) are supported"
@@ -320,8 +322,7 @@ def _broadcast_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Nod
 
 def mul_problem(view: GraphView, node: fx.Node) -> str | None:
     if _broadcast_operands(view, node) is None:
-        arguments = bind_arguments(node, ("input", "other"))
-        shapes = [view.shape(arguments.get(name)) or repr(arguments.get(name)) for name in ("input", "other")]
+        shapes = _operand_descriptions(view, node)
         return (
             f"multiplies {shapes[0]} and {shapes[1]}; supported is the product of two (B, C, H, W) tensors of one "
             "shape, or of a map and a (B, C, 1, 1) per-channel gate"

@@ -17,25 +17,11 @@ from subp_fx.codegen.lowering.lower import lower, lower_graph  # noqa: E402
 from subp_fx.errors import ConversionError, UnsupportedOpError  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
 from subp_fx.passes import convert, fold_batchnorm, impose_random_masks  # noqa: E402
-from tests.toy_models import ToyNet, seeded  # noqa: E402
+from tests.toy_models import ToyNet, randomise_batchnorms, seeded  # noqa: E402
 
 TARGET = "llvm -mcpu=native"
 # Max abs error allowed, relative to the largest logit.
 RELATIVE_TOLERANCE = 1e-4
-
-
-def randomise_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters (so folding is really exercised)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                channels = module.num_features
-                module.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(channels, generator=generator) - 0.5)
-    return model.eval()
 
 
 def converted(model: nn.Module, prune_rate: float = 0.5, N: int = 16):

@@ -21,11 +21,11 @@ import pytest
 tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
-import torch.nn as nn  # noqa: E402
 
 from subp_fx.codegen.api import compile  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
+from tests.toy_models import randomise_batchnorms  # noqa: E402
 
 # Max abs error allowed, relative to the largest logit (as every numerics test here).
 RELATIVE_TOLERANCE = 1e-4
@@ -39,26 +39,12 @@ CASES = {
 }
 
 
-def _randomise_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters, so that folding them is exercised."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                channels = module.num_features
-                module.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(channels, generator=generator) - 0.5)
-    return model.eval()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_compiled_model_equals_eager_at_production_size_and_sparsity(case):
     name, N, prune_rate, size, layers, sparse_convs = CASES[case]
     torch.manual_seed(0)
-    model = impose_random_masks(_randomise_batchnorms(build_model(name)), prune_rate, N, layers=layers).eval()
+    model = impose_random_masks(randomise_batchnorms(build_model(name)), prune_rate, N, layers=layers).eval()
     compiled = compile(model, (1, 3, size, size))
 
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
