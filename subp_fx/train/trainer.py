@@ -242,17 +242,18 @@ def evaluate(
     return RunningSums.summary(all_reduce_sum(sums.as_list(), ctx.device))
 
 
-def optimizer_step(loss: torch.Tensor, gm: nn.Module, optimizer, scaler, scheduler) -> None:
+def optimizer_step(loss: torch.Tensor, gm: nn.Module, optimizer, scaler, scheduler=None) -> None:
     """Backward and one optimiser step, in SUBP's order: the pruned-weight decay goes on the
-    unscaled gradients (after ``unscale_``), before the step. The trainer and
-    ``benchmarks/gpu_training.py`` both step through here, so the benchmark times the real step."""
+    unscaled gradients (after ``unscale_``), before the step; then the LR ``scheduler``, if any.
+    The trainer, ``benchmarks/gpu_training.py`` and the DDP test worker all step through here."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     decay_pruned_weights(gm)
     scaler.step(optimizer)
     scaler.update()
-    scheduler.step()
+    if scheduler is not None:
+        scheduler.step()
 
 
 class Trainer:

@@ -24,13 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from subp_fx.passes import subp_modules, update_masks  # noqa: E402
-from subp_fx.passes.update import decay_pruned_weights  # noqa: E402
 from subp_fx.recipes.schema import load_recipe  # noqa: E402
 from subp_fx.train.distributed import all_reduce_sum, broadcast_buffers, gather_objects  # noqa: E402
 from subp_fx.train.trainer import (  # noqa: E402
     amp_settings,
     build_data,
     build_prepared_model,
+    optimizer_step,
     state_digest,
     to_memory_format,
     train,
@@ -63,12 +63,7 @@ def main(backend: str, device_name: str, recipe_path: str, result_path: str) -> 
             loss = torch.nn.functional.cross_entropy(
                 model(to_memory_format(images, recipe.train.channels_last)), targets
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        decay_pruned_weights(gm)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, gm, optimizer, scaler)
         losses.append(float(loss))
     broadcast_buffers(gm)
     summed = all_reduce_sum([1.0, 2.0], device)
