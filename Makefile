@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install --quiet -e '.[compile,test,bench]'
+	$(VENV)/bin/pip install --quiet -e '.[compile,test,bench,peers]'
 	@touch $(STAMP)
 
 dataset: $(FASHION_MNIST)

@@ -4,8 +4,10 @@ For each configuration (random weights, random uniform 1xN masks at the paper's 
 speed does not depend on which blocks are kept, only on how many), at each batch size:
 compile the sparse model and its dense twin with subp-fx, then for each thread count run
 `subp-fx bench`'s interleaved comparison: our sparse build, our dense build, PyTorch eager,
-torch.compile (inductor, freezing on) and frozen TorchScript, all dense PyTorch paths on the same
-weights, same input, same thread count. Writes a markdown table and the raw JSON.
+torch.compile (inductor, freezing on), frozen TorchScript, and ONNX Runtime and OpenVINO where
+installed (fp32; OpenVINO's own default precision as a separate, labelled column where it is not
+fp32), all dense engines on the same weights, same input, same thread count. Writes a markdown
+table and the raw JSON.
 
     python benchmarks/paper_configs.py                       # everything (about an hour on 2 cores)
     python benchmarks/paper_configs.py --configs resnet18-n16 --batches 1 --threads 2
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_flags, cpu_model_name  # benchmarks/ is on sys.path when this script runs
+from tables import latency_table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -40,20 +43,30 @@ CONFIGS = {
 
 
 def describe_machine() -> dict:
+    import importlib.metadata
+
     import torch
 
     from subp_fx.codegen.target import host_cpu_name
 
     flags = cpu_flags()
-
+    peers = {}
+    for package in ("onnxruntime", "openvino"):
+        try:
+            peers[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            peers[package] = None
     return {
         "cpu": cpu_model_name(),
         "llvm_cpu": host_cpu_name(),
         "vector_isa": "avx512" if "avx512f" in flags else ("avx2+fma" if "avx2" in flags else "other"),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
         "logical_cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "tvm": __import__("tvm").__version__,
+        **peers,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
@@ -86,35 +99,27 @@ def run_config(
         return rows
 
 
+def machine_line(machine: dict) -> str:
+    peers = ", ".join(f"{name} {machine[name]}" for name in ("onnxruntime", "openvino") if machine.get(name))
+    return (
+        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}"
+        f"{', avx512_bf16' if machine.get('avx512_bf16') else ''}), {machine['logical_cpus']} logical CPUs; "
+        f"torch {machine['torch']}, TVM {machine['tvm']}{', ' + peers if peers else ''}, Python {machine['python']}; "
+        f"{machine['date']}."
+    )
+
+
 def markdown(rows: list[dict], machine: dict) -> str:
     lines = [
-        f"Machine: {machine['cpu']} ({machine['llvm_cpu']}, {machine['vector_isa']}), "
-        f"{machine['logical_cpus']} logical CPUs; "
-        f"torch {machine['torch']}, TVM {machine['tvm']}, Python {machine['python']}; {machine['date']}.",
-        "Median latency in ms per batch (interleaved runs, same input and thread count for every contender; "
-        "TVM and torch threads equal). Random uniform masks at the paper's prune rates; fp32.",
+        machine_line(machine),
+        "Median latency in ms per batch (interleaved blocks, same input and thread count for every contender; "
+        "TVM, torch, ONNX Runtime and OpenVINO threads equal). Random uniform masks at the paper's prune rates. "
+        "Each column's precision is in its header; ratios are against the fastest fp32 dense engine that is "
+        "not ours.",
         "",
-        "| config | batch | threads | subp sparse | subp dense | PyTorch eager | torch.compile (freezing) "
-        "| TorchScript frozen "
-        "| sparse vs torch.compile | sparse vs subp dense | FLOP ideal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        latency_table(rows, "config", lambda row: row["config"]),
     ]
-    for row in rows:
-        results = row["results"]
-
-        def median(name: str, results: dict = results) -> str:
-            return f"{results[name]['median_ms']:.2f}" if name in results else "-"
-
-        versus_compile = row["speedup_vs"].get("pytorch_compile_dense")
-        lines.append(
-            f"| {row['config']} | {row['batch']} | {row['threads']['tvm']} | {median('subp_sparse')} "
-            f"| {median('subp_dense')} "
-            f"| {median('pytorch_eager_dense')} | {median('pytorch_compile_dense')} "
-            f"| {median('pytorch_torchscript_dense')} "
-            f"| {f'{versus_compile:.2f}x' if versus_compile else '-'} | {row['speedup_vs'].get('subp_dense', 0):.2f}x "
-            f"| {row.get('flop_ideal_speedup', 0):.2f}x |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def main() -> int:

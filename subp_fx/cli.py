@@ -274,6 +274,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch_compile=not args.no_torch_compile,
         batch=args.batch,
         allow_mismatch=args.allow_mismatch,
+        peers=not args.no_peers,
     )
     print(format_bench(result))
     if args.json:
@@ -362,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_eval)
 
     bench = commands.add_parser(
-        "bench", help="latency of a compiled model beside our dense build and PyTorch's dense paths"
+        "bench",
+        help="latency of a compiled model beside our dense build, PyTorch's dense paths, ONNX Runtime and OpenVINO",
     )
     bench.add_argument("artefact", nargs="?", help="directory written by `subp-fx compile`")
     bench.add_argument(
@@ -381,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-torch-compile",
         action="store_true",
         help="skip the torch.compile baseline (it compiles for a minute or more)",
+    )
+    bench.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="skip ONNX Runtime and OpenVINO (timed by default where installed: pip install 'subp-fx[peers]')",
     )
     bench.add_argument(
         "--allow-mismatch",

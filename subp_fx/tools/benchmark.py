@@ -4,6 +4,7 @@ paths, interleaved in one process (``tools.latency``)."""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,14 @@ REFERENCE_NAME = "pytorch_eager_dense"
 # AGREEMENT_TOLERANCE * max |PyTorch eager output| of PyTorch eager's: a fast wrong answer is no
 # result. Summation order alone (folded batch norms, blocked kernels) stays near 1e-5 of it.
 AGREEMENT_TOLERANCE = 1e-3
+# Contenders computing in bf16 or fp16 (OpenVINO's default on CPUs with avx512_bf16) keep 8 or 11
+# mantissa bits: their outputs are checked against this looser bound instead, and say so.
+REDUCED_PRECISION_TOLERANCE = 5e-2
+PRECISION_TOLERANCES = {
+    "fp32": AGREEMENT_TOLERANCE,
+    "bf16": REDUCED_PRECISION_TOLERANCE,
+    "fp16": REDUCED_PRECISION_TOLERANCE,
+}
 
 
 class DisagreementError(SubpError):
@@ -57,6 +66,20 @@ BENCH_FIELDS = {
     "pytorch_eager_dense": "the same weights in PyTorch eager (pruned weights as zeros, batch norm unfolded)",
     "pytorch_compile_dense": "torch.compile (inductor) with torch._inductor.config.freezing = True",
     "pytorch_torchscript_dense": "torch.jit.trace + torch.jit.freeze",
+    "onnxruntime_fp32": (
+        "ONNX Runtime (CPU provider, all graph optimisations, intra-op threads = threads, inter-op 1) on the "
+        "dense weights exported by torch.onnx.export; only when onnxruntime is installed"
+    ),
+    "openvino_fp32": (
+        "OpenVINO CPU plugin, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS = threads, "
+        "INFERENCE_PRECISION_HINT=f32, same ONNX file; only when openvino is installed"
+    ),
+    "openvino_default_<precision>": (
+        "OpenVINO without a precision hint, as a user gets it: bf16 on CPUs with avx512_bf16 (absent where the "
+        "default resolves to fp32, which openvino_fp32 already times)"
+    ),
+    "precision": "contender -> the arithmetic it computed in (fp32, bf16, fp16)",
+    "peers_skipped": "peer engine -> why it was not run (not installed, or a duplicate of another column)",
     "macs_sparse / macs_dense": (
         "multiply-accumulates per batch actually executed by the sparse / dense build (kernel tables)"
     ),
@@ -84,14 +107,20 @@ def _as_array(output) -> np.ndarray:
     return np.asarray(output)
 
 
-def check_agreement(outputs: dict[str, object], reference: object, tolerance: float = AGREEMENT_TOLERANCE) -> dict:
+def check_agreement(
+    outputs: dict[str, object],
+    reference: object,
+    tolerance: float = AGREEMENT_TOLERANCE,
+    tolerances: dict[str, float] | None = None,
+) -> dict:
     """How far every output in ``outputs`` (name -> array or tensor) is from ``reference``: the
     ``agreement`` record of ``bench --json`` (see BENCH_FIELDS). An output agrees when its shape is
     the reference's, it is finite, and its max abs difference is at most ``tolerance`` * max
-    |reference| (or ``tolerance`` for an all-zero reference)."""
+    |reference| (or ``tolerance`` for an all-zero reference). ``tolerances`` overrides
+    ``tolerance`` per contender (reduced-precision engines)."""
     expected = _as_array(reference).astype(np.float64)
     scale = float(np.abs(expected).max()) if expected.size else 0.0
-    allowed = tolerance * (scale if scale > 0 else 1.0)
+    tolerances = tolerances or {}
     arrays = {name: _as_array(output).astype(np.float64) for name, output in outputs.items()}
 
     def distance(actual: np.ndarray, wanted: np.ndarray) -> float | None:
@@ -103,7 +132,10 @@ def check_agreement(outputs: dict[str, object], reference: object, tolerance: fl
     contenders = {}
     for name, actual in arrays.items():
         diff = distance(actual, expected)
+        allowed = tolerances.get(name, tolerance) * (scale if scale > 0 else 1.0)
         contenders[name] = {"max_abs_diff": diff, "agrees": diff is not None and diff <= allowed}
+        if name in tolerances:
+            contenders[name]["tolerance"] = tolerances[name]
     sparse_vs_dense = (
         distance(arrays[SPARSE_NAME], arrays[DENSE_NAME]) if SPARSE_NAME in arrays and DENSE_NAME in arrays else None
     )
@@ -149,6 +181,7 @@ def bench_compiled(
     torch_compile: bool = True,
     batch: int | None = None,
     allow_mismatch: bool = False,
+    peers: bool = True,
 ) -> dict:
     """Median / p90 / p99 latency of the sparse model beside our dense build and PyTorch's dense
     paths, interleaved in one process on the same input with the same thread count. ``batch``
@@ -157,7 +190,10 @@ def bench_compiled(
     Before timing, every contender's output on the benchmark input is compared with PyTorch
     eager's (``check_agreement``); a contender outside ``AGREEMENT_TOLERANCE`` raises
     :class:`DisagreementError` naming it, unless ``allow_mismatch`` (then the result's
-    ``agreement`` record flags it)."""
+    ``agreement`` record flags it).
+
+    ``peers``: also time ONNX Runtime and OpenVINO on the same dense weights where installed
+    (``tools.peers``; each labelled with the precision it computed in, skipped with a note where absent)."""
     from subp_fx.tools.latency import TORCH_BASELINES, measure_interleaved
 
     out_dir = Path(out_dir)
@@ -174,18 +210,31 @@ def bench_compiled(
         contenders[DENSE_NAME] = lambda: dense(array)
         macs_dense = sum(entry.macs for entry in dense.kernel_table)
     reference = load_pytorch_model(out_dir)
+    precision = dict.fromkeys(contenders, "fp32")
     for name, build in TORCH_BASELINES.items():
         if name == "pytorch_compile_dense" and not torch_compile:
             continue
         contenders[name] = build(reference, example)
-    with torch.inference_mode():
-        expected = reference(example)
-    # one run each (copied: a runtime may reuse its output buffer), checked before any timing
-    outputs = {name: np.array(_as_array(run())) for name, run in contenders.items()}
-    agreement = check_agreement(outputs, expected)
-    if not agreement["all_agree"] and not allow_mismatch:
-        raise DisagreementError(_disagreement_message(agreement, out_dir))
-    stats = measure_interleaved(contenders, batch=shape[0], warmup=warmup, iters=iters)
+        precision[name] = "fp32"
+    peers_skipped = {}
+    with tempfile.TemporaryDirectory(prefix="subp-fx-peers-") as scratch:
+        if peers:
+            from subp_fx.tools.peers import peer_contenders
+
+            built = peer_contenders(reference, example, threads, Path(scratch))
+            peers_skipped = built.skipped
+            for name, peer in built.runs.items():
+                contenders[name] = peer.run
+                precision[name] = peer.precision
+        with torch.inference_mode():
+            expected = reference(example)
+        # one run each (copied: a runtime may reuse its output buffer), checked before any timing
+        outputs = {name: np.array(_as_array(run())) for name, run in contenders.items()}
+        tolerances = {name: PRECISION_TOLERANCES[p] for name, p in precision.items() if p != "fp32"}
+        agreement = check_agreement(outputs, expected, tolerances=tolerances)
+        if not agreement["all_agree"] and not allow_mismatch:
+            raise DisagreementError(_disagreement_message(agreement, out_dir))
+        stats = measure_interleaved(contenders, batch=shape[0], warmup=warmup, iters=iters)
     sparse_median = stats[SPARSE_NAME].median_ms
     result = {
         "artefact": str(out_dir),
@@ -199,6 +248,8 @@ def bench_compiled(
         "macs_sparse": macs_sparse,
         "macs_dense": macs_dense,
         "agreement": agreement,
+        "precision": precision,
+        "peers_skipped": peers_skipped,
     }
     if macs_dense:
         result["flop_ideal_speedup"] = macs_dense / macs_sparse
@@ -216,6 +267,7 @@ def format_bench(result: dict) -> str:
             f"{r['p90_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
             f"{r['throughput_per_s']:.1f}",
+            result.get("precision", {}).get(name, "fp32"),
             "1.00x" if name == SPARSE_NAME else f"{result['speedup_vs'][name]:.2f}x",
             _agreement_cell(result, name),
         ]
@@ -226,6 +278,7 @@ def format_bench(result: dict) -> str:
             [
                 "flop_ideal (sparse MACs at our dense speed)",
                 f"{result['flop_ideal_ms']:.2f}",
+                "",
                 "",
                 "",
                 "",
@@ -240,9 +293,21 @@ def format_bench(result: dict) -> str:
     )
     table = tabulate(
         rows,
-        headers=["contender", "median ms", "p90 ms", "p99 ms", "images/s", "sparse speed-up", "max abs diff vs eager"],
+        headers=[
+            "contender",
+            "median ms",
+            "p90 ms",
+            "p99 ms",
+            "images/s",
+            "precision",
+            "sparse speed-up",
+            "max abs diff vs eager",
+        ],
         tablefmt="github",
     )
+    skipped = result.get("peers_skipped") or {}
+    if skipped:
+        table += "\n" + "\n".join(f"not run: {name}: {why}" for name, why in skipped.items())
     agreement = result.get("agreement")
     if agreement is None:
         return header + table

@@ -72,6 +72,17 @@ def test_every_contender_is_checked_against_eager_and_the_check_is_recorded(arte
     assert "max abs diff vs eager" in table and "MISMATCH" not in table
     assert "every contender agrees with PyTorch eager" in table
     assert "agreement" in BENCH_FIELDS and "--allow-mismatch" in BENCH_FIELDS["agreement"]
+    assert set(result["precision"]) == set(result["results"]) and result["precision"][SPARSE_NAME] == "fp32"
+    for name in ("onnxruntime_fp32", "openvino_fp32"):  # timed where installed, else said why not
+        assert name in result["results"] or name in result["peers_skipped"]
+    defaults = [name for name in result["results"] if name.startswith("openvino_default_")]
+    assert "openvino_default" in result["peers_skipped"] or defaults
+
+
+def test_no_peers_times_only_our_builds_and_pytorch(artefact):
+    result = bench_compiled(artefact, peers=False, **QUICK)
+    assert not any(name.startswith(("onnxruntime", "openvino")) for name in result["results"])
+    assert result["peers_skipped"] == {}
 
 
 def test_a_contender_that_disagrees_is_refused_before_anything_is_timed(artefact, monkeypatch):
@@ -107,12 +118,9 @@ def test_allow_mismatch_times_anyway_and_flags_the_disagreeing_contenders(tamper
     agreement = json.loads(out.read_text())["agreement"]
     assert not agreement["all_agree"]
     flags = {name: entry["agrees"] for name, entry in agreement["contenders"].items()}
-    assert flags == {
-        SPARSE_NAME: False,
-        DENSE_NAME: False,
-        "pytorch_eager_dense": True,
-        "pytorch_torchscript_dense": True,
-    }
+    # the peers (ONNX Runtime, OpenVINO) run the PyTorch model's weights: they agree with eager
+    assert flags == {name: name not in (SPARSE_NAME, DENSE_NAME) for name in flags}
+    assert {SPARSE_NAME, DENSE_NAME, "pytorch_eager_dense", "pytorch_torchscript_dense"} <= set(flags)
     assert agreement["sparse_vs_dense_max_abs_diff"] <= 1e-4 * agreement["max_abs_reference"]
     assert "MISMATCH: subp_sparse, subp_dense disagree" in printed
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in printed.splitlines() if line.startswith("| ")]
