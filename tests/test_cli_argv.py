@@ -7,7 +7,6 @@ before the model is even loaded (the loading, tracing and lowering fail the test
 from __future__ import annotations
 
 import platform
-import time
 
 import pytest
 
@@ -123,17 +122,15 @@ def no_work(monkeypatch):
 def test_a_target_we_cannot_build_is_refused_at_once(target_argv, fragments, tmp_path, capsys, no_work):
     recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run"))
     out = tmp_path / "out"
-    started = time.perf_counter()
     status = main(["compile", str(recipe), "-o", str(out), *target_argv])
-    seconds = time.perf_counter() - started
     captured = capsys.readouterr()
     assert status == 2 and captured.err.startswith("subp-fx: error:") and "Traceback" not in captured.err
     flowed = " ".join(captured.err.split())
     for fragment in fragments:
         assert fragment in flowed, (fragment, captured.err)
     assert captured.out == ""
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["r.yaml"]  # nothing written
-    assert seconds < 30, seconds  # TVM's import and LLVM's CPU table, not a compile
+    # nothing written; and the model was never loaded, traced or lowered (the no_work fixture)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r.yaml"]
 
 
 def test_the_unquoted_design_card_line_reaches_the_model(tmp_path, capsys, monkeypatch):
