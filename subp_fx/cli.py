@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from subp_fx.cli_argv import join_target_options
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.errors import SubpError
 
@@ -192,9 +193,12 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from subp_fx.codegen.target import compile_target
     from subp_fx.tools.artifact import compile_to_directory, load_compile_source
+    from subp_fx.tools.progress import terminal_progress
 
     nothing = "nothing was compiled"
+    compile_target(args.target)  # a target we cannot build is refused before the model is even loaded
     check_output_location(args.output, "-o", nothing, directory=True)
     check_output_location(args.tuning_log, "--tuning-log", nothing, directory=False)
     source = load_compile_source(
@@ -209,6 +213,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         dense_baseline=not args.no_dense_baseline,
         tune_tiles=args.tune_tiles,
         tuning_log=args.tuning_log,
+        progress=terminal_progress(args.quiet),
     )
     print(
         f"compiled {source.origin}"
@@ -258,6 +263,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from subp_fx.tools.benchmark import BENCH_FIELDS, bench_compiled, format_bench
+    from subp_fx.tools.progress import terminal_progress
 
     if args.explain:
         for field, meaning in BENCH_FIELDS.items():
@@ -275,12 +281,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         batch=args.batch,
         allow_mismatch=args.allow_mismatch,
         peers=not args.no_peers,
+        progress=terminal_progress(args.quiet),
     )
     print(format_bench(result))
     if args.json:
         _write_json(args.json, result)
         print(f"wrote {args.json} (fields: subp-fx bench --explain)")
     return 0
+
+
+def _add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress lines on the terminal (they are shown only when stderr is a terminal anyway)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,7 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="artefact directory to write (refused if it exists, unless --force)"
     )
     compile_.add_argument(
-        "--target", default=DEFAULT_TARGET, help=f'TVM target, classic or JSON form (default "{DEFAULT_TARGET}")'
+        "--target",
+        default=DEFAULT_TARGET,
+        metavar="KIND [-OPTION=VALUE ...]",
+        help=(
+            f"TVM target, as TVM users type it: --target llvm -mcpu=native -num-cores=2, quoted "
+            f'(--target "llvm -mcpu=znver3"), or a JSON object. CPU (llvm) targets of this machine\'s '
+            f'architecture only; checked before any work (default "{DEFAULT_TARGET}": this CPU)'
+        ),
     )
     compile_.add_argument("--batch", type=_positive_int, default=1, help="static batch size (default 1)")
     compile_.add_argument("--image-size", type=_positive_int, help="input height = width (default: the recipe's)")
@@ -344,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`"
     )
     compile_.add_argument("--force", action="store_true", help="replace an existing output directory")
+    _add_quiet_argument(compile_)
     compile_.set_defaults(handler=_cmd_compile)
 
     evaluate = commands.add_parser("eval", help="top-1 / top-5 of a compiled model on a validation set")
@@ -396,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", metavar="FILE", help="write every number as JSON")
     bench.add_argument("--explain", action="store_true", help="print what every JSON field means and exit")
+    _add_quiet_argument(bench)
     bench.set_defaults(handler=_cmd_bench)
     return parser
 
@@ -407,8 +432,26 @@ def _report(error: BaseException) -> None:
     print(f"subp-fx: error: {wrapped}", file=sys.stderr)
 
 
+def _short_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every one-letter option (``-o``, ``-h``, ...) of ``parser`` and its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found |= {option for option in action.option_strings if len(option) == 2 and option[1] != "-"}
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                found |= _short_options(subparser)
+    return found
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` (without the program name) as the subcommand's arguments; ``--target`` may be
+    followed by TVM's target options unquoted (``cli_argv``). Exits with status 2 on a usage error."""
+    parser = build_parser()
+    return parser.parse_args(join_target_options(argv, _short_options(parser)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -39,10 +39,11 @@ def trained(tmp_path_factory):
 
 def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
     out = tmp_path / "compiled"
-    status, printed, _ = run_cli(
+    status, printed, err = run_cli(
         capsys, "compile", trained / "run" / "last.pt", "-o", out, "--batch", 2, "--threads", 1
     )
     assert status == 0
+    assert "lower_graph" not in printed + err  # stderr is no terminal here: no progress lines
     for fragment in ("stem.0", "dense", "sparse", "C_in=3 < 4", "16/32"):
         assert fragment in printed, fragment
     for name in ("model.so", "manifest.json", "dense/model.so", "pytorch_model.pt", "subp_model.pt", "source.json"):

@@ -1,4 +1,5 @@
-"""The compile pipeline, stage by stage, in the order ``compile`` runs them:
+"""The compile pipeline, stage by stage, in the order ``compile`` runs them (after checking the
+target, ``target.compile_target``, before any other work):
 
 1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
@@ -9,6 +10,10 @@
 5. ``build``: ``tvm.compile`` with that list and TVM's default TIR pipeline -> a VM executable;
 6. ``export``: the executable's shared library, which the returned :class:`CompiledModel` runs
    (what is tested is what ``export`` ships).
+
+An optional observer (``progress.CompileProgress``) hears of each stage as it starts and ends,
+under the names of ``progress.STAGES`` (``inference_graph`` is stages 1-2, ``lower_graph`` 3,
+then ``check_relax_ops``, ``relax_passes``, ``build``, ``export``); nothing here prints.
 
 Why the Relax list is pinned here: ``tvm.compile``'s implicit default would legalise any Relax op
 our lowering left behind into a generic, unscheduled TIR loop nest, silently (TVM's own untuned
@@ -39,8 +44,10 @@ from tvm.target import Target
 
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.lowering.lower import LoweredModel, lower_graph
+from subp_fx.codegen.progress import CompileProgress, stage
 from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
 from subp_fx.codegen.runtime.manifest import LIBRARY_FILE, GraphPassReport, Manifest
+from subp_fx.codegen.target import compile_target
 from subp_fx.codegen.threads import physical_core_count, set_num_threads, thread_pool_capacity
 from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
@@ -128,10 +135,25 @@ def inference_graph(model) -> InferenceGraph:
     return InferenceGraph(converted, report)
 
 
-def build(lowered: LoweredModel) -> relax.VMExecutable:
-    """Stages 4-5: the Relax passes and TVM's TIR pipeline, to a VM executable."""
-    check_relax_ops(lowered.module)
-    return tvm.compile(lowered.module, target=lowered.target, relax_pipeline=relax_passes(lowered.target))
+def kernel_count(mod: tvm.IRModule) -> int:
+    """The TIR kernels (PrimFuncs) in ``mod``: what the build compiles."""
+    return sum(isinstance(function, tvm.tirx.PrimFunc) for function in mod.functions.values())
+
+
+def build(lowered: LoweredModel, progress: CompileProgress | None = None) -> relax.VMExecutable:
+    """Stages 4-5: the Relax passes and TVM's TIR pipeline, to a VM executable.
+
+    The Relax passes run here rather than inside ``tvm.compile`` (which is then given no Relax
+    pipeline) only so that an observer sees them as a stage of their own: ``tvm.relax.build``
+    runs its pipeline exactly so, under ``with target``.
+    """
+    progress = progress or CompileProgress()
+    with stage(progress, "check_relax_ops"):
+        check_relax_ops(lowered.module)
+    with stage(progress, "relax_passes"), lowered.target:
+        module = relax_passes(lowered.target)(lowered.module)
+    with stage(progress, "build", note=f"{kernel_count(module)} kernels"):
+        return tvm.compile(module, target=lowered.target, relax_pipeline=None)
 
 
 def _example_shape(example_input: Any) -> tuple[int, ...]:
@@ -154,6 +176,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     threads: int | None = None,
     tune_tiles: bool = False,
     tuning_log: str | os.PathLike | None = None,
+    progress: CompileProgress | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
     ``example_input`` (an NCHW array or tensor, whose values are not used, or the shape itself).
@@ -163,27 +186,36 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     ``tune_tiles``: time a few register tiles per distinct conv shape at compile time.
     ``tuning_log``: a JSON file of such timings (``tuning.log``), read first and written
     back with the shapes this compile timed; implies ``tune_tiles``.
-    Refuses: whatever ``fold_batchnorm`` / ``convert`` refuse (training-mode batch norm,
-    non-uniform masks), and every op the lowering cannot handle, listed in one
-    ``UnsupportedOpError``.
+    ``progress``: told of each stage as it starts and ends (``progress.CompileProgress``).
+    Refuses, at once, a target it cannot build (``compile_target``: only CPU ``llvm`` targets of
+    this machine's architecture, with a CPU LLVM knows; a ``TargetError``); then whatever
+    ``fold_batchnorm`` / ``convert`` refuse (training-mode batch norm, non-uniform masks), and
+    every op the lowering cannot handle, listed in one ``UnsupportedOpError``.
     """
+    target = compile_target(target)  # first: a target we cannot build is refused before any work
+    progress = progress or CompileProgress()
     shape = _example_shape(example_input)
     threads = min(physical_core_count(), thread_pool_capacity()) if threads is None else threads
     set_num_threads(threads)  # validates; tile timing (tune_tiles) then runs with the model's threads
     started = time.perf_counter()
     log = TuningLog.load(tuning_log) if tuning_log is not None else None
-    graph = inference_graph(model)
-    lowered = lower_graph(graph.gm, shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log)
+    with stage(progress, "inference_graph"):
+        graph = inference_graph(model)
+    with stage(progress, "lower_graph"):
+        lowered = lower_graph(
+            graph.gm, shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log, progress=progress
+        )
     if log is not None and log.added:
         log.save()
-    executable = build(lowered)
+    executable = build(lowered, progress)
     # The model runs from the exported library itself: what is tested is what export ships. (It
     # is also exported before any VM exists: a VM's start-up adds a memory-scope entry per
     # constant to the executable, and TVM 0.27 logs a warning per entry when saving it.)
     staging = Path(tempfile.mkdtemp(prefix="subp-fx-compiled-"))
     library = staging / LIBRARY_FILE
     try:
-        executable.export_library(str(library))
+        with stage(progress, "export"):
+            executable.export_library(str(library))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -210,5 +242,6 @@ __all__ = [
     "check_relax_ops",
     "compile",
     "inference_graph",
+    "kernel_count",
     "relax_passes",
 ]

@@ -6,7 +6,10 @@ default triple (``x86_64-conda-linux-gnu``) LLVM silently falls back to generic 
 AVX2, no FMA, several times slower. :func:`parse_target` accepts the classic string, a JSON
 string, a dict or a ``Target``; resolves ``native`` to the host CPU's LLVM name; defaults
 ``mtriple`` to the plain host triple (``x86_64-linux-gnu`` on x86-64 Linux); and validates
-everything, raising :class:`TargetError` with what would be valid.
+everything, raising :class:`TargetError` with what would be valid. :func:`compile_target` adds
+what the compile pipeline needs on top: a kind it can build for (``llvm``: our kernels are CPU
+kernels) and a triple of this machine's architecture (the library is linked and loaded here). Both
+are cheap (no LLVM code generation), so a compile checks its target before any other work.
 
 The thread-pool functions are re-exported here because a target and the threads that run its
 code are chosen together.
@@ -27,7 +30,9 @@ from subp_fx.codegen.errors import TargetError
 from subp_fx.codegen.threads import get_num_threads, physical_core_count, set_num_threads
 
 __all__ = [
+    "BUILDABLE_KINDS",
     "TargetError",
+    "compile_target",
     "get_num_threads",
     "host_cpu_name",
     "host_triple",
@@ -36,6 +41,10 @@ __all__ = [
 ]
 
 NATIVE_CPU = "native"
+
+# The target kinds the compile pipeline builds: every kernel is a scheduled CPU kernel compiled by
+# LLVM. TVM knows more kinds (cuda, opencl, c, ...), for which our kernels have no schedule.
+BUILDABLE_KINDS = ("llvm",)
 
 _FORM_HELP = (
     'A target is written "KIND -OPTION=VALUE ..." (e.g. "llvm", "llvm -mcpu=native", '
@@ -111,7 +120,10 @@ def _known_kinds() -> list[str]:
 
 def _kind_options(kind: str) -> dict[str, str]:
     if kind not in _known_kinds():
-        raise TargetError(f"unknown target kind {kind!r}; valid kinds are {', '.join(_known_kinds())}. {_FORM_HELP}")
+        raise TargetError(
+            f"unknown target kind {kind!r}; TVM's kinds are {', '.join(_known_kinds())}, of which subp-fx compiles "
+            f"for {' and '.join(repr(k) for k in BUILDABLE_KINDS)}. {_FORM_HELP}"
+        )
     return {name: str(type_name) for name, type_name in TargetKind.options_from_name(kind).items()}
 
 
@@ -123,6 +135,10 @@ def _unknown_option(kind: str, option: str, options: Mapping[str, str]) -> Targe
 def _parse_classic(text: str) -> dict[str, Any]:
     words = text.split()
     kind = words[0]
+    if kind.startswith("-"):
+        raise TargetError(
+            f"the target {text!r} starts with an option; name the kind first, e.g. 'llvm {text}'. {_FORM_HELP}"
+        )
     options = _kind_options(kind)
     config: dict[str, Any] = {"kind": kind}
     for word in words[1:]:
@@ -178,8 +194,31 @@ def _check_config_keys(config: Mapping[str, Any]) -> None:
             raise _unknown_option(str(config["kind"]), name, options)
 
 
+def _triple_architecture(triple: str) -> str:
+    arch = triple.split("-", 1)[0]
+    return _ARCHITECTURE_ALIASES.get(arch, arch)
+
+
+# LLVM's spellings of one architecture (the host triple on macOS says arm64).
+_ARCHITECTURE_ALIASES = {"arm64": "aarch64", "amd64": "x86_64"}
+
+
+def _check_triple(triple: str) -> None:
+    # Checked before anything else reads the triple: with an architecture LLVM does not know,
+    # llvm_get_cpu_archlist crashes the process (a segfault, not an exception).
+    if triple.split("-", 1)[0] in set(llvm_codegen.llvm_get_targets()):
+        return
+    if llvm_codegen.llvm_is_valid_cpu("generic", triple):  # other spellings LLVM parses (armv7, i686, ...)
+        return
+    raise TargetError(
+        f"-mtriple={triple} names no architecture LLVM knows; leave -mtriple out to build for this machine "
+        f"({host_triple()}), or give an LLVM triple ARCH-VENDOR-OS such as x86_64-linux-gnu. {_FORM_HELP}"
+    )
+
+
 def _normalise_llvm(config: dict[str, Any], num_cores_given: bool) -> None:
     config.setdefault("mtriple", host_triple())
+    _check_triple(str(config["mtriple"]))
     cpu = config.get("mcpu")
     if cpu == NATIVE_CPU:
         config["mcpu"] = host_cpu_name()
@@ -232,3 +271,34 @@ def parse_target(text: str | Mapping[str, Any] | Target, num_cores: int | None =
         return Target(config)
     except (ValueError, TypeError, RuntimeError) as error:
         raise TargetError(f"TVM rejected the target {config!r}: {error}. {_FORM_HELP}") from None
+
+
+def _describe(target: str | Mapping[str, Any] | Target) -> str:
+    return repr(target) if isinstance(target, (str, Mapping)) else repr(str(target))
+
+
+def compile_target(target: str | Mapping[str, Any] | Target, num_cores: int | None = None) -> Target:
+    """:func:`parse_target`, then refuse a target the compile pipeline cannot build and run: a kind
+    other than :data:`BUILDABLE_KINDS` (GPU kinds, ``c`` source, ...) or a triple of another
+    architecture than this machine's (the compiled library is linked by this machine's compiler
+    and loaded here). Cheap: call it before any tracing or lowering. Raises :class:`TargetError`.
+    """
+    # The kind is read before TVM builds a Target of it: a cuda Target logs a warning of its own.
+    kind = str(_config_from(target).get("kind", ""))
+    if kind in _known_kinds() and kind not in BUILDABLE_KINDS:
+        raise TargetError(
+            f"cannot compile for the target {_describe(target)}: subp-fx builds its scheduled CPU kernels with "
+            f"LLVM only, so the target kind must be {' or '.join(repr(k) for k in BUILDABLE_KINDS)}, not {kind!r} "
+            f"(GPU kinds such as cuda, and source kinds such as c, have no kernels here). Valid targets: "
+            f'"llvm" (generic code for {host_triple()}), "llvm -mcpu=native" (this machine, {host_cpu_name()}), '
+            f'or "llvm -mcpu=CPU -mattr=+FEATURE,... -num-cores=N". {_FORM_HELP}'
+        )
+    parsed = parse_target(target, num_cores)
+    triple = str(parsed.attrs["mtriple"])
+    if _triple_architecture(triple) != _triple_architecture(host_triple()):
+        raise TargetError(
+            f"cannot compile for the target {_describe(target)}: its triple {triple} is not this machine's "
+            f"architecture ({host_triple()}), and the compiled library is linked by this machine's C compiler and "
+            f"loaded here to run; leave -mtriple out, or give a triple of the same architecture. {_FORM_HELP}"
+        )
+    return parsed

@@ -15,8 +15,10 @@ It is built in a temporary sibling directory and renamed into place only when co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +28,13 @@ from subp_fx.errors import ConfigError
 from subp_fx.fileio import staged_directory
 from subp_fx.recipes.schema import Recipe, load_recipe
 from subp_fx.train.checkpoint import load_trained
+
+if TYPE_CHECKING:
+    from subp_fx.codegen.progress import CompileProgress
+
+# Names of the two models compiled, as a progress observer is told them.
+SPARSE_LABEL = "sparse model"
+DENSE_LABEL = "dense baseline"
 
 SOURCE_FILE = "source.json"
 PYTORCH_MODEL_FILE = "pytorch_model.pt"
@@ -96,9 +105,11 @@ def compile_to_directory(
     dense_baseline: bool = True,
     tune_tiles: bool = False,
     tuning_log: str | Path | None = None,
+    progress: Callable[[str], CompileProgress] | None = None,
 ):
     """Compile ``source`` (and its dense twin) and write the artefact directory atomically.
-    Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``."""
+    Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``. ``progress``:
+    makes the observer of each model's compile from its label (``SPARSE_LABEL``, ``DENSE_LABEL``)."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.passes import strip_masks
 
@@ -108,14 +119,13 @@ def compile_to_directory(
             f"output directory {str(out_dir)!r} already exists; choose another -o, or pass --force to replace it"
         )
     example = np.zeros(source.input_shape, dtype=np.float32)
+    options = {"target": target, "threads": threads, "tune_tiles": tune_tiles, "tuning_log": tuning_log}
     sparse = compile_model(
-        source.model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log
+        source.model, example, **options, progress=progress(SPARSE_LABEL) if progress is not None else None
     )
     dense_model = strip_masks(source.model).eval()
     dense = (
-        compile_model(
-            dense_model, example, target=target, threads=threads, tune_tiles=tune_tiles, tuning_log=tuning_log
-        )
+        compile_model(dense_model, example, **options, progress=progress(DENSE_LABEL) if progress is not None else None)
         if dense_baseline
         else None
     )

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from subp_fx.errors import ConfigError, SubpError
-from subp_fx.tools.artifact import DENSE_DIR, SUBP_MODEL_FILE, load_pytorch_model
+from subp_fx.tools.artifact import DENSE_DIR, DENSE_LABEL, SPARSE_LABEL, SUBP_MODEL_FILE, load_pytorch_model
+
+if TYPE_CHECKING:
+    from subp_fx.codegen.progress import CompileProgress
+
+ProgressMaker = Callable[[str], "CompileProgress"]
 
 
-def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None):
+def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None, progress: ProgressMaker | None = None):
     """(sparse, dense or None) compiled models for ``batch``: the artefact's own when its batch
-    matches, otherwise both rebuilt for ``batch`` from the stored models with the same target."""
+    matches, otherwise both rebuilt for ``batch`` from the stored models with the same target
+    (``progress``: as for ``compile_to_directory``)."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.codegen.api import load_compiled
 
@@ -28,8 +36,24 @@ def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None):
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     shape = (batch, *sparse.input_shape[1:])
     target, threads = sparse.manifest.target, sparse.threads
-    rebuilt = compile_model(load_pytorch_model(out_dir, SUBP_MODEL_FILE), shape, target=target, threads=threads)
-    dense = compile_model(load_pytorch_model(out_dir), shape, target=target, threads=threads) if has_dense else None
+
+    def observer(label: str) -> CompileProgress | None:
+        return progress(f"{label}, batch {batch}") if progress is not None else None
+
+    rebuilt = compile_model(
+        load_pytorch_model(out_dir, SUBP_MODEL_FILE),
+        shape,
+        target=target,
+        threads=threads,
+        progress=observer(SPARSE_LABEL),
+    )
+    dense = (
+        compile_model(
+            load_pytorch_model(out_dir), shape, target=target, threads=threads, progress=observer(DENSE_LABEL)
+        )
+        if has_dense
+        else None
+    )
     return rebuilt, dense
 
 
@@ -182,6 +206,7 @@ def bench_compiled(
     batch: int | None = None,
     allow_mismatch: bool = False,
     peers: bool = True,
+    progress: ProgressMaker | None = None,
 ) -> dict:
     """Median / p90 / p99 latency of the sparse model beside our dense build and PyTorch's dense
     paths, interleaved in one process on the same input with the same thread count. ``batch``
@@ -190,14 +215,15 @@ def bench_compiled(
     Before timing, every contender's output on the benchmark input is compared with PyTorch
     eager's (``check_agreement``); a contender outside ``AGREEMENT_TOLERANCE`` raises
     :class:`DisagreementError` naming it, unless ``allow_mismatch`` (then the result's
-    ``agreement`` record flags it).
+    ``agreement`` record flags it). ``progress``: makes the observer of each recompile from its
+    label (as for ``compile_to_directory``).
 
     ``peers``: also time ONNX Runtime and OpenVINO on the same dense weights where installed
     (``tools.peers``; each labelled with the precision it computed in, skipped with a note where absent)."""
     from subp_fx.tools.latency import TORCH_BASELINES, measure_interleaved
 
     out_dir = Path(out_dir)
-    sparse, dense = _contenders_for_batch(out_dir, batch, threads)
+    sparse, dense = _contenders_for_batch(out_dir, batch, threads, progress)
     threads = sparse.threads
     torch.set_num_threads(threads)
     shape = tuple(sparse.input_shape)

@@ -13,6 +13,7 @@ from tvm import relax  # noqa: E402
 
 from subp_fx.codegen.lowering.lower import lower_graph  # noqa: E402
 from subp_fx.codegen.pipeline import EMITTED_RELAX_OPS, build, check_relax_ops, compile, inference_graph  # noqa: E402
+from subp_fx.codegen.progress import STAGES, CompileProgress  # noqa: E402
 from subp_fx.codegen.runtime.manifest import GraphPassReport, Manifest  # noqa: E402
 from subp_fx.errors import UnsupportedOpError  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
@@ -100,3 +101,69 @@ def test_graph_pass_report_round_trips_through_the_manifest():
     assert Manifest.from_json(
         {k: v for k, v in manifest.to_json().items() if k != "graph_passes"}, "old"
     ).graph_passes == (GraphPassReport())
+
+
+# --- the target is checked first; the stages are reported in order ------------------------------
+
+
+@pytest.mark.parametrize("target", ["cuda", "c", "llvm -mcpu=notacpu", {"kind": "opencl"}])
+def test_compile_refuses_a_target_it_cannot_build_before_any_work(target, monkeypatch):
+    from subp_fx.codegen import pipeline
+    from subp_fx.codegen.errors import TargetError
+
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("the compile started although its target should have been refused")
+
+    monkeypatch.setattr(pipeline, "inference_graph", must_not_start)
+    monkeypatch.setattr(pipeline, "lower_graph", must_not_start)
+    with pytest.raises(TargetError, match="llvm -mcpu=native"):
+        compile(_UnfoldableBatchNorm().eval(), (1, 3, 8, 8), target=target, threads=1)
+
+
+class _Recorder(CompileProgress):
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def stage_started(self, stage, note=""):
+        self.events.append(("started", stage, note))
+
+    def stage_total(self, total, unit):
+        self.events.append(("total", total, unit))
+
+    def advance(self, steps=1):
+        self.events.append(("advance", steps))
+
+    def stage_finished(self, stage, seconds, failed=False):
+        self.events.append(("finished", stage, seconds, failed))
+
+
+def test_compile_reports_every_stage_in_order_to_its_observer():
+    recorder = _Recorder()
+    compile(_UnfoldableBatchNorm().eval(), (1, 3, 8, 8), target=TARGET, threads=1, progress=recorder)
+    stages = [event for event in recorder.events if event[0] in ("started", "finished")]
+    assert [(event[0], event[1]) for event in stages] == [
+        (kind, name) for name in STAGES for kind in ("started", "finished")
+    ]
+    assert all(event[2] >= 0 and event[3] is False for event in stages if event[0] == "finished")
+    # lowering counts its graph's nodes and advances once per node, between its start and finish
+    lowering = recorder.events.index(("started", "lower_graph", ""))
+    finished = next(i for i, event in enumerate(recorder.events) if event[:2] == ("finished", "lower_graph"))
+    inside = recorder.events[lowering + 1 : finished]
+    assert inside[0][0] == "total" and inside[0][2] == "nodes"
+    assert sum(event[1] for event in inside[1:] if event[0] == "advance") == inside[0][1] > 3
+    # the opaque build says how many kernels it compiles: one per distinct kernel in the module
+    build_note = next(event[2] for event in recorder.events if event[:2] == ("started", "build"))
+    count, word = build_note.split()
+    assert word == "kernels" and int(count) >= 4  # input transpose, conv, pool, batch norm, pool, linear
+
+
+def test_a_failing_stage_is_reported_as_failed():
+    recorder = _Recorder()
+    with pytest.raises(UnsupportedOpError):
+        compile(_Unsupported().eval(), (1, 3, 8, 8), target=TARGET, threads=1, progress=recorder)
+    assert recorder.events[-1][:2] == ("finished", "lower_graph") and recorder.events[-1][3] is True
+
+
+class _Unsupported(nn.Module):
+    def forward(self, x):
+        return torch.sort(x, dim=-1).values

@@ -1,8 +1,9 @@
-"""parse_target and the TVM runtime thread pool."""
+"""parse_target, compile_target and the TVM runtime thread pool."""
 
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ pytest.importorskip("tvm")
 
 from subp_fx.codegen import errors  # noqa: E402
 from subp_fx.codegen.target import (  # noqa: E402
+    compile_target,
     get_num_threads,
     host_cpu_name,
     host_triple,
@@ -85,6 +87,9 @@ def test_num_cores_argument_overrides_the_string():
         ("llvm -num-cores=two", "needs an integer"),
         ("llvm -num-cores=0", "num-cores must be an integer >= 1"),
         ("llvm mcpu=native", "options start with '-'"),
+        ("-mcpu=native", "starts with an option; name the kind first, e.g. 'llvm -mcpu=native'"),
+        # an architecture LLVM does not know: refused, where reading its CPU list would segfault
+        ("llvm -mtriple=garbage -mcpu=znver3", "-mtriple=garbage names no architecture LLVM knows"),
         ('{"kind": "llvm",', "not valid JSON"),
         ('{"mcpu": "native"}', "has no 'kind'"),
         ({"kind": "llvm", "cpu": "znver3"}, "unknown option 'cpu'"),
@@ -229,3 +234,31 @@ def test_thread_count_really_reaches_the_kernels(restore_threads):
     working, busy = _threads_that_worked(lambda: kernel.function(*arguments))
     assert working == 1, f"CPU seconds per thread: {busy}"
     assert np.isfinite(arguments[-1].numpy()).all()
+
+
+# --- compile_target: what the compile pipeline can build ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("cuda", "the target kind must be 'llvm', not 'cuda'"),
+        ("c", "the target kind must be 'llvm', not 'c'"),
+        ({"kind": "opencl"}, "not 'opencl'"),
+        (
+            f"llvm -mtriple={'x86_64' if platform.machine() in ('aarch64', 'arm64') else 'aarch64'}-linux-gnu",
+            "is not this machine's architecture",
+        ),
+    ],
+)
+def test_compile_target_refuses_what_cannot_be_built_here(target, fragment):
+    with pytest.raises(errors.TargetError) as raised:
+        compile_target(target)
+    assert fragment in str(raised.value) and "llvm -mcpu=native" in str(raised.value)
+
+
+def test_compile_target_accepts_this_machines_llvm_targets():
+    assert _attrs(compile_target("llvm -mcpu=native"))["mcpu"] == host_cpu_name()
+    arch = host_triple().split("-")[0]
+    assert _attrs(compile_target(f"llvm -mtriple={arch}-pc-linux-gnu"))["mtriple"] == f"{arch}-pc-linux-gnu"
+    assert compile_target({"kind": "llvm"}).kind.name == "llvm"

@@ -35,6 +35,7 @@ from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
+from subp_fx.codegen.progress import CompileProgress
 from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.tuning.log import TuningLog
@@ -100,11 +101,13 @@ def _lower_output(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     return LoweredTensor(expr, result.shape)
 
 
-def _walk(ctx: LoweringContext) -> LoweredTensor:
-    """Lower every node in graph order; a fused group is emitted at its last node."""
+def _walk(ctx: LoweringContext, progress: CompileProgress) -> LoweredTensor:
+    """Lower every node in graph order; a fused group is emitted at its last node. ``progress``
+    advances one step per node."""
     groups_by_output: dict[fx.Node, Epilogue] = {epilogue.result_node: epilogue for epilogue in ctx.epilogues.values()}
     deferred = {node for epilogue in ctx.epilogues.values() for node in (epilogue.conv, *epilogue.absorbed)}
     for node in ctx.view.nodes:
+        progress.advance()
         if node.op == "placeholder":
             ctx.values[node] = _lower_input(ctx, node)
         elif node.op == "output":
@@ -123,6 +126,7 @@ def lower_graph(
     target: str | Mapping[str, Any] | Target = DEFAULT_TARGET,
     tune_tiles: bool = False,
     tuning_log: TuningLog | None = None,
+    progress: CompileProgress | None = None,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
@@ -131,20 +135,22 @@ def lower_graph(
     ``tune_tiles`` times a few register tiles per distinct conv shape instead of using the
     tiling cost model's choice (slower to compile, sometimes faster to run); with a
     ``tuning_log`` the shapes it has are not timed again and new timings are added to it (in
-    memory: the caller saves it).
+    memory: the caller saves it). ``progress`` learns the node count and advances per node lowered.
     """
     target = target if isinstance(target, Target) else parse_target(target)
     traced = trace(gm)
     check_inference_graph(traced)
     view = GraphView(traced, tuple(example_input_shape))
     check_lowerable(view)
+    progress = progress or CompileProgress()
+    progress.stage_total(len(view.nodes), "nodes")
     program = RelaxProgram(view.input_shape)
     ctx = LoweringContext(
         view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles, tuning_log=tuning_log
     )
     ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
     with program.function():
-        result = _walk(ctx)
+        result = _walk(ctx, progress)
         program.finish(result.expr)
     # Fused groups are emitted at their last node; the table lists layers in the model's order.
     position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
