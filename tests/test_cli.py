@@ -97,8 +97,11 @@ def test_untraceable_model(capsys, recipe_path, monkeypatch):
 
     monkeypatch.setattr("subp_fx.models.registry.build_model", lambda *args, **kwargs: Branchy())
     monkeypatch.setattr("subp_fx.models.build_model", lambda *args, **kwargs: Branchy())
-    status, _, err = run_cli(capsys, "prune", recipe_path, "--dry-run")
+    status, _, err = run_cli(capsys, "prune", recipe_path, "--dry-run", "--set", "sparsity.capture=symbolic_trace")
     assert_user_error(status, err, "could not trace", "if x.sum() > 0", "leaf_modules")
+    # By default prepare falls back to swapping convs in place, and the dry run says why.
+    status, out, _ = run_cli(capsys, "prune", recipe_path, "--dry-run")
+    assert status == 0 and "capture: module_swap (symbolic_trace failed" in out and "if x.sum() > 0" in out
 
 
 def test_dry_run_lists_every_conv(capsys, recipe_path):

@@ -135,3 +135,62 @@ def randomise_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
                 module.bias.copy_(torch.rand(channels, generator=generator) - 0.5)
     return model.eval()
+
+
+def same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TF "same" padding computed from the input size, as timm's helpers do (asymmetric when the
+    total is odd: the extra row / column goes last)."""
+    height, width = x.shape[-2:]
+    pad_h = max((-(-height // stride) - 1) * stride + kernel - height, 0)
+    pad_w = max((-(-width // stride) - 1) * stride + kernel - width, 0)
+    if pad_h or pad_w:
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+    return x
+
+
+class SameConvBnAct(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x):
+        return F.silu(self.bn(self.conv(same_padding(x, self.kernel, self.stride))))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // 4, 1)
+        self.expand = nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
+class TimmStyleNet(nn.Module):
+    """A timm-like CNN fx cannot trace: a shape assert, "same" padding computed from x.shape
+    (asymmetric at stride 2, symmetric at stride 1), an odd-size pad branch, SE, SiLU, a nearest
+    2x upsample and a reshape by x.size(0)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = SameConvBnAct(3, 32, 3, stride=2)
+        self.dw = SameConvBnAct(32, 32, 3, stride=2, groups=32)
+        self.se = SqueezeExcite(32)
+        self.pw = SameConvBnAct(32, 64, 1)
+        self.conv = SameConvBnAct(64, 64, 3)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = SameConvBnAct(64, 32, 3)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        assert x.dim() == 4 and x.shape[1] == 3, "expects NCHW RGB images"
+        x = self.stem(x)
+        if x.shape[-1] % 2:  # keep the map even before the stride-2 depthwise conv
+            x = F.pad(x, [0, 1, 0, 1])
+        x = self.pw(self.se(self.dw(x)))
+        x = self.conv(x) + x
+        x = self.fuse(self.up(x))
+        return self.head(x.mean((2, 3)).reshape(x.size(0), -1))

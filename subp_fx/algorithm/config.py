@@ -77,6 +77,13 @@ class SparsityConfig(_Strict):
             "for models with data-dependent control flow inside a submodule"
         ),
     )
+    capture: Literal["auto", "symbolic_trace", "module_swap"] = Field(
+        default="auto",
+        description=(
+            "how prepare captures the model: symbolic_trace (a torch.fx graph), module_swap (convs replaced in "
+            "place, no graph: for forwards fx cannot trace), auto (symbolic_trace, else module_swap)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _decay_window(self) -> SparsityConfig:

@@ -1,7 +1,11 @@
 """The compile pipeline, stage by stage, in the order ``compile`` runs them (after checking the
 target, ``target.compile_target``, before any other work):
 
-1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv;
+0. ``capture``: ``passes.capture.capture_for_compile``: torch.fx ``symbolic_trace``, or, for a
+   forward it cannot follow (Python logic on shapes), a concrete trace on the example input,
+   exact for the compiled (static) input shape;
+1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv, then
+   ``passes.fold_pad`` makes each symmetric zero pad feeding a conv that conv's padding;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
 3. ``lower``: ``lowering.lower.lower_graph`` checks the graph is folded and converted, then emits
    a Relax ``main`` of ``call_tir`` calls to our scheduled kernels (and free reshapes);
@@ -51,8 +55,10 @@ from subp_fx.codegen.target import compile_target
 from subp_fx.codegen.threads import physical_core_count, set_num_threads, thread_pool_capacity
 from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
+from subp_fx.passes.capture import capture_for_compile
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
+from subp_fx.passes.fold_pad import FOLDED_PADS_META_KEY, fold_zero_pads
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
 EMITTED_RELAX_OPS = frozenset({"relax.call_tir", "relax.reshape"})
@@ -123,14 +129,25 @@ class InferenceGraph:
     passes: GraphPassReport
 
 
-def inference_graph(model) -> InferenceGraph:
-    """Stages 1-2 on a copy of ``model`` (the model is untouched)."""
-    folded = fold_batchnorm(model)
-    converted = convert(folded)
+def inference_graph(model, example_input: Any = None, capture: str = "auto") -> InferenceGraph:
+    """Stages 0-2 on a copy of ``model`` (the model is untouched). ``example_input`` (an NCHW
+    tensor, array or shape) lets a model ``symbolic_trace`` cannot follow be traced concretely
+    at that shape (``capture``: ``auto`` | ``symbolic_trace`` | ``concrete_trace``); without one,
+    only ``symbolic_trace`` is tried."""
+    if example_input is None:
+        captured = capture_for_compile(model, None, method="symbolic_trace")
+    else:
+        captured = capture_for_compile(model, _example_tensor(example_input), method=capture)
+    folded = fold_batchnorm(captured.model)
+    unpadded = fold_zero_pads(folded)
+    converted = convert(unpadded)
     report = GraphPassReport(
         folded_batchnorms=len(folded.meta[FOLDED_META_KEY]),
         unfolded_batchnorms=dict(folded.meta[UNFOLDED_META_KEY]),
         converted_convs=len(converted.meta[CONVERTED_META_KEY]),
+        capture=captured.method,
+        capture_reason=captured.reason,
+        folded_pads=len(unpadded.meta[FOLDED_PADS_META_KEY]),
     )
     return InferenceGraph(converted, report)
 
@@ -163,6 +180,16 @@ def _example_shape(example_input: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in as_float32_array(example_input).shape)
 
 
+def _example_tensor(example_input: Any):
+    """The example as a float32 torch tensor; a shape gets seeded normal values (a concrete trace
+    runs the model on it, and zeros could hide a branch on values)."""
+    import torch
+
+    if isinstance(example_input, (tuple, list)) and all(isinstance(size, int) for size in example_input):
+        return torch.randn(tuple(example_input), generator=torch.Generator().manual_seed(0))
+    return torch.as_tensor(as_float32_array(example_input))
+
+
 def _subp_fx_version() -> str:
     from subp_fx import __version__
 
@@ -177,9 +204,18 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     tune_tiles: bool = False,
     tuning_log: str | os.PathLike | None = None,
     progress: CompileProgress | None = None,
+    capture: str = "auto",
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
-    ``example_input`` (an NCHW array or tensor, whose values are not used, or the shape itself).
+    ``example_input`` (an NCHW array or tensor, or the shape itself).
+
+    The compiled model takes that one input shape. ``capture`` (``auto`` | ``symbolic_trace`` |
+    ``concrete_trace``): how the model becomes a graph. ``auto`` uses torch.fx's symbolic_trace
+    and, for a forward it cannot follow (``if x.shape[-1] % 2``, "same"-padding helpers reading
+    ``x.size()``, shape asserts), traces concretely on the example: shape logic is resolved for
+    that shape, which is exact since the compiled input shape is static (a branch on tensor
+    *values* is resolved on the example's values, with a warning). The example's values are used
+    only there (a shape gets seeded random values). The report says which capture ran and why.
 
     ``target``: a classic string (``"llvm -mcpu=native"``), JSON string, dict or Target
     (``parse_target``). ``threads``: TVM runtime threads to run with (default: physical cores).
@@ -200,7 +236,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     started = time.perf_counter()
     log = TuningLog.load(tuning_log) if tuning_log is not None else None
     with stage(progress, "inference_graph"):
-        graph = inference_graph(model)
+        graph = inference_graph(model, example_input, capture)
     with stage(progress, "lower_graph"):
         lowered = lower_graph(
             graph.gm, shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log, progress=progress

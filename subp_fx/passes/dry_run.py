@@ -6,14 +6,15 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 from tabulate import tabulate
 from torch.fx.passes.shape_prop import ShapeProp
 
 from subp_fx.algorithm.config import SparsityConfig, as_sparsity_config
 from subp_fx.algorithm.masks import kept_per_row
+from subp_fx.passes.capture import Capture, capture_for_training
 from subp_fx.passes.select import select_convs
-from subp_fx.passes.trace import trace
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class DryRunReport:
     convs: list[ConvPlan]
     config: SparsityConfig
     input_shape: tuple[int, ...]
+    capture: str = "symbolic_trace"
+    capture_reason: str = ""
 
     @property
     def macs_before(self) -> int:
@@ -55,26 +58,54 @@ def _conv_macs(conv: nn.Conv2d, output_shape: torch.Size) -> int:
     return out_h * out_w * c_out * (conv.in_channels // conv.groups) * kh * kw
 
 
-def dry_run(
-    model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[int, ...] = (1, 3, 224, 224)
-) -> DryRunReport:
-    """Plan ``prepare(model, config)`` for one input of ``input_shape`` (NCHW): every conv, selected
-    or not and why, its shape, kept input channels per block-row and MACs per image before and after.
-    Raises what ``prepare`` would raise."""
-    config = as_sparsity_config(config)
-    gm = trace(copy.deepcopy(model), config.leaf_modules)
-    gm.eval()
-    with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(input_shape))
-    output_shapes = {
+def _graph_output_shapes(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> dict[str, torch.Size]:
+    ShapeProp(gm).propagate(torch.zeros(input_shape))
+    return {
         node.target: node.meta["tensor_meta"].shape
         for node in gm.graph.nodes
         if node.op == "call_module" and "tensor_meta" in node.meta
     }
+
+
+def _hooked_output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, torch.Size]:
+    """Each conv's output shape from forward hooks on one run: exact for a model with no graph,
+    whatever Python its forward runs (a conv called twice keeps its last shape, as with a graph)."""
+    shapes: dict[str, torch.Size] = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, out.shape))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d)
+    ]
+    try:
+        model(torch.zeros(input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def dry_run(
+    model: nn.Module, config: SparsityConfig | dict, input_shape: tuple[int, ...] = (1, 3, 224, 224)
+) -> DryRunReport:
+    """Plan ``prepare(model, config)`` for one input of ``input_shape`` (NCHW): every conv, selected
+    or not and why, its shape, kept input channels per block-row and MACs per image before and
+    after, and how the model was captured (``capture``, ``capture_reason``). Shapes come from fx's
+    ShapeProp on a graph, or from forward hooks on one run of a model captured by module_swap;
+    a conv that run never calls is listed with no output size and 0 MACs.
+    Raises what ``prepare`` would raise."""
+    config = as_sparsity_config(config)
+    captured: Capture = capture_for_training(copy.deepcopy(model), config.leaf_modules, config.capture)
+    gm = captured.model.eval()
+    with torch.no_grad():
+        if captured.has_graph:
+            output_shapes = _graph_output_shapes(gm, input_shape)
+        else:
+            output_shapes = _hooked_output_shapes(gm, input_shape)
     plans = []
     for decision in select_convs(gm, config):
         conv = decision.conv
-        macs = _conv_macs(conv, output_shapes[decision.name])
+        output_shape = output_shapes.get(decision.name, torch.Size((0, conv.out_channels, 0, 0)))
+        macs = _conv_macs(conv, output_shape)
         kept = kept_per_row(config.prune_rate, conv.in_channels) if decision.selected else conv.in_channels
         plans.append(
             ConvPlan(
@@ -82,14 +113,14 @@ def dry_run(
                 selected=decision.selected,
                 reason=decision.reason,
                 weight_shape=tuple(conv.weight.shape),
-                output_hw=tuple(output_shapes[decision.name][2:]),
+                output_hw=tuple(output_shape[2:]),
                 N=config.N if decision.selected else None,
                 kept_per_row=kept,
                 macs_before=macs,
                 macs_after=macs * kept // conv.in_channels,
             )
         )
-    return DryRunReport(plans, config, tuple(input_shape))
+    return DryRunReport(plans, config, tuple(input_shape), captured.method, captured.reason)
 
 
 def format_dry_run(report: DryRunReport) -> str:
@@ -127,4 +158,5 @@ def format_dry_run(report: DryRunReport) -> str:
         f"criterion={report.config.criterion}); conv MACs per image at input {tuple(report.input_shape)}: "
         f"{before / 1e9:.4f} G -> {after / 1e9:.4f} G ({before / max(after, 1):.2f}x fewer)"
     )
-    return table + summary
+    capture = f"\ncapture: {report.capture}" + (f" ({report.capture_reason})" if report.capture_reason else "")
+    return table + summary + capture

@@ -14,8 +14,8 @@ from subp_fx.algorithm.masks import kept_per_row
 from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.algorithm.seeding import seeded_generator
 from subp_fx.errors import ConfigError
+from subp_fx.passes.capture import capture_for_training
 from subp_fx.passes.prepare import prepare, subp_modules
-from subp_fx.passes.trace import trace
 
 
 def _check_arguments(prune_rate, N, seed) -> None:
@@ -41,8 +41,9 @@ def random_uniform_block_mask(rows: int, in_channels: int, kept: int, generator:
     return torch.zeros(rows, in_channels).scatter_(1, chosen, 1.0)
 
 
-def _prepared_copy(model: nn.Module, prune_rate: float, N: int, layers) -> fx.GraphModule:
-    """A GraphModule of ``model`` with SUBP convs: ``model``'s own if it has some, else prepared."""
+def _prepared_copy(model: nn.Module, prune_rate: float, N: int, layers) -> fx.GraphModule | nn.Module:
+    """A copy of ``model`` with SUBP convs: ``model``'s own if it has some, else prepared. A
+    GraphModule when fx can trace the model, else the model itself (``module_swap`` capture)."""
     existing = [module for module in model.modules() if isinstance(module, SUBPConv2d)]
     if not existing:
         config = {"N": N, "prune_rate": prune_rate, "decay_start": 0, "decay_end": 0}
@@ -60,11 +61,13 @@ def _prepared_copy(model: nn.Module, prune_rate: float, N: int, layers) -> fx.Gr
             f"N={N} was asked for, but {type(model).__name__}'s SUBP convs were prepared with N={other_N}; "
             "a mask's block height is fixed by prepare: pass that N, or the model before prepare"
         )
-    return trace(copy.deepcopy(model))
+    return capture_for_training(copy.deepcopy(model)).model
 
 
 @torch.no_grad()
-def impose_random_masks(model: nn.Module, prune_rate: float, N: int, seed: int = 0, layers=None) -> fx.GraphModule:
+def impose_random_masks(
+    model: nn.Module, prune_rate: float, N: int, seed: int = 0, layers=None
+) -> fx.GraphModule | nn.Module:
     """Give every SUBP conv a final-looking uniform random block mask at ``prune_rate``.
 
     For timing a sparse model before (or without) training it. Every block-row of a conv with

@@ -10,8 +10,8 @@ import torch.nn as nn
 from subp_fx.algorithm.config import SparsityConfig, as_sparsity_config
 from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.errors import SelectionError
+from subp_fx.passes.capture import capture_for_training
 from subp_fx.passes.select import select_convs
-from subp_fx.passes.trace import trace
 
 
 def subp_settings(config: SparsityConfig) -> dict:
@@ -30,21 +30,28 @@ def subp_settings(config: SparsityConfig) -> dict:
     }
 
 
-def prepare(model: nn.Module, config: SparsityConfig | dict) -> fx.GraphModule:
-    """Trace ``model`` with torch.fx and replace every selected ``nn.Conv2d`` by a ``SUBPConv2d``.
+def prepare(model: nn.Module, config: SparsityConfig | dict) -> fx.GraphModule | nn.Module:
+    """Capture ``model`` and replace every selected ``nn.Conv2d`` by a ``SUBPConv2d``.
 
-    Rewrites: the module behind each selected ``call_module`` node (same name, same weight and
-    bias, a ``block_mask`` buffer of ones); the graph's nodes are unchanged, so a freshly
-    prepared model computes exactly what the original did.
-    Refuses: a model fx cannot trace (``UntraceableModelError``, naming the failing line), an
-    include entry naming a conv that cannot be 1xN sparse or no conv at all (``SelectionError``),
+    Capture (``config.capture``, see ``passes.capture``): ``symbolic_trace`` returns a torch.fx
+    GraphModule; ``module_swap`` returns the model itself (a copy) with its convs swapped in
+    place, for a forward fx cannot trace (shape-dependent Python, data-dependent asserts);
+    ``auto`` (default) tries the first and falls back to the second (``dry_run`` says which was
+    used and why). Everything downstream (training, ``update_masks``, checkpoints, compile)
+    accepts both.
+    Rewrites: the module behind each selected conv (same name, same weight and bias, a
+    ``block_mask`` buffer of ones); the graph's nodes (or the forward) are unchanged, so a
+    freshly prepared model computes exactly what the original did.
+    Refuses: with ``capture: symbolic_trace``, a model fx cannot trace (``UntraceableModelError``,
+    naming the failing line); an include entry naming a conv that cannot be 1xN sparse or no
+    conv at all (``SelectionError``),
     an invalid config (``ConfigError``), a non-zero prune rate that selects no conv at all
     (``SelectionError``: usually N divides no conv's output channels).
     The input model is left untouched: the GraphModule is built from a deep copy, so training it
     never moves the original's weights or batch-norm statistics.
     """
     config = as_sparsity_config(config)
-    gm = trace(copy.deepcopy(model), config.leaf_modules)
+    gm = capture_for_training(copy.deepcopy(model), config.leaf_modules, config.capture).model
     settings = subp_settings(config)
     decisions = select_convs(gm, config)
     if config.prune_rate > 0 and not any(decision.selected for decision in decisions):
@@ -57,7 +64,8 @@ def prepare(model: nn.Module, config: SparsityConfig | dict) -> fx.GraphModule:
     for decision in decisions:
         if decision.selected:
             gm.set_submodule(decision.name, SUBPConv2d.from_conv(decision.conv, **settings))
-    gm.recompile()
+    if isinstance(gm, fx.GraphModule):
+        gm.recompile()
     return gm
 
 

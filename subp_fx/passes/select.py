@@ -38,8 +38,17 @@ def _regex_match(patterns: list[str], name: str) -> str | None:
     return None
 
 
+def _computes_like_conv2d(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` computes exactly what ``nn.Conv2d`` does (SUBPConv2d replaces it by that)."""
+    kind = type(conv)
+    return kind.forward is nn.Conv2d.forward and kind._conv_forward is nn.Conv2d._conv_forward
+
+
 def _structural_problem(conv: nn.Conv2d, N: int) -> str | None:
     """Why this conv cannot hold 1xN blocks at all, or None."""
+    if not _computes_like_conv2d(conv):
+        # e.g. timm's Conv2dSame, which pads inside its forward: a SUBPConv2d would drop that.
+        return f"{type(conv).__name__} overrides nn.Conv2d's forward; only plain nn.Conv2d computation is swapped"
     if conv.groups != 1:
         kind = "depthwise" if conv.groups == conv.in_channels else "grouped"
         return f"{kind} conv (groups={conv.groups}); 1xN blocks need groups=1"
@@ -88,8 +97,26 @@ def _decide(name: str, conv: nn.Conv2d, config: SparsityConfig) -> ConvDecision:
     return ConvDecision(name, conv, True, "default rule")
 
 
-def conv_modules(gm: fx.GraphModule) -> list[tuple[str, nn.Conv2d]]:
-    """Every Conv2d the graph calls, in execution order, once each."""
+def _inside_leaf(name: str, model: nn.Module, leaf_modules: list[str]) -> bool:
+    """Whether module ``name`` lies inside a module listed in ``leaf_modules`` (by qualified name
+    or class name): fx keeps such a module opaque, so module_swap leaves its convs alone too."""
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        ancestor = ".".join(parts[:depth])
+        if ancestor in leaf_modules or type(model.get_submodule(ancestor)).__name__ in leaf_modules:
+            return True
+    return False
+
+
+def conv_modules(gm: nn.Module, leaf_modules: list[str] = ()) -> list[tuple[str, nn.Conv2d]]:
+    """Every Conv2d the graph calls, in execution order, once each. A model without a graph
+    (captured by module_swap): every Conv2d in module order, but those inside ``leaf_modules``."""
+    if not isinstance(gm, fx.GraphModule):
+        return [
+            (name, module)
+            for name, module in gm.named_modules()
+            if isinstance(module, nn.Conv2d) and not _inside_leaf(name, gm, list(leaf_modules))
+        ]
     seen: dict[str, nn.Conv2d] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target not in seen:
@@ -99,10 +126,11 @@ def conv_modules(gm: fx.GraphModule) -> list[tuple[str, nn.Conv2d]]:
     return list(seen.items())
 
 
-def select_convs(gm: fx.GraphModule, config: SparsityConfig) -> list[ConvDecision]:
-    """Decide every conv of ``gm``; raises ``SelectionError`` for an impossible explicit request
-    and for include/exclude names that are not convs of this model (typos)."""
-    convs = conv_modules(gm)
+def select_convs(gm: nn.Module, config: SparsityConfig) -> list[ConvDecision]:
+    """Decide every conv of ``gm`` (a GraphModule, or a model captured by module_swap); raises
+    ``SelectionError`` for an impossible explicit request and for include/exclude names that are
+    not convs of this model (typos)."""
+    convs = conv_modules(gm, config.leaf_modules)
     names = {name for name, _ in convs}
     unknown = [
         entry

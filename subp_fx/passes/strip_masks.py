@@ -21,7 +21,7 @@ def _dense_conv(conv: SUBPConv2d) -> nn.Conv2d:
     return dense
 
 
-def strip_masks(gm: fx.GraphModule) -> fx.GraphModule:
+def strip_masks(gm: nn.Module) -> nn.Module:
     """Replace every ``SUBPConv2d`` by an ``nn.Conv2d`` whose weight is the masked weight.
 
     Rewrites: the module behind each SUBP conv node (graph unchanged); pruned weights become
@@ -33,5 +33,6 @@ def strip_masks(gm: fx.GraphModule) -> fx.GraphModule:
     for name, module in list(stripped.named_modules()):
         if isinstance(module, SUBPConv2d):
             stripped.set_submodule(name, _dense_conv(module))
-    stripped.recompile()
+    if isinstance(stripped, fx.GraphModule):
+        stripped.recompile()
     return stripped

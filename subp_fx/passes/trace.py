@@ -12,7 +12,7 @@ from subp_fx.algorithm.modules import SUBPConv2d
 from subp_fx.errors import UntraceableModelError
 
 
-class _LeafTracer(fx.Tracer):
+class LeafTracer(fx.Tracer):
     """A tracer that keeps the named module classes (or qualified module names) opaque."""
 
     # A default keeps traced GraphModules picklable: unpickling re-creates the tracer class
@@ -29,6 +29,10 @@ class _LeafTracer(fx.Tracer):
             # codegen must see a block-sparse conv as a single node.
             return True
         return super().is_leaf_module(module, qualified_name)
+
+
+# The old private name: GraphModules pickled before the rename name their tracer class so.
+_LeafTracer = LeafTracer
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -48,7 +52,7 @@ def trace(model: nn.Module, leaf_modules: list[str] | tuple[str, ...] = ()) -> f
     """
     if isinstance(model, fx.GraphModule):
         return model
-    tracer = _LeafTracer(list(leaf_modules))
+    tracer = LeafTracer(list(leaf_modules))
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError... depending on the construct

@@ -77,7 +77,14 @@ def test_the_report_says_which_batch_norms_stayed_unfolded_and_why():
 def test_inference_graph_counts_what_fold_and_convert_did():
     model = impose_random_masks(build_model("small_cnn", num_classes=10, in_channels=1).eval(), 0.5, 16)
     graph = inference_graph(model)
-    assert graph.passes == GraphPassReport(folded_batchnorms=5, unfolded_batchnorms={}, converted_convs=4)
+    assert graph.passes == GraphPassReport(
+        folded_batchnorms=5,
+        unfolded_batchnorms={},
+        converted_convs=4,
+        capture="symbolic_trace",
+        capture_reason="the model is already a GraphModule",
+        folded_pads=0,
+    )
 
 
 def test_build_runs_the_pinned_passes_to_a_working_executable():

@@ -142,7 +142,7 @@ def _line_of(cls, text: str) -> int:
 
 def test_untraceable_model_error_names_the_line():
     with pytest.raises(UntraceableModelError) as info:
-        prepare(UntraceableNet(), {"N": 16})
+        prepare(UntraceableNet(), {"N": 16, "capture": "symbolic_trace"})
     message = str(info.value)
     assert f"toy_models.py:{_line_of(UntraceableNet, 'if x.sum() > 0')}" in message
     assert "if x.sum() > 0" in message
@@ -151,7 +151,7 @@ def test_untraceable_model_error_names_the_line():
 
 def test_leaf_modules_make_submodule_control_flow_traceable():
     with pytest.raises(UntraceableModelError) as info:
-        prepare(GatedNet(), {"N": 16})
+        prepare(GatedNet(), {"N": 16, "capture": "symbolic_trace"})
     assert f"toy_models.py:{_line_of(toy_models.Gate, 'if x.sum() > 0')}" in str(info.value)
     for leaf in ("Gate", "gate"):  # class name or qualified name
         model = seeded(GatedNet)

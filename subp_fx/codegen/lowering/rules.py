@@ -26,6 +26,7 @@ from subp_fx.codegen.activations import ACTIVATIONS, Activation
 from subp_fx.codegen.lowering import conv as conv_lowering
 from subp_fx.codegen.lowering import linear as linear_lowering
 from subp_fx.codegen.lowering import ops as op_lowering
+from subp_fx.codegen.lowering import resample as resample_lowering
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import ADD_FUNCTIONS, ADD_METHODS, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView
@@ -91,6 +92,10 @@ _STOCHASTIC_DEPTH = NodeRule(
     "stochastic depth in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.stochastic_depth_problem
 )
 _MEAN = NodeRule("mean over the spatial axes (2, 3)", op_lowering.lower_mean, op_lowering.mean_problem)
+_PAD = NodeRule("constant pad of H/W (pads >= 0)", resample_lowering.lower_pad, resample_lowering.pad_problem)
+_UPSAMPLE = NodeRule(
+    "nearest upsampling by integer factors", resample_lowering.lower_upsample, resample_lowering.upsample_problem
+)
 
 MODULE_RULES: dict[type, NodeRule] = {
     BlockSparseConv2d: NodeRule(
@@ -119,6 +124,8 @@ MODULE_RULES: dict[type, NodeRule] = {
     nn.BatchNorm2d: NodeRule(
         "batch norm in eval mode (when not folded)", op_lowering.lower_batchnorm, op_lowering.batchnorm_problem
     ),
+    **{module: _PAD for module in resample_lowering.PAD_MODULES},
+    **{module: _UPSAMPLE for module in resample_lowering.UPSAMPLE_MODULES},
 }
 
 FUNCTION_RULES: dict[Callable, NodeRule] = {
@@ -134,6 +141,8 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     torch.cat: NodeRule("concat on channels", op_lowering.lower_concat, op_lowering.concat_problem),
     builtins.getattr: NodeRule("tensor.shape", op_lowering.lower_shape_attribute, op_lowering.shape_attribute_problem),
     operator.getitem: NodeRule("indexing a shape", op_lowering.lower_getitem, op_lowering.getitem_problem),
+    **{function: _PAD for function in resample_lowering.PAD_FUNCTIONS},
+    **{function: _UPSAMPLE for function in resample_lowering.UPSAMPLE_FUNCTIONS},
 }
 
 METHOD_RULES: dict[str, NodeRule] = {

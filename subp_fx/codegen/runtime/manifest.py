@@ -36,17 +36,24 @@ ENTRY_FUNCTION = "main"
 
 @dataclass(frozen=True)
 class GraphPassReport:
-    """What ``fold_batchnorm`` and ``convert`` did to the model before it was lowered."""
+    """How the model was captured (``passes.capture``: method and why) and what ``fold_batchnorm``,
+    ``fold_zero_pads`` and ``convert`` did to it before it was lowered."""
 
     folded_batchnorms: int = 0
     unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
     converted_convs: int = 0
+    capture: str = "symbolic_trace"
+    capture_reason: str = ""
+    folded_pads: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "folded_batchnorms": self.folded_batchnorms,
             "unfolded_batchnorms": dict(self.unfolded_batchnorms),
             "converted_convs": self.converted_convs,
+            "capture": self.capture,
+            "capture_reason": self.capture_reason,
+            "folded_pads": self.folded_pads,
         }
 
     @classmethod
@@ -55,12 +62,17 @@ class GraphPassReport:
             folded_batchnorms=int(data.get("folded_batchnorms", 0)),
             unfolded_batchnorms={str(name): str(why) for name, why in data.get("unfolded_batchnorms", {}).items()},
             converted_convs=int(data.get("converted_convs", 0)),
+            capture=str(data.get("capture", "symbolic_trace")),
+            capture_reason=str(data.get("capture_reason", "")),
+            folded_pads=int(data.get("folded_pads", 0)),
         )
 
     def lines(self) -> list[str]:
         text = [
+            f"capture: {self.capture}" + (f" ({self.capture_reason})" if self.capture_reason else ""),
             f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
-            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks"
+            f"{self.folded_pads} zero pad(s) folded into conv padding, "
+            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks",
         ]
         if self.unfolded_batchnorms:
             text.append(
