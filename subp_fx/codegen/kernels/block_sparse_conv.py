@@ -47,6 +47,7 @@ from subp_fx.codegen.kernels.isa import VectorISA, vector_chunk
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE, bounds_condition
 from subp_fx.codegen.kernels.modes import PADDING_STAGE, PARALLEL_PIXELS
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.tiling import unrolls_outer_loop
 
 
 def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_width: int):
@@ -200,12 +201,21 @@ def _schedule(
     _vectorize_lanes(sch, lane, N, isa)
 
     init = sch.decompose_reduction(conv, kept)
+    unroll_outer = unrolls_outer_loop(spec, tile, isa)
     for tile_block in (init, out):
         # The innermost (row, col, lane) loops; TIR drops unit-extent loops, so for a one-row tile
-        # this reaches the tile loop above (unrolling it keeps the accumulators in registers:
-        # measured in the asm), but it must never reach the parallel loop (a one-pixel tile).
+        # this reaches the loop outside the tile (unrolling it keeps the accumulators in registers:
+        # measured in the asm), but it must never reach the parallel loop (a one-pixel tile). That
+        # outer loop is unrolled only within tiling.MAX_UNROLLED_OUTER_FMAS (its code grows with
+        # the image width: see there).
         *pixel_loops, lane_loop = _loops_inside(sch, tile_block, parallel_loop)[-3:]
-        for loop in pixel_loops:
+        inside_tile = tile.pixels
+        for loop in reversed(pixel_loops):
+            extent = int(sch.get(loop).extent)
+            if extent <= inside_tile:
+                inside_tile //= extent
+            elif not unroll_outer:
+                break
             sch.unroll(loop)
         _vectorize_lanes(sch, lane_loop, N, isa)
 

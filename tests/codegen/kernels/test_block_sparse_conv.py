@@ -25,6 +25,7 @@ from subp_fx.codegen.kernels.tiling import (  # noqa: E402  # noqa: E402
     preferred_parallel,
     streamed_bytes,
     tile_candidates,
+    unrolls_outer_loop,
 )
 from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.codegen.tuning.asm import analyse_asm  # noqa: E402
@@ -297,6 +298,34 @@ def test_choose_tile_times_candidates_and_caches_the_choice():
 
 
 # --- assembly ----------------------------------------------------------------------------------
+
+
+def test_the_column_tiles_are_unrolled_only_while_the_code_stays_small():
+    """The stem at 224 px would unroll 14-28 column tiles of 49 taps (a 92 s LLVM build); it keeps
+    them a loop and reads a zero-padded copy instead (no bounds checks in the hot loop)."""
+    for isa in (AVX512, AVX2):
+        tile = heuristic_tile(RESNET_STEM, isa)
+        assert not unrolls_outer_loop(RESNET_STEM, tile, isa) and tile.padding == "stage"
+    small_stem = _spec(1, 32, 3, 64, 16, 3, 7, 2, 3)
+    tile = heuristic_tile(small_stem, AVX512)
+    assert unrolls_outer_loop(small_stem, tile, AVX512) and tile.padding == "inline"
+    for spec in RESNET_LIKE:  # the 3x3 layers keep their unrolled, inline-padded kernels
+        tile = heuristic_tile(spec, AVX512)
+        assert unrolls_outer_loop(spec, tile, AVX512) and tile.padding == "inline"
+
+
+def test_kernel_code_stops_growing_with_the_image_width():
+    target = parse_target("llvm -mcpu=skylake-avx512")
+    tile = heuristic_tile(RESNET_STEM, AVX512)  # the same tile at both widths: only the width differs
+    sizes = {}
+    for width in (224, 448):
+        spec = _spec(1, width, 3, 64, 16, 3, 7, 2, 3, bias=True, activation="relu")
+        kernel = compile_block_sparse_conv(spec, tile, target)
+        report = kernel.asm_report()
+        assert report.hot_loop_spills == 0 and report.widest_fma_bits == 512
+        sizes[width] = len(kernel.asm())
+    assert sizes[448] < 1.2 * sizes[224], sizes
+
 
 RESNET_LIKE = [
     _spec(1, 56, 64, 64, 16, 34, 3, 1, 1, bias=True, activation="relu"),
