@@ -2,6 +2,9 @@
 
 1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
+   then, for the one static input shape compiled for, ``passes.fold_static_shapes`` makes every
+   Python value computed from shapes (``x.size(0)``, ``c // groups``) a constant, and
+   ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
 3. ``lower``: ``lowering.lower.lower_graph`` checks the graph is folded and converted, then emits
    a Relax ``main`` of ``call_tir`` calls to our scheduled kernels (and free reshapes);
 4. ``relax passes``: :func:`relax_passes`, the explicit list ``tvm.compile`` runs on that module
@@ -46,6 +49,8 @@ from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
+from subp_fx.passes.fold_static_shapes import FOLDED_SHAPES_META_KEY, fold_static_shapes
+from subp_fx.passes.fuse_channel_shuffle import FUSED_SHUFFLES_META_KEY, fuse_channel_shuffles
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
 EMITTED_RELAX_OPS = frozenset({"relax.call_tir", "relax.reshape"})
@@ -110,22 +115,28 @@ def relax_passes(target: Target) -> tvm.transform.Pass:
 
 @dataclass(frozen=True)
 class InferenceGraph:
-    """Stages 1-2: the model folded and converted, and what those passes did."""
+    """Stages 1-2: the model folded, converted and its shapes made constants, and what those
+    passes did."""
 
     gm: Any  # torch.fx.GraphModule
     passes: GraphPassReport
 
 
-def inference_graph(model) -> InferenceGraph:
-    """Stages 1-2 on a copy of ``model`` (the model is untouched)."""
+def inference_graph(model, example_input_shape: tuple[int, ...]) -> InferenceGraph:
+    """Stages 1-2 on a copy of ``model`` (the model is untouched), for inputs of
+    ``example_input_shape`` (B, C, H, W)."""
     folded = fold_batchnorm(model)
     converted = convert(folded)
+    static = fold_static_shapes(converted, example_input_shape)
+    shuffled = fuse_channel_shuffles(static, example_input_shape)
     report = GraphPassReport(
         folded_batchnorms=len(folded.meta[FOLDED_META_KEY]),
         unfolded_batchnorms=dict(folded.meta[UNFOLDED_META_KEY]),
         converted_convs=len(converted.meta[CONVERTED_META_KEY]),
+        folded_shape_nodes=static.meta[FOLDED_SHAPES_META_KEY],
+        fused_channel_shuffles=shuffled.meta[FUSED_SHUFFLES_META_KEY],
     )
-    return InferenceGraph(converted, report)
+    return InferenceGraph(shuffled, report)
 
 
 def build(lowered: LoweredModel) -> relax.VMExecutable:
@@ -172,7 +183,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     set_num_threads(threads)  # validates; tile timing (tune_tiles) then runs with the model's threads
     started = time.perf_counter()
     log = TuningLog.load(tuning_log) if tuning_log is not None else None
-    graph = inference_graph(model)
+    graph = inference_graph(model, shape)
     lowered = lower_graph(graph.gm, shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log)
     if log is not None and log.added:
         log.save()

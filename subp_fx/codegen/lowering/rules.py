@@ -9,7 +9,6 @@ one error lists everything a model would need; :func:`supported_ops` says what w
 
 from __future__ import annotations
 
-import builtins
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torchvision.ops import StochasticDepth, stochastic_depth
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.codegen.activations import ACTIVATIONS, Activation
+from subp_fx.codegen.lowering import channels as channel_lowering
 from subp_fx.codegen.lowering import conv as conv_lowering
 from subp_fx.codegen.lowering import linear as linear_lowering
 from subp_fx.codegen.lowering import ops as op_lowering
@@ -91,6 +91,12 @@ _STOCHASTIC_DEPTH = NodeRule(
     "stochastic depth in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.stochastic_depth_problem
 )
 _MEAN = NodeRule("mean over the spatial axes (2, 3)", op_lowering.lower_mean, op_lowering.mean_problem)
+_CHANNEL_SHUFFLE = NodeRule(
+    "channel shuffle of a (B, C, H, W) tensor",
+    channel_lowering.lower_channel_shuffle,
+    channel_lowering.channel_shuffle_problem,
+)
+_SPLIT = NodeRule("chunk/split on channels", channel_lowering.lower_split, channel_lowering.split_problem)
 
 MODULE_RULES: dict[type, NodeRule] = {
     BlockSparseConv2d: NodeRule(
@@ -119,6 +125,7 @@ MODULE_RULES: dict[type, NodeRule] = {
     nn.BatchNorm2d: NodeRule(
         "batch norm in eval mode (when not folded)", op_lowering.lower_batchnorm, op_lowering.batchnorm_problem
     ),
+    nn.ChannelShuffle: _CHANNEL_SHUFFLE,
 }
 
 FUNCTION_RULES: dict[Callable, NodeRule] = {
@@ -132,8 +139,11 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     torch.mean: _MEAN,
     stochastic_depth: _STOCHASTIC_DEPTH,
     torch.cat: NodeRule("concat on channels", op_lowering.lower_concat, op_lowering.concat_problem),
-    builtins.getattr: NodeRule("tensor.shape", op_lowering.lower_shape_attribute, op_lowering.shape_attribute_problem),
-    operator.getitem: NodeRule("indexing a shape", op_lowering.lower_getitem, op_lowering.getitem_problem),
+    **{function: _CHANNEL_SHUFFLE for function in channel_lowering.CHANNEL_SHUFFLE_FUNCTIONS},
+    **{function: _SPLIT for function in channel_lowering.SPLIT_FUNCTIONS},
+    operator.getitem: NodeRule(
+        "a part of a chunk/split", channel_lowering.lower_getitem, channel_lowering.getitem_problem
+    ),
 }
 
 METHOD_RULES: dict[str, NodeRule] = {
@@ -142,8 +152,11 @@ METHOD_RULES: dict[str, NodeRule] = {
     "flatten": _FLATTEN,
     "view": _FLATTEN,
     "reshape": _FLATTEN,
+    # Value-preserving no-ops: a compiled tensor is contiguous, float32 and without autograd.
     "contiguous": _IDENTITY,
-    "size": NodeRule("tensor.size()", op_lowering.lower_size),
+    "clone": _IDENTITY,
+    "detach": _IDENTITY,
+    **{method: _SPLIT for method in channel_lowering.SPLIT_METHODS},
     **{method: _MUL for method in op_lowering.MUL_METHODS},
     "mean": _MEAN,
 }

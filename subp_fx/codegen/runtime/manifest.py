@@ -11,7 +11,8 @@ also useful to a human deciding whether an artefact fits a machine. Fields:
 - ``threads``: the thread count the model was compiled (and tiles chosen) for;
 - ``kernels``: the per-layer kernel table (``KernelEntry.to_json``);
 - ``graph_passes``: what the graph passes did before lowering: batch norms folded, those left
-  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted;
+  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted,
+  shape nodes folded to constants, channel shuffles fused;
 - ``tvm_version``, ``subp_fx_version``, ``compile_seconds``.
 
 Pure Python (json), no TVM.
@@ -36,17 +37,22 @@ ENTRY_FUNCTION = "main"
 
 @dataclass(frozen=True)
 class GraphPassReport:
-    """What ``fold_batchnorm`` and ``convert`` did to the model before it was lowered."""
+    """What ``fold_batchnorm``, ``convert``, ``fold_static_shapes`` and ``fuse_channel_shuffles``
+    did to the model before it was lowered."""
 
     folded_batchnorms: int = 0
     unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
     converted_convs: int = 0
+    folded_shape_nodes: int = 0
+    fused_channel_shuffles: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "folded_batchnorms": self.folded_batchnorms,
             "unfolded_batchnorms": dict(self.unfolded_batchnorms),
             "converted_convs": self.converted_convs,
+            "folded_shape_nodes": self.folded_shape_nodes,
+            "fused_channel_shuffles": self.fused_channel_shuffles,
         }
 
     @classmethod
@@ -55,12 +61,16 @@ class GraphPassReport:
             folded_batchnorms=int(data.get("folded_batchnorms", 0)),
             unfolded_batchnorms={str(name): str(why) for name, why in data.get("unfolded_batchnorms", {}).items()},
             converted_convs=int(data.get("converted_convs", 0)),
+            folded_shape_nodes=int(data.get("folded_shape_nodes", 0)),
+            fused_channel_shuffles=int(data.get("fused_channel_shuffles", 0)),
         )
 
     def lines(self) -> list[str]:
         text = [
             f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
-            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks"
+            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks, "
+            f"{self.folded_shape_nodes} shape node(s) folded to constants, "
+            f"{self.fused_channel_shuffles} channel shuffle(s) fused"
         ]
         if self.unfolded_batchnorms:
             text.append(
