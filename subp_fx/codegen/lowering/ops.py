@@ -386,6 +386,13 @@ def lower_passthrough(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     return ctx.tensor(_input(node))
 
 
+def float_problem(view: GraphView, node: fx.Node) -> str | None:
+    """``x.float()`` is the identity on the float32 tensors a compiled model computes."""
+    if view.dtype(_input(node)) != torch.float32:
+        return f"converts a {view.dtype(_input(node))} tensor to float32; only float32 tensors are compiled"
+    return None
+
+
 def dropout_problem(view: GraphView, node: fx.Node) -> str | None:
     if view.module(node).training:
         return "dropout is in training mode; call model.eval() first (eval-mode dropout is the identity)"

@@ -152,10 +152,14 @@ METHOD_RULES: dict[str, NodeRule] = {
     "flatten": _FLATTEN,
     "view": _FLATTEN,
     "reshape": _FLATTEN,
-    # Value-preserving no-ops: a compiled tensor is contiguous, float32 and without autograd.
+    # Value-preserving no-ops: a compiled tensor is contiguous, float32 and without autograd, and
+    # no kernel writes its inputs (so a clone never needs its own copy).
     "contiguous": _IDENTITY,
     "clone": _IDENTITY,
     "detach": _IDENTITY,
+    "float": NodeRule(
+        "float() of a float32 tensor (identity)", op_lowering.lower_passthrough, op_lowering.float_problem
+    ),
     **{method: _SPLIT for method in channel_lowering.SPLIT_METHODS},
     **{method: _MUL for method in op_lowering.MUL_METHODS},
     "mean": _MEAN,

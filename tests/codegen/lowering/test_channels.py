@@ -22,7 +22,7 @@ from tests.toy_models import randomise_batchnorms  # noqa: E402
 class ShuffleBlocks(nn.Module):
     """Odd channel counts: a view/transpose shuffle of 30 channels in 3 groups split by chunk(2)
     (gathered per part), nn.ChannelShuffle feeding a conv (one whole gather), split into 7 + 23
-    (slices at an odd offset), concat, and contiguous / clone / detach."""
+    (slices at an odd offset), concat, and contiguous / clone / detach / float."""
 
     def __init__(self):
         super().__init__()
@@ -38,7 +38,7 @@ class ShuffleBlocks(nn.Module):
         x = torch.transpose(x.view(b, 3, c // 3, h, w), 1, 2).contiguous().view(b, -1, h, w)
         first, second = x.chunk(2, dim=1)
         x = torch.cat([self.left(first), second.clone()], dim=1)
-        x = self.mix(self.shuffle(x)).detach()
+        x = self.mix(self.shuffle(x)).detach().float()
         small, large = torch.split(x, [7, 23], dim=1)
         x = torch.cat([large, torch.relu(small)], 1)
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(x), 1), 1)
