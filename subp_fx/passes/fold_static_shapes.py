@@ -31,7 +31,9 @@ SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
 _ASSERTIONS = (torch._assert,)
 # Methods that change a Python value in place: folding the value before them would be wrong.
 _MUTATING_METHODS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "reverse", "sort", "update"})
-_MUTATING_FUNCTIONS = (operator.setitem, operator.delitem, operator.iadd, operator.imul)
+_MUTATING_FUNCTIONS = (operator.setitem, operator.delitem)
+# ``a += b`` / ``a *= b``: in place on a list, a plain sum / product on a number.
+_AUGMENTED_FUNCTIONS = (operator.iadd, operator.imul)
 # The Python values a node may fold to: what fx can write into a node's arguments as literals.
 _LITERAL_TYPES = (int, float, bool, str, type(None), torch.dtype, torch.device)
 
@@ -56,10 +58,12 @@ def _input_nodes(node: fx.Node) -> list[fx.Node]:
     return list(node.all_input_nodes)
 
 
-def _is_shape_query(node: fx.Node, tensors: set[fx.Node]) -> bool:
+def _is_shape_query(node: fx.Node, tensors: set[fx.Node], static: dict[fx.Node, Any]) -> bool:
     """``x.size()``, ``x.size(1)``, ``x.dim()``, ``x.numel()``, ``x.shape``, ``x.ndim``, ``len(x)`` on a
-    tensor node ``x`` (its other arguments literals)."""
-    if not node.args or node.args[0] not in tensors or any(n is not node.args[0] for n in _input_nodes(node)):
+    tensor node ``x`` (its other arguments literals or static values)."""
+    if not node.args or node.args[0] not in tensors:
+        return False
+    if any(n is not node.args[0] and n not in static for n in _input_nodes(node)):
         return False
     if node.op == "call_method":
         return node.target in SHAPE_METHODS
@@ -68,9 +72,11 @@ def _is_shape_query(node: fx.Node, tensors: set[fx.Node]) -> bool:
     return node.op == "call_function" and node.target is builtins.len
 
 
-def _mutates(node: fx.Node) -> bool:
+def _mutates(node: fx.Node, literals: dict[fx.Node, Any]) -> bool:
     if node.op == "call_method":
         return node.target in _MUTATING_METHODS
+    if node.op == "call_function" and node.target in _AUGMENTED_FUNCTIONS:
+        return isinstance(literals.get(node.args[0]), list)
     return node.op == "call_function" and node.target in _MUTATING_FUNCTIONS
 
 
@@ -95,16 +101,17 @@ class _ValueRecorder(fx.Interpreter):
 def _foldable(gm: fx.GraphModule, recorder: _ValueRecorder) -> dict[fx.Node, Any]:
     """The nodes to fold, in graph order, with their constant values."""
     static: dict[fx.Node, Any] = {}
-    mutated = {argument for node in gm.graph.nodes if _mutates(node) for argument in _input_nodes(node)}
+    literals = recorder.literals
+    mutated = {argument for node in gm.graph.nodes if _mutates(node, literals) for argument in _input_nodes(node)}
     for node in gm.graph.nodes:
         if node.op not in ("call_function", "call_method") or node not in recorder.literals:
             continue
         inputs = _input_nodes(node)
         passed_assertion = node.target in _ASSERTIONS and inputs and all(n in static for n in inputs)
-        if node in mutated or _mutates(node) or (node.is_impure() and not passed_assertion):
+        if node in mutated or _mutates(node, literals) or (node.is_impure() and not passed_assertion):
             continue
         # At least one input: a call of no node (a random number, a clock) is no shape value.
-        if _is_shape_query(node, recorder.tensors) or (inputs and all(n in static for n in inputs)):
+        if _is_shape_query(node, recorder.tensors, static) or (inputs and all(n in static for n in inputs)):
             static[node] = recorder.literals[node]
     return static
 

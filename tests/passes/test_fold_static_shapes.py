@@ -28,6 +28,8 @@ class ShapeArithmetic(nn.Module):
     def forward(self, x):
         x = self.conv(x)
         b, c, h, w = x.size()
+        w = x.size(x.dim() - 1)  # a query whose argument is itself computed from the shape
+        h *= 1  # fx records a plain mul (a Proxy has no in-place multiply)
         torch._assert(x.dim() == 4, "a 4-d input")
         groups = 3 * (x.ndim == 4) * (len(x.shape) != 3)
         x = x.view(b, groups, c // groups, h, w).sum(2)
