@@ -2,7 +2,8 @@
 N=16, wherever a layer is eligible), lowered for this CPU (no build, no timing).
 
 For each model: build it (random weights, 10 classes), ``impose_random_masks(0.5, N=16)``, fold,
-convert and lower at SIZE px; record "lowers" or the refusal (the distinct reasons, with counts).
+convert, fold static shapes, fuse channel shuffles and lower at SIZE px (``inference_graph``);
+record "lowers" or the refusal (the distinct reasons, with counts).
 Writes ``torchvision_coverage.json`` / ``.md`` under ``--out`` (default benchmarks/results).
 Numerics of the families that lower are tested against eager in
 ``tests/codegen/lowering/test_more_ops.py`` and ``test_lower.py``.
@@ -58,7 +59,8 @@ def check(name: str, size: int) -> dict:
     started = time.perf_counter()
     try:
         gm = subp_fx.impose_random_masks(model, 0.5, 16).eval()
-        lowered = lower_graph(inference_graph(gm).gm, (1, 3, size, size))
+        shape = (1, 3, size, size)
+        lowered = lower_graph(inference_graph(gm, shape).gm, shape)
     except SubpError as error:
         return {
             "model": name,

@@ -7,6 +7,9 @@ target, ``target.compile_target``, before any other work):
 1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv, then
    ``passes.fold_pad`` makes each symmetric zero pad feeding a conv that conv's padding;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
+   then, for the one static input shape compiled for, ``passes.fold_static_shapes`` makes every
+   Python value computed from shapes (``x.size(0)``, ``c // groups``) a constant, and
+   ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
 3. ``lower``: ``lowering.lower.lower_graph`` checks the graph is folded and converted, then emits
    a Relax ``main`` of ``call_tir`` calls to our scheduled kernels (and free reshapes);
 4. ``relax passes``: :func:`relax_passes`, the explicit list ``tvm.compile`` runs on that module
@@ -59,6 +62,8 @@ from subp_fx.passes.capture import capture_for_compile
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
 from subp_fx.passes.fold_pad import FOLDED_PADS_META_KEY, fold_zero_pads
+from subp_fx.passes.fold_static_shapes import FOLDED_SHAPES_META_KEY, fold_static_shapes
+from subp_fx.passes.fuse_channel_shuffle import FUSED_SHUFFLES_META_KEY, fuse_channel_shuffles
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
 EMITTED_RELAX_OPS = frozenset({"relax.call_tir", "relax.reshape"})
@@ -123,24 +128,26 @@ def relax_passes(target: Target) -> tvm.transform.Pass:
 
 @dataclass(frozen=True)
 class InferenceGraph:
-    """Stages 1-2: the model folded and converted, and what those passes did."""
+    """Stages 1-2: the model folded, converted and its shapes made constants, and what those
+    passes did."""
 
     gm: Any  # torch.fx.GraphModule
     passes: GraphPassReport
 
 
-def inference_graph(model, example_input: Any = None, capture: str = "auto") -> InferenceGraph:
-    """Stages 0-2 on a copy of ``model`` (the model is untouched). ``example_input`` (an NCHW
-    tensor, array or shape) lets a model ``symbolic_trace`` cannot follow be traced concretely
-    at that shape (``capture``: ``auto`` | ``symbolic_trace`` | ``concrete_trace``); without one,
-    only ``symbolic_trace`` is tried."""
-    if example_input is None:
-        captured = capture_for_compile(model, None, method="symbolic_trace")
-    else:
-        captured = capture_for_compile(model, _example_tensor(example_input), method=capture)
+def inference_graph(model, example_input: Any, capture: str = "auto") -> InferenceGraph:
+    """Stages 0-2 on a copy of ``model`` (the model is untouched), for inputs like
+    ``example_input`` (an NCHW tensor, array or shape): a model ``symbolic_trace`` cannot follow
+    is traced concretely at that shape (``capture``: ``auto`` | ``symbolic_trace`` |
+    ``concrete_trace``), and shape arithmetic is folded for it."""
+    example = _example_tensor(example_input)
+    shape = tuple(example.shape)
+    captured = capture_for_compile(model, example, method=capture)
     folded = fold_batchnorm(captured.model)
     unpadded = fold_zero_pads(folded)
     converted = convert(unpadded)
+    static = fold_static_shapes(converted, shape)
+    shuffled = fuse_channel_shuffles(static, shape)
     report = GraphPassReport(
         folded_batchnorms=len(folded.meta[FOLDED_META_KEY]),
         unfolded_batchnorms=dict(folded.meta[UNFOLDED_META_KEY]),
@@ -148,8 +155,10 @@ def inference_graph(model, example_input: Any = None, capture: str = "auto") -> 
         capture=captured.method,
         capture_reason=captured.reason,
         folded_pads=len(unpadded.meta[FOLDED_PADS_META_KEY]),
+        folded_shape_nodes=static.meta[FOLDED_SHAPES_META_KEY],
+        fused_channel_shuffles=shuffled.meta[FUSED_SHUFFLES_META_KEY],
     )
-    return InferenceGraph(converted, report)
+    return InferenceGraph(shuffled, report)
 
 
 def kernel_count(mod: tvm.IRModule) -> int:

@@ -76,7 +76,7 @@ def test_the_report_says_which_batch_norms_stayed_unfolded_and_why():
 
 def test_inference_graph_counts_what_fold_and_convert_did():
     model = impose_random_masks(build_model("small_cnn", num_classes=10, in_channels=1).eval(), 0.5, 16)
-    graph = inference_graph(model)
+    graph = inference_graph(model, (1, 1, 28, 28))
     assert graph.passes == GraphPassReport(
         folded_batchnorms=5,
         unfolded_batchnorms={},
@@ -89,7 +89,7 @@ def test_inference_graph_counts_what_fold_and_convert_did():
 
 def test_build_runs_the_pinned_passes_to_a_working_executable():
     model = impose_random_masks(build_model("small_cnn", num_classes=10, in_channels=1).eval(), 0.5, 16)
-    graph = inference_graph(model)
+    graph = inference_graph(model, (1, 1, 28, 28))
     lowered = lower_graph(graph.gm, (1, 1, 28, 28), TARGET)
     for name, function in lowered.module.functions.items():
         if isinstance(function, tvm.tirx.PrimFunc):

@@ -1,4 +1,5 @@
-"""Layout kernels: NCHW <-> NHWC transposes, channel slice, channel concat (all channels last).
+"""Layout kernels: NCHW <-> NHWC transposes, channel slice, channel concat, channel shuffle (all
+channels last).
 
 The compiled model keeps activations NHWC from its input to its logits: the only transpose is
 :func:`nchw_to_nhwc_primfunc` on the input (and :func:`nhwc_to_nchw_primfunc` where a 4-d tensor
@@ -46,12 +47,46 @@ def nhwc_to_nchw_primfunc(shape_nhwc: tuple[int, int, int, int], lanes: int) -> 
     return _scheduled([x, out], width, lanes)
 
 
-def slice_channels_primfunc(shape_nhwc: tuple[int, int, int, int], keep: int, lanes: int) -> tirx.PrimFunc:
-    """(B, H, W, C) -> (B, H, W, keep): the first ``keep`` channels (drops a padded conv's extras)."""
-    batch, height, width, _ = shape_nhwc
+def slice_channels_primfunc(
+    shape_nhwc: tuple[int, int, int, int], keep: int, lanes: int, start: int = 0
+) -> tirx.PrimFunc:
+    """(B, H, W, C) -> (B, H, W, keep): channels ``start`` to ``start + keep`` (the first ``keep``
+    drop a padded conv's extras; a ``chunk`` / ``split`` on channels is one slice per part)."""
+    batch, height, width, channels = shape_nhwc
+    if not (0 <= start and keep > 0 and start + keep <= channels):
+        raise ValueError(f"channels {start}..{start + keep} are not within the {channels} of {shape_nhwc}")
     x = te.placeholder(shape_nhwc, DTYPE, name="x")
-    out = te.compute((batch, height, width, keep), lambda b, h, w, c: x[b, h, w, c], name="slice_channels")
+    out = te.compute((batch, height, width, keep), lambda b, h, w, c: x[b, h, w, start + c], name="slice_channels")
     return _scheduled([x, out], keep, lanes)
+
+
+def shuffle_channels_primfunc(
+    shape_nhwc: tuple[int, int, int, int], groups: int, lanes: int, start: int = 0, count: int | None = None
+) -> tirx.PrimFunc:
+    """(B, H, W, C) -> (B, H, W, count): channels ``start`` to ``start + count`` (default: all) of
+    ``torch.channel_shuffle(x, groups)``, whose channel ``k`` is input channel
+    ``(k % groups) * (C // groups) + k // groups``.
+
+    A gather over channels: each output vector of channels is stored contiguously, its lanes read
+    from ``groups`` strided input positions. Taking a range directly serves a shuffle followed by
+    ``chunk`` (ShuffleNet's channel split) without materialising the whole shuffled map.
+    """
+    batch, height, width, channels = shape_nhwc
+    count = channels - start if count is None else count
+    if channels % groups or not (0 <= start and count > 0 and start + count <= channels):
+        raise ValueError(
+            f"cannot shuffle channels {start}..{start + count} of {shape_nhwc} in {groups} groups: the groups must "
+            "divide the channels and the range lie within them"
+        )
+    per_group = channels // groups
+    x = te.placeholder(shape_nhwc, DTYPE, name="x")
+
+    def gather(b, h, w, c):
+        k = start + c
+        return x[b, h, w, tirx.floormod(k, groups) * per_group + tirx.floordiv(k, groups)]
+
+    out = te.compute((batch, height, width, count), gather, name="shuffle_channels")
+    return _scheduled([x, out], count, lanes)
 
 
 def concat_channels_primfunc(shapes_nhwc: list[tuple[int, int, int, int]], lanes: int) -> tirx.PrimFunc:

@@ -68,6 +68,13 @@ class GraphView:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
         return tuple(int(size) for size in meta.shape) if hasattr(meta, "shape") else None
 
+    def part_shapes(self, node: fx.Node) -> tuple[tuple[int, ...], ...] | None:
+        """The torch shapes of a node whose value is a tuple of tensors (``chunk``, ``split``), or None."""
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(meta, (tuple, list)) or not all(hasattr(part, "shape") for part in meta):
+            return None
+        return tuple(tuple(int(size) for size in part.shape) for part in meta)
+
     def dtype(self, node: fx.Node) -> torch.dtype | None:
         meta = node.meta.get("tensor_meta")
         return getattr(meta, "dtype", None)

@@ -1,10 +1,11 @@
 """Lowering of the weightless ops: activations, add, multiply, pooling, mean, flatten, concat, batch
-norm, shapes.
+norm (channel shuffle and splits: ``channels``).
 
 Each op has a ``*_problem(view, node) -> str | None`` (why it cannot be lowered, checked for the
 whole graph before anything is built) and a ``lower_*(ctx, node)`` that emits the op's scheduled
 kernel (``codegen.kernels``) on NHWC data. Shape arithmetic comes from torch (``GraphView.shape``), so
-ceil_mode, 'same' padding and the like need no re-derivation here.
+ceil_mode, 'same' padding and the like need no re-derivation here. Python values computed from
+shapes (``x.size(0)``) are constants by then (``passes.fold_static_shapes``).
 
 Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
 size; flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
@@ -385,6 +386,13 @@ def lower_passthrough(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     return ctx.tensor(_input(node))
 
 
+def float_problem(view: GraphView, node: fx.Node) -> str | None:
+    """``x.float()`` is the identity on the float32 tensors a compiled model computes."""
+    if view.dtype(_input(node)) != torch.float32:
+        return f"converts a {view.dtype(_input(node))} tensor to float32; only float32 tensors are compiled"
+    return None
+
+
 def dropout_problem(view: GraphView, node: fx.Node) -> str | None:
     if view.module(node).training:
         return "dropout is in training mode; call model.eval() first (eval-mode dropout is the identity)"
@@ -471,32 +479,3 @@ def lower_batchnorm(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
         shape,
     )
     return LoweredTensor(output, x.shape)
-
-
-# --- shape arithmetic (static) ------------------------------------------------------------------
-
-
-def lower_size(ctx: LoweringContext, node: fx.Node):
-    shape = ctx.tensor(_input(node)).shape
-    dim = bind_arguments(node, ("self", "dim"), {"dim": None})["dim"]
-    return tuple(shape) if dim is None else shape[dim]
-
-
-def lower_shape_attribute(ctx: LoweringContext, node: fx.Node):
-    return tuple(ctx.tensor(node.args[0]).shape)
-
-
-def shape_attribute_problem(view: GraphView, node: fx.Node) -> str | None:
-    if len(node.args) != 2 or node.args[1] != "shape" or not view.is_tensor(node.args[0]):
-        return f"getattr {node.args[1:]!r}; only tensor.shape is supported"
-    return None
-
-
-def getitem_problem(view: GraphView, node: fx.Node) -> str | None:
-    if view.is_tensor(node.args[0]):
-        return "indexes a tensor; only indexing a shape (x.shape[i]) is supported"
-    return None
-
-
-def lower_getitem(ctx: LoweringContext, node: fx.Node):
-    return operator.getitem(ctx.values[node.args[0]], node.args[1])

@@ -9,7 +9,6 @@ one error lists everything a model would need; :func:`supported_ops` says what w
 
 from __future__ import annotations
 
-import builtins
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torchvision.ops import StochasticDepth, stochastic_depth
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.codegen.activations import ACTIVATIONS, Activation
+from subp_fx.codegen.lowering import channels as channel_lowering
 from subp_fx.codegen.lowering import conv as conv_lowering
 from subp_fx.codegen.lowering import linear as linear_lowering
 from subp_fx.codegen.lowering import ops as op_lowering
@@ -96,6 +96,12 @@ _PAD = NodeRule("constant pad of H/W (pads >= 0)", resample_lowering.lower_pad, 
 _UPSAMPLE = NodeRule(
     "nearest upsampling by integer factors", resample_lowering.lower_upsample, resample_lowering.upsample_problem
 )
+_CHANNEL_SHUFFLE = NodeRule(
+    "channel shuffle of a (B, C, H, W) tensor",
+    channel_lowering.lower_channel_shuffle,
+    channel_lowering.channel_shuffle_problem,
+)
+_SPLIT = NodeRule("chunk/split on channels", channel_lowering.lower_split, channel_lowering.split_problem)
 
 MODULE_RULES: dict[type, NodeRule] = {
     BlockSparseConv2d: NodeRule(
@@ -126,6 +132,7 @@ MODULE_RULES: dict[type, NodeRule] = {
     ),
     **{module: _PAD for module in resample_lowering.PAD_MODULES},
     **{module: _UPSAMPLE for module in resample_lowering.UPSAMPLE_MODULES},
+    nn.ChannelShuffle: _CHANNEL_SHUFFLE,
 }
 
 FUNCTION_RULES: dict[Callable, NodeRule] = {
@@ -139,10 +146,13 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     torch.mean: _MEAN,
     stochastic_depth: _STOCHASTIC_DEPTH,
     torch.cat: NodeRule("concat on channels", op_lowering.lower_concat, op_lowering.concat_problem),
-    builtins.getattr: NodeRule("tensor.shape", op_lowering.lower_shape_attribute, op_lowering.shape_attribute_problem),
-    operator.getitem: NodeRule("indexing a shape", op_lowering.lower_getitem, op_lowering.getitem_problem),
     **{function: _PAD for function in resample_lowering.PAD_FUNCTIONS},
     **{function: _UPSAMPLE for function in resample_lowering.UPSAMPLE_FUNCTIONS},
+    **{function: _CHANNEL_SHUFFLE for function in channel_lowering.CHANNEL_SHUFFLE_FUNCTIONS},
+    **{function: _SPLIT for function in channel_lowering.SPLIT_FUNCTIONS},
+    operator.getitem: NodeRule(
+        "a part of a chunk/split", channel_lowering.lower_getitem, channel_lowering.getitem_problem
+    ),
 }
 
 METHOD_RULES: dict[str, NodeRule] = {
@@ -151,8 +161,15 @@ METHOD_RULES: dict[str, NodeRule] = {
     "flatten": _FLATTEN,
     "view": _FLATTEN,
     "reshape": _FLATTEN,
+    # Value-preserving no-ops: a compiled tensor is contiguous, float32 and without autograd, and
+    # no kernel writes its inputs (so a clone never needs its own copy).
     "contiguous": _IDENTITY,
-    "size": NodeRule("tensor.size()", op_lowering.lower_size),
+    "clone": _IDENTITY,
+    "detach": _IDENTITY,
+    "float": NodeRule(
+        "float() of a float32 tensor (identity)", op_lowering.lower_passthrough, op_lowering.float_problem
+    ),
+    **{method: _SPLIT for method in channel_lowering.SPLIT_METHODS},
     **{method: _MUL for method in op_lowering.MUL_METHODS},
     "mean": _MEAN,
 }

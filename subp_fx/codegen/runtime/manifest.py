@@ -11,7 +11,8 @@ also useful to a human deciding whether an artefact fits a machine. Fields:
 - ``threads``: the thread count the model was compiled (and tiles chosen) for;
 - ``kernels``: the per-layer kernel table (``KernelEntry.to_json``);
 - ``graph_passes``: what the graph passes did before lowering: batch norms folded, those left
-  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted;
+  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted,
+  shape nodes folded to constants, channel shuffles fused;
 - ``tvm_version``, ``subp_fx_version``, ``compile_seconds``.
 
 Pure Python (json), no TVM.
@@ -37,7 +38,8 @@ ENTRY_FUNCTION = "main"
 @dataclass(frozen=True)
 class GraphPassReport:
     """How the model was captured (``passes.capture``: method and why) and what ``fold_batchnorm``,
-    ``fold_zero_pads`` and ``convert`` did to it before it was lowered."""
+    ``fold_zero_pads``, ``convert``, ``fold_static_shapes`` and ``fuse_channel_shuffles`` did to it
+    before it was lowered."""
 
     folded_batchnorms: int = 0
     unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
@@ -45,6 +47,8 @@ class GraphPassReport:
     capture: str = "symbolic_trace"
     capture_reason: str = ""
     folded_pads: int = 0
+    folded_shape_nodes: int = 0
+    fused_channel_shuffles: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +58,8 @@ class GraphPassReport:
             "capture": self.capture,
             "capture_reason": self.capture_reason,
             "folded_pads": self.folded_pads,
+            "folded_shape_nodes": self.folded_shape_nodes,
+            "fused_channel_shuffles": self.fused_channel_shuffles,
         }
 
     @classmethod
@@ -65,6 +71,8 @@ class GraphPassReport:
             capture=str(data.get("capture", "symbolic_trace")),
             capture_reason=str(data.get("capture_reason", "")),
             folded_pads=int(data.get("folded_pads", 0)),
+            folded_shape_nodes=int(data.get("folded_shape_nodes", 0)),
+            fused_channel_shuffles=int(data.get("fused_channel_shuffles", 0)),
         )
 
     def lines(self) -> list[str]:
@@ -73,6 +81,9 @@ class GraphPassReport:
             f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
             f"{self.folded_pads} zero pad(s) folded into conv padding, "
             f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks",
+            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks, "
+            f"{self.folded_shape_nodes} shape node(s) folded to constants, "
+            f"{self.fused_channel_shuffles} channel shuffle(s) fused",
         ]
         if self.unfolded_batchnorms:
             text.append(

@@ -16,7 +16,7 @@ from tvm import relax  # noqa: E402
 from subp_fx.codegen.lowering.lower import lower, lower_graph  # noqa: E402
 from subp_fx.errors import ConversionError, UnsupportedOpError  # noqa: E402
 from subp_fx.models import build_model  # noqa: E402
-from subp_fx.passes import convert, fold_batchnorm, impose_random_masks  # noqa: E402
+from subp_fx.passes import convert, fold_batchnorm, fold_static_shapes, impose_random_masks  # noqa: E402
 from tests.toy_models import ToyNet, randomise_batchnorms, seeded  # noqa: E402
 
 TARGET = "llvm -mcpu=native"
@@ -86,7 +86,7 @@ def built():
     def get(name: str, batch: int):
         if (name, batch) not in cache:
             build, image, N = MODELS[name]
-            gm = converted(build(), N=N)
+            gm = fold_static_shapes(converted(build(), N=N), (batch, *image))
             lowered = lower_graph(gm, (batch, *image), TARGET)
             vm = relax.VirtualMachine(tvm.compile(lowered.module, target=lowered.target), tvm.cpu())
             cache[name, batch] = (gm, lowered, vm)
@@ -137,7 +137,7 @@ def _called_kernels(module: tvm.IRModule) -> list[str]:
 )
 def test_every_kernel_is_scheduled_parallel_and_vectorised(name, image):
     build, _, N = MODELS[name]
-    module = lower(converted(build(), N=N), (1, *image), TARGET)
+    module = lower(fold_static_shapes(converted(build(), N=N), (1, *image)), (1, *image), TARGET)
     called = _called_kernels(module)
     assert called
     for kernel in set(called):
@@ -213,7 +213,8 @@ def test_dense_convs_take_the_block_size_with_the_cheapest_tile(target, block_si
 
 def test_op_zoo_kernel_table_names_padding_and_depthwise():
     build, image, N = MODELS["op_zoo"]
-    by_layer = {entry.layer: entry for entry in lower_graph(converted(build(), N=N), (1, *image), TARGET).kernel_table}
+    gm = fold_static_shapes(converted(build(), N=N), (1, *image))
+    by_layer = {entry.layer: entry for entry in lower_graph(gm, (1, *image), TARGET).kernel_table}
     assert by_layer["stem"].block_size == 16 and "C_out=10 padded to 16" in by_layer["stem"].dense_reason
     assert by_layer["depthwise"].kind == "depthwise" and by_layer["depthwise"].out_hw == (6, 6)
     assert by_layer["branch_b"].kind == "sparse" and by_layer["branch_b"].kept_per_row == 16
