@@ -1,6 +1,8 @@
 """The compile pipeline, stage by stage, in the order ``compile`` runs them:
 
-1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv;
+1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv, then
+   ``passes.fold_layer_scale`` each constant per-channel multiply (ConvNeXt's layer scale) into
+   the layer feeding it;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
 3. ``lower``: ``lowering.lower.lower_graph`` checks the graph is folded and converted, then emits
    a Relax ``main`` of ``call_tir`` calls to our scheduled kernels (and free reshapes);
@@ -46,6 +48,7 @@ from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
+from subp_fx.passes.fold_layer_scale import fold_layer_scale
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
 EMITTED_RELAX_OPS = frozenset({"relax.call_tir", "relax.reshape"})
@@ -119,7 +122,7 @@ class InferenceGraph:
 def inference_graph(model) -> InferenceGraph:
     """Stages 1-2 on a copy of ``model`` (the model is untouched)."""
     folded = fold_batchnorm(model)
-    converted = convert(folded)
+    converted = convert(fold_layer_scale(folded))
     report = GraphPassReport(
         folded_batchnorms=len(folded.meta[FOLDED_META_KEY]),
         unfolded_batchnorms=dict(folded.meta[UNFOLDED_META_KEY]),

@@ -4,6 +4,7 @@ and what it refuses."""
 from subp_fx.passes.convert import ConvertedConv, convert
 from subp_fx.passes.dry_run import ConvPlan, DryRunReport, dry_run, format_dry_run
 from subp_fx.passes.fold_batchnorm import fold_batchnorm
+from subp_fx.passes.fold_layer_scale import fold_layer_scale
 from subp_fx.passes.impose_random_masks import impose_random_masks
 from subp_fx.passes.prepare import prepare, subp_modules
 from subp_fx.passes.select import ConvDecision, select_convs
@@ -27,6 +28,7 @@ __all__ = [
     "ConvertedConv",
     "convert",
     "fold_batchnorm",
+    "fold_layer_scale",
     "impose_random_masks",
     "strip_masks",
 ]

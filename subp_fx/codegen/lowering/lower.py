@@ -107,6 +107,9 @@ def _walk(ctx: LoweringContext) -> LoweredTensor:
     for node in ctx.view.nodes:
         if node.op == "placeholder":
             ctx.values[node] = _lower_input(ctx, node)
+        elif node.op == "get_attr":
+            # Read by the handlers that take constants (rules.NodeRule.takes_constants), never a tensor.
+            ctx.values[node] = ctx.view.constant(node)
         elif node.op == "output":
             return _lower_output(ctx, node)
         elif node in groups_by_output:
