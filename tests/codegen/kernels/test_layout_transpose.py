@@ -13,7 +13,13 @@ from subp_fx.codegen.target import parse_target  # noqa: E402
 
 @pytest.mark.parametrize(
     ("shape", "axes"),
-    [((2, 3, 5, 7), (0, 3, 1, 2)), ((2, 5, 3, 7), (0, 2, 1, 3)), ((3, 5, 7), (2, 0, 1)), ((5, 3), (1, 0)), ((7,), (0,))],
+    [
+        ((2, 3, 5, 7), (0, 3, 1, 2)),
+        ((2, 5, 3, 7), (0, 2, 1, 3)),
+        ((3, 5, 7), (2, 0, 1)),
+        ((5, 3), (1, 0)),
+        ((7,), (0,)),
+    ],
 )
 def test_transpose_matches_numpy(shape, axes):
     function = transpose_primfunc(shape, axes, 8).with_attr("global_symbol", "k")
