@@ -9,9 +9,12 @@ ceil_mode, 'same' padding and the like need no re-derivation here.
 Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
 size; flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
 different shapes (broadcasting) or with ``alpha``; multiplies other than same-shape maps, a map
-by a per-channel gate, or a tensor by a per-axis constant of the model (a layer scale that could
-not be folded, ``passes.fold_layer_scale``); means other than over the spatial axes; dropout, batch norm and stochastic
-depth in training mode.
+by a per-channel gate, or a tensor by a per-axis constant of the model (a layer scale that
+``passes.fold_layer_scale`` could not fold); means other than over the spatial axes; dropout,
+batch norm and stochastic depth in training mode.
+
+Activations, adds, per-axis multiplies and identities keep their input's storage order (see
+``graph_view.LoweredTensor``), so a permuted tensor flows through them without a transpose.
 """
 
 from __future__ import annotations
