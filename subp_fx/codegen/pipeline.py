@@ -5,7 +5,9 @@ target, ``target.compile_target``, before any other work):
    forward it cannot follow (Python logic on shapes), a concrete trace on the example input,
    exact for the compiled (static) input shape;
 1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv, then
-   ``passes.fold_pad`` makes each symmetric zero pad feeding a conv that conv's padding;
+   ``passes.fold_layer_scale`` each constant per-channel multiply (ConvNeXt's layer scale) into
+   the layer feeding it, and ``passes.fold_pad`` each symmetric zero pad feeding a conv into
+   that conv's padding;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
    then, for the one static input shape compiled for, ``passes.fold_static_shapes`` makes every
    Python value computed from shapes (``x.size(0)``, ``c // groups``) a constant, and

@@ -4,6 +4,7 @@ and what it refuses."""
 from subp_fx.passes.convert import ConvertedConv, convert
 from subp_fx.passes.dry_run import ConvPlan, DryRunReport, dry_run, format_dry_run
 from subp_fx.passes.fold_batchnorm import fold_batchnorm
+from subp_fx.passes.fold_layer_scale import fold_layer_scale
 from subp_fx.passes.fold_static_shapes import fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import fuse_channel_shuffles
 from subp_fx.passes.impose_random_masks import impose_random_masks
@@ -29,6 +30,7 @@ __all__ = [
     "ConvertedConv",
     "convert",
     "fold_batchnorm",
+    "fold_layer_scale",
     "fold_static_shapes",
     "fuse_channel_shuffles",
     "impose_random_masks",

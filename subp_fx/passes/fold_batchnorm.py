@@ -40,6 +40,14 @@ _OUTPUT_CHANNEL_WEIGHT: dict[type, Callable[[nn.Module], tuple[torch.Tensor, tup
 }
 
 
+def output_channel_weight(module: nn.Module) -> tuple[torch.Tensor, tuple[int, ...]] | None:
+    """The weight of a conv whose output channel c is (weight of channel c) applied to the input
+    plus bias[c], and the shape broadcasting a per-output-channel vector over it; None for any
+    other module (see the table above)."""
+    reader = _OUTPUT_CHANNEL_WEIGHT.get(type(module))
+    return reader(module) if reader is not None else None
+
+
 def _call_counts(gm: fx.GraphModule) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in gm.graph.nodes:

@@ -18,14 +18,15 @@ from subp_fx.codegen.kernels.spec import BlockSparseConvSpec  # noqa: E402
 from subp_fx.codegen.lowering.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES  # noqa: E402
 
 
-def test_every_torch_spelling_has_a_lowering_rule_named_after_its_activation():
+def test_every_torch_spelling_has_a_lowering_rule_named_after_its_activations():
     for activation in activations.ACTIVATIONS.values():
         for module in activation.modules:
-            assert MODULE_RULES[module].what == activation.name
+            assert activation.name in MODULE_RULES[module].what.split("/")
         for function in activation.functions:
-            assert FUNCTION_RULES[function].what == activation.name
+            assert activation.name in FUNCTION_RULES[function].what.split("/")
         for method in activation.methods:
-            assert METHOD_RULES[method].what == activation.name
+            assert activation.name in METHOD_RULES[method].what.split("/")
+    assert MODULE_RULES[nn.GELU].what == "gelu/gelu_tanh"
 
 
 @pytest.mark.parametrize(
@@ -44,10 +45,27 @@ def test_spelled_finds_the_activation_a_node_calls(op, target, name):
     assert (found.name if found is not None else None) == name
 
 
+@pytest.mark.parametrize(
+    ("op", "target", "module", "args", "kwargs", "name"),
+    [
+        ("call_module", nn.GELU, nn.GELU(), (), {}, "gelu"),
+        ("call_module", nn.GELU, nn.GELU(approximate="tanh"), (), {}, "gelu_tanh"),
+        ("call_function", F.gelu, None, ("x",), {}, "gelu"),
+        ("call_function", F.gelu, None, ("x", "tanh"), {}, "gelu_tanh"),
+        ("call_function", F.gelu, None, ("x",), {"approximate": "tanh"}, "gelu_tanh"),
+        ("call_function", F.gelu, None, ("x",), {"approximate": "other"}, None),
+    ],
+)
+def test_spelled_tells_gelus_two_forms_apart_by_their_approximate_argument(op, target, module, args, kwargs, name):
+    found = activations.spelled(op, target, module, args, kwargs)
+    assert (found.name if found is not None else None) == name
+
+
 def test_only_fusable_activations_reach_the_conv_kernel_spec():
-    assert activations.FUSABLE_ACTIVATIONS == ("none", "relu", "relu6")
+    assert activations.FUSABLE_ACTIVATIONS == ("none", "relu", "relu6", "gelu", "gelu_tanh")
     BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="relu6")
-    with pytest.raises(KernelSpecError, match="activation must be one of none, relu, relu6, got 'hardswish'"):
+    expected = "activation must be one of none, relu, relu6, gelu, gelu_tanh, got 'hardswish'"
+    with pytest.raises(KernelSpecError, match=expected):
         BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="hardswish")
 
 
@@ -65,3 +83,76 @@ def test_expressions_compute_the_torch_activation():
         function(tvm.runtime.tensor(values), result)
         expected = values if reference is None else reference(torch.from_numpy(values)).numpy()
         np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def _evaluate(name: str, values):
+    from tvm import te
+
+    x = te.placeholder(values.shape, "float32", name="x")
+    activate = activations.expression(name)
+    out = te.compute(values.shape, lambda i: activate(x[i]), name="out")
+    function = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, out])}), target="llvm")
+    result = tvm.runtime.empty(values.shape, "float32")
+    function(tvm.runtime.tensor(values), result)
+    return result.numpy()
+
+
+@pytest.mark.parametrize(("name", "approximate"), [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_gelu_expressions_match_torch_in_float64_over_a_wide_range(name, approximate):
+    import numpy as np
+
+    # Dense around 0 and past the clamps (erf at +-4 sqrt 2, exp at -87 / 88).
+    values = np.concatenate([np.linspace(-12, 12, 4801), [-200.0, -90.0, 90.0, 200.0]]).astype(np.float32)
+    expected = F.gelu(torch.from_numpy(values).double(), approximate=approximate).numpy()
+    got = _evaluate(name, values)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_erf_and_exp_stay_within_float_precision():
+    import math
+
+    import numpy as np
+    from tvm import te
+
+    values = np.linspace(-6, 6, 1201).astype(np.float32)
+    for expression, reference, tolerance in (
+        (activations.erf, np.vectorize(math.erf), 3e-7),
+        (activations.exp, np.exp, None),
+    ):
+        x = te.placeholder(values.shape, "float32", name="x")
+        out = te.compute(values.shape, lambda i: expression(x[i]), name="out")  # noqa: B023 (used at once)
+        function = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, out])}), target="llvm")
+        result = tvm.runtime.empty(values.shape, "float32")
+        function(tvm.runtime.tensor(values), result)
+        expected = reference(values.astype(np.float64))
+        if tolerance is None:
+            np.testing.assert_allclose(result.numpy(), expected, rtol=3e-7)
+        else:
+            np.testing.assert_allclose(result.numpy(), expected, rtol=0, atol=tolerance)
+
+
+def test_a_conv_with_a_fused_gelu_builds_fast_into_vector_code_without_libm_calls():
+    import time
+
+    from subp_fx.codegen.kernels.isa import vector_isa
+    from subp_fx.codegen.kernels.tiling import heuristic_tile
+    from subp_fx.codegen.target import parse_target
+
+    target = parse_target("llvm -mcpu=znver3")  # compiled for AVX2, not run
+    for name in ("gelu", "gelu_tanh"):
+        spec = BlockSparseConvSpec(1, 5, 7, 24, 32, 16, 24, kernel_size=(1, 1), padding=(0, 0), activation=name)
+        started = time.perf_counter()
+        asm = _block_sparse_conv_asm(spec, heuristic_tile(spec, vector_isa(target)), target)
+        # Written naively (the erf series' terms copied, not bound once) this took minutes.
+        assert time.perf_counter() - started < 30
+        assert "erff" not in asm and "expf" not in asm
+        assert "vfmadd" in asm and "%ymm" in asm
+
+
+def _block_sparse_conv_asm(spec, tile, target) -> str:
+    from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
+    from subp_fx.codegen.kernels.isa import vector_isa
+
+    function = block_sparse_conv2d_primfunc(spec, tile, vector_isa(target)).with_attr("global_symbol", "k")
+    return tvm.compile(tvm.IRModule({"k": function}), target=target).jit().inspect_source("asm")

@@ -1,9 +1,13 @@
-"""Layout kernels: NCHW <-> NHWC transposes, channel slice, channel concat, channel shuffle (all
+"""Layout kernels: NCHW <-> NHWC transposes, any transpose, channel slice, channel concat, channel shuffle (all
 channels last).
 
 The compiled model keeps activations NHWC from its input to its logits: the only transpose is
 :func:`nchw_to_nhwc_primfunc` on the input (and :func:`nhwc_to_nchw_primfunc` where a 4-d tensor
 leaves the NHWC world: a flatten of a map larger than 1x1, or a 4-d model output).
+
+:func:`transpose_primfunc` moves a tensor between any two storage orders: the lowering keeps a
+permute as a change of order alone and calls it only where a handler needs another order than
+the one a tensor has (e.g. a conv reading a map a model left permuted).
 
 Schedules: parallel over (batch, row) or (batch, channel), the innermost contiguous axis
 vectorised. Concat selects its input by channel range; its channel loop is split in vectors
@@ -106,3 +110,29 @@ def concat_channels_primfunc(shapes_nhwc: list[tuple[int, int, int, int]], lanes
     out = te.compute((batch, height, width, total), select, name="concat")
     # A vector width dividing every count never straddles two inputs.
     return _scheduled([*inputs, out], lane_chunk(reduce(math.gcd, counts), lanes), lanes)
+
+
+def transpose_primfunc(shape: tuple[int, ...], axes: tuple[int, ...], lanes: int) -> tirx.PrimFunc:
+    """x of ``shape`` -> out with ``out.shape[j] = shape[axes[j]]``, as ``numpy.transpose(x, axes)``.
+
+    Parallel over the output's outer axes (all but the last; all of them for a 1-d tensor), the
+    last in vectors of contiguous writes (the reads are strided unless ``axes`` keeps the last axis).
+    """
+    if sorted(axes) != list(range(len(shape))):
+        raise ValueError(f"axes {axes} is not a permutation of the {len(shape)} axes of {shape}")
+    out_shape = tuple(shape[axis] for axis in axes)
+    x = te.placeholder(shape, DTYPE, name="x")
+
+    def read(*index):
+        source = [None] * len(shape)
+        for position, axis in enumerate(axes):
+            source[axis] = index[position]
+        return x[tuple(source)]
+
+    out = te.compute(out_shape, read, name="transpose")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    *outer, innermost = sch.get_loops(sch.get_sblock("transpose"))
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    vectorize_split(sch, innermost, out_shape[-1], lanes)
+    return sch.mod["main"]

@@ -9,10 +9,11 @@ import torch.fx as fx
 from tvm.target import Target
 
 from subp_fx.codegen.kernels.isa import VectorISA
+from subp_fx.codegen.kernels.layout import transpose_primfunc
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import heuristic_tile
 from subp_fx.codegen.lowering.fusion import Epilogue
-from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor, canonical_order
 from subp_fx.codegen.lowering.program import RelaxProgram
 from subp_fx.codegen.runtime.kernel_table import KernelEntry, epilogue_text
 from subp_fx.codegen.tuning.build import choose_tile
@@ -39,16 +40,43 @@ class LoweringContext:
     epilogues: dict[fx.Node, Epilogue] = field(default_factory=dict)
     values: dict[fx.Node, Any] = field(default_factory=dict)
     kernel_table: list[KernelEntry] = field(default_factory=list)
+    _reordered: dict[tuple[fx.Node, tuple[int, ...]], LoweredTensor] = field(default_factory=dict)
 
     @property
     def lanes(self) -> int:
         return self.isa.lanes
 
-    def tensor(self, node: Any) -> LoweredTensor:
+    def stored(self, node: Any) -> LoweredTensor:
+        """``node``'s tensor in whatever order it is stored (for handlers indifferent to layout:
+        permutes, elementwise ops, and those that check ``axis_order`` themselves)."""
         value = self.values[node]
         if not isinstance(value, LoweredTensor):
             raise TypeError(f"{node} lowered to {type(value).__name__}, not a tensor")
         return value
+
+    def tensor(self, node: Any, order: tuple[int, ...] | None = None) -> LoweredTensor:
+        """``node``'s tensor stored in ``order`` (default: :func:`canonical_order`, NHWC for 4-d,
+        which every handler assumes unless it asks otherwise). A tensor a permute left in another
+        order is transposed once per order asked for (``layout.transpose_primfunc``)."""
+        value = self.stored(node)
+        order = canonical_order(len(value.shape)) if order is None else tuple(order)
+        if value.axis_order == order:
+            return value
+        cached = self._reordered.get((node, order))
+        if cached is None:
+            # Stored axis j of the result is torch axis order[j], stored at value's axis_order.index(...).
+            axes = tuple(value.axis_order.index(axis) for axis in order)
+            source = value.stored_shape
+            out_shape = tuple(source[axis] for axis in axes)
+            expr = self.program.call(
+                ("transpose", source, axes),
+                "transpose_" + "x".join(map(str, source)) + "_" + "".join(map(str, axes)),
+                lambda: transpose_primfunc(source, axes, self.lanes),
+                [value.expr],
+                out_shape,
+            )
+            cached = self._reordered[(node, order)] = LoweredTensor(expr, value.shape, order)
+        return cached
 
     def epilogue(self, conv: fx.Node) -> Epilogue:
         return self.epilogues.get(conv, Epilogue(conv))

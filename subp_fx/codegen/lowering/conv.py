@@ -312,19 +312,38 @@ def _dense_reason(conv: nn.Conv2d) -> str:
 def _lower_dense_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
     bias = None if conv.bias is None else float32_array(conv.bias)
     layer = _KernelLayer.of(DENSE, conv, _dense_reason(conv))
-    data = ctx.tensor(node.args[0])
-    block_size = _cheapest_dense_block_size(ctx, node, data, conv, layer)
-    weights = pack_dense(float32_array(conv.weight), bias, block_size)
-    return _emit_block_sparse_kernel(ctx, node, data, weights, layer)
+    return _emit_dense_kernel(ctx, node, ctx.tensor(node.args[0]), float32_array(conv.weight), bias, layer)
 
 
-def _cheapest_dense_block_size(
-    ctx: LoweringContext, node: fx.Node, data: LoweredTensor, conv: nn.Conv2d, layer: _KernelLayer
-) -> int:
-    """The :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
-    first_fit, padded = dense_block_size(conv.out_channels)
-    spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], conv.bias is not None, layer)
-    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
+def _emit_dense_kernel(
+    ctx: LoweringContext,
+    node: fx.Node,
+    data: LoweredTensor,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    layer: _KernelLayer,
+) -> LoweredTensor:
+    """A dense (C_out, C_in, kh, kw) conv on the block-sparse kernel, with the
+    :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
+    first_fit, padded = dense_block_size(weight.shape[0])
+    spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
+    block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
+    return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
+
+
+def emit_pointwise_dense(
+    ctx: LoweringContext,
+    node: fx.Node,
+    data: LoweredTensor,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    reason: str,
+) -> LoweredTensor:
+    """``data`` (an NHWC-stored map) times a dense (C_out, C_in) ``weight`` at every pixel: a
+    1x1 conv on the block-sparse kernel (a Linear over a map's channels); ``reason`` says why
+    the layer is dense in the kernel table."""
+    layer = _KernelLayer(DENSE, (1, 1), (1, 1), (0, 0), reason)
+    return _emit_dense_kernel(ctx, node, data, weight[:, :, None, None], bias, layer)
 
 
 def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:

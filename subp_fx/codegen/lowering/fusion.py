@@ -8,7 +8,7 @@ for each conv (or linear) node that a handler says can take an epilogue:
 - an add: when the conv's only user is a two-tensor add of two equal shapes, and the kernel can
   take a residual (``FusionAbility.RESIDUAL``), the add's other operand becomes the residual;
 - then an activation: when the (conv or add) output's only user applies an activation the
-  registry marks fusable (``activations``: relu, relu6), it is applied in the epilogue.
+  registry marks fusable (``activations``: relu, relu6, gelu), it is applied in the epilogue.
 
 Each add is claimed by the first conv (in graph order) that can take it. The fused group is
 emitted where its last node stands, so the residual (e.g. a downsample conv that the graph
@@ -60,10 +60,16 @@ class Epilogue:
         return self.output if self.output is not None else self.conv
 
 
+def applied_activation(view: GraphView, node: fx.Node) -> activations.Activation | None:
+    """The activation of the registry (``activations.ACTIVATIONS``) ``node`` applies, else None."""
+    module = view.module(node)
+    target = type(module) if node.op == "call_module" else node.target
+    return activations.spelled(node.op, target, module, tuple(node.args), dict(node.kwargs))
+
+
 def activation_of(view: GraphView, node: fx.Node) -> str | None:
-    """The name of the fusable activation (``activations.ACTIVATIONS``) ``node`` applies, else None."""
-    target = type(view.module(node)) if node.op == "call_module" else node.target
-    activation = activations.spelled(node.op, target)
+    """The name of the fusable activation ``node`` applies, else None."""
+    activation = applied_activation(view, node)
     return activation.name if activation is not None and activation.fusable else None
 
 

@@ -2,8 +2,11 @@
 
 ``GraphView`` runs torch.fx's ``ShapeProp`` once on an example input, so every handler knows the
 static shape (in torch's NCHW order) of every tensor node without re-deriving pooling or conv
-arithmetic. ``LoweredTensor`` is what a node lowers to: a Relax expression plus that torch shape;
-4-d tensors are *stored* NHWC (``stored_shape``), everything else as torch has it.
+arithmetic. ``LoweredTensor`` is what a node lowers to: a Relax expression plus that torch shape
+and the order its axes are stored in: 4-d tensors are *stored* NHWC (``stored_shape``) by default,
+everything else as torch has it. A permute changes only that order, never the data: ConvNeXt's
+``permute(0, 2, 3, 1)`` of an NHWC-stored (B, C, H, W) map is the (B, H, W, C) tensor stored the
+same way, so a LayerNorm or Linear over its last axis reads contiguous channels.
 """
 
 from __future__ import annotations
@@ -19,24 +22,37 @@ from torch.fx.passes.shape_prop import ShapeProp
 from subp_fx.errors import CompiledInputError
 
 
+def canonical_order(rank: int) -> tuple[int, ...]:
+    """The storage order every handler gets by default: (0, 2, 3, 1) (NHWC) for a 4-d tensor,
+    torch's own order for any other rank."""
+    return (0, 2, 3, 1) if rank == 4 else tuple(range(rank))
+
+
 @dataclass(frozen=True)
 class LoweredTensor:
-    """A tensor of the compiled program: its Relax expression and its torch-order shape."""
+    """A tensor of the compiled program: its Relax expression, its torch-order shape, and
+    ``order``: stored axis ``j`` is torch axis ``order[j]`` (None: :func:`canonical_order`)."""
 
     expr: Any  # relax.Expr
     shape: tuple[int, ...]
+    order: tuple[int, ...] | None = None
+
+    @property
+    def axis_order(self) -> tuple[int, ...]:
+        return canonical_order(len(self.shape)) if self.order is None else self.order
+
+    @property
+    def is_canonical(self) -> bool:
+        return self.axis_order == canonical_order(len(self.shape))
 
     @property
     def is_feature_map(self) -> bool:
-        """4-d: torch's (B, C, H, W), stored channels last."""
-        return len(self.shape) == 4
+        """4-d torch (B, C, H, W), stored channels last."""
+        return len(self.shape) == 4 and self.is_canonical
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
-        if self.is_feature_map:
-            batch, channels, height, width = self.shape
-            return (batch, height, width, channels)
-        return self.shape
+        return tuple(self.shape[axis] for axis in self.axis_order)
 
 
 class GraphView:
@@ -78,6 +94,16 @@ class GraphView:
     def dtype(self, node: fx.Node) -> torch.dtype | None:
         meta = node.meta.get("tensor_meta")
         return getattr(meta, "dtype", None)
+
+    def constant(self, node: Any) -> torch.Tensor | None:
+        """The tensor a ``get_attr`` node reads (a parameter, buffer or plain tensor attribute),
+        else None."""
+        if not isinstance(node, fx.Node) or node.op != "get_attr":
+            return None
+        value: Any = self.gm
+        for part in str(node.target).split("."):
+            value = getattr(value, part, None)
+        return value if isinstance(value, torch.Tensor) else None
 
     def is_tensor(self, value: Any) -> bool:
         return self.shape(value) is not None

@@ -1,8 +1,17 @@
-"""Lowering of ``nn.Linear`` on a (B, features) input to the prepacked kernel of ``kernels.linear``.
+"""Lowering of ``nn.Linear``: on a (B, features) input to the prepacked kernel of
+``kernels.linear``; on a 4-d input (ConvNeXt's (B, H, W, C) after a permute) to a dense 1x1 conv.
 
-The (O, I) weight is packed into (O_pad / V, I, V) blocks; O is padded to a multiple of V and
-the padded features are sliced off after the call. A relu / relu6 after the layer is fused
-(``fusion``). Refused: inputs that are not 2-d. One ``KernelEntry`` per layer.
+2-d: the (O, I) weight is packed into (O_pad / V, I, V) blocks; O is padded to a multiple of V
+and the padded features are sliced off after the call.
+
+4-d: a Linear over the last axis is a 1x1 conv over the other three, so it runs on the conv
+kernel (``conv.emit_pointwise_dense``: tiles, tile timing) reading the tensor as stored when its
+last axis is stored last (a permuted NHWC map is), else after one transpose. It stays dense:
+SUBP's layer selection (``passes.select``) and its modules prune ``nn.Conv2d`` only, so a Linear
+never arrives block-sparse.
+
+A fusable activation after the layer (relu, relu6, gelu) is applied in the kernel's write-back
+(``fusion``). Refused: inputs of rank other than 2 and 4. One ``KernelEntry`` per layer.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import torch.nn as nn
 from subp_fx.codegen.kernels.layout import slice_channels_primfunc
 from subp_fx.codegen.kernels.linear import LinearSpec, linear_block, linear_primfunc, pack_linear_weight, pad_bias
 from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.conv import emit_pointwise_dense
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.weights import float32_array
 from subp_fx.codegen.runtime.kernel_table import DENSE
@@ -20,13 +30,35 @@ from subp_fx.codegen.runtime.kernel_table import DENSE
 
 def linear_problem(view: GraphView, node: fx.Node) -> str | None:
     shape = view.shape(node.args[0]) if node.args else None
-    if shape is None or len(shape) != 2:
-        return f"its input has shape {shape}; linear layers are lowered for 2-d (B, features) inputs only"
+    if shape is None or len(shape) not in (2, 4):
+        return (
+            f"its input has shape {shape}; linear layers are lowered for 2-d (B, features) inputs and 4-d inputs "
+            "(over the last axis, e.g. (B, H, W, C) after a permute)"
+        )
     return None
+
+
+POINTWISE_REASON = "Linear over a map's last axis, run as a dense 1x1 conv: SUBP prunes nn.Conv2d layers only"
+
+
+def _lower_pointwise_linear(ctx: LoweringContext, node: fx.Node, linear: nn.Linear) -> LoweredTensor:
+    x = ctx.stored(node.args[0])
+    last = len(x.shape) - 1
+    if x.axis_order[-1] != last:
+        x = ctx.tensor(node.args[0], tuple(axis for axis in x.axis_order if axis != last) + (last,))
+    # The stored (S0, S1, S2, I) tensor read as an NHWC map, i.e. a canonical (S0, I, S1, S2) one.
+    stored = x.stored_shape
+    as_map = LoweredTensor(x.expr, (stored[0], stored[3], stored[1], stored[2]))
+    bias = float32_array(linear.bias) if linear.bias is not None else None
+    output = emit_pointwise_dense(ctx, node, as_map, float32_array(linear.weight), bias, POINTWISE_REASON)
+    # Stored (S0, S1, S2, O): the input's storage order, with O in place of I.
+    return LoweredTensor(output.expr, (*x.shape[:-1], linear.out_features), x.axis_order)
 
 
 def lower_linear(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     linear: nn.Linear = ctx.view.module(node)
+    if len(ctx.stored(node.args[0]).shape) == 4:
+        return _lower_pointwise_linear(ctx, node, linear)
     features = ctx.tensor(node.args[0])
     batch, in_features = features.shape
     out_features = linear.out_features

@@ -7,7 +7,9 @@ larger than 1x1 and a 4-d model output go back to NCHW, as torch's element order
 ``BlockSparseConv2d`` and dense convs run on the 1xN block-sparse kernel, depthwise convs on
 their own kernel, every other op on a scheduled kernel of ``codegen.kernels`` (see ``rules`` for the
 full table). Conv -> relu/relu6 and conv -> add -> relu are fused into the conv's epilogue
-(``fusion``). No op is left for Relax's generic, unscheduled legalisation.
+(``fusion``). A permute only changes the order a tensor is stored in (``permute``); graph
+constants (``get_attr``) are read by the handlers that take them (layer norm weights, a per-axis
+multiply). No op is left for Relax's generic, unscheduled legalisation.
 
 What it refuses: a graph that is not folded and converted (``preconditions``); a graph with any
 node ``rules`` cannot lower: one
@@ -110,6 +112,9 @@ def _walk(ctx: LoweringContext, progress: CompileProgress) -> LoweredTensor:
         progress.advance()
         if node.op == "placeholder":
             ctx.values[node] = _lower_input(ctx, node)
+        elif node.op == "get_attr":
+            # Read by the handlers that take constants (rules.NodeRule.takes_constants), never a tensor.
+            ctx.values[node] = ctx.view.constant(node)
         elif node.op == "output":
             return _lower_output(ctx, node)
         elif node in groups_by_output:

@@ -9,9 +9,13 @@ shapes (``x.size(0)``) are constants by then (``passes.fold_static_shapes``).
 
 Refused: max pool with ``return_indices``; average pool whose ``ceil_mode`` changes the output
 size; flatten / view / reshape other than to (B, features); concat on a non-channel axis; adds of
-different shapes (broadcasting) or with ``alpha``; multiplies other than same-shape maps or a map
-by a per-channel gate; means other than over the spatial axes; dropout, batch norm and stochastic
-depth in training mode.
+different shapes (broadcasting) or with ``alpha``; multiplies other than same-shape maps, a map
+by a per-channel gate, or a tensor by a per-axis constant of the model (a layer scale that
+``passes.fold_layer_scale`` could not fold); means other than over the spatial axes; dropout,
+batch norm and stochastic depth in training mode.
+
+Activations, adds, per-axis multiplies and identities keep their input's storage order (see
+``graph_view.LoweredTensor``), so a permuted tensor flows through them without a transpose.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.conv_geometry import int_pair
+from subp_fx.codegen import activations
 from subp_fx.codegen.kernels.elementwise import (
     activation_primfunc,
     add_primfunc,
@@ -40,7 +45,7 @@ from subp_fx.codegen.kernels.pooling import (
     max_pool2d_primfunc,
 )
 from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.lowering.fusion import add_operands
+from subp_fx.codegen.lowering.fusion import add_operands, applied_activation
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor, bind_arguments
 
 
@@ -62,22 +67,28 @@ def _feature_map_problem(view: GraphView, node: fx.Node, what: str) -> str | Non
 # --- activations --------------------------------------------------------------------------------
 
 
-def activation_lowering(activation: str) -> Callable[[LoweringContext, fx.Node], LoweredTensor]:
-    """The handler applying ``activation`` (relu, relu6, hardswish) elementwise."""
-
-    def lower(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-        x = ctx.tensor(_input(node))
-        shape = x.stored_shape
-        output = ctx.program.call(
-            ("activation", activation, shape),
-            f"{activation}_{_shape_text(shape)}",
-            lambda: activation_primfunc(shape, activation, ctx.lanes),
-            [x.expr],
-            shape,
+def activation_problem(view: GraphView, node: fx.Node) -> str | None:
+    if applied_activation(view, node) is None:
+        return (
+            "its arguments match none of the activations spelled this way "
+            f"({', '.join(sorted(activations.ACTIVATIONS))}; e.g. GELU's approximate must be 'none' or 'tanh')"
         )
-        return LoweredTensor(output, x.shape)
+    return None
 
-    return lower
+
+def lower_activation(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    """The node's activation (``activations.ACTIVATIONS``) elementwise, in the input's storage order."""
+    activation = applied_activation(ctx.view, node).name
+    x = ctx.stored(_input(node))
+    shape = x.stored_shape
+    output = ctx.program.call(
+        ("activation", activation, shape),
+        f"{activation}_{_shape_text(shape)}",
+        lambda: activation_primfunc(shape, activation, ctx.lanes),
+        [x.expr],
+        shape,
+    )
+    return LoweredTensor(output, x.shape, x.order)
 
 
 # --- add ----------------------------------------------------------------------------------------
@@ -100,7 +111,10 @@ def add_problem(view: GraphView, node: fx.Node) -> str | None:
 
 
 def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    left, right = (ctx.tensor(operand) for operand in add_operands(ctx.view, node))
+    operands = add_operands(ctx.view, node)
+    # Both operands in the left one's storage order (the right one transposed only if it differs).
+    order = ctx.stored(operands[0]).axis_order
+    left, right = (ctx.tensor(operand, order) for operand in operands)
     shape = left.stored_shape
     output = ctx.program.call(
         ("add", shape),
@@ -109,7 +123,7 @@ def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
         [left.expr, right.expr],
         shape,
     )
-    return LoweredTensor(output, left.shape)
+    return LoweredTensor(output, left.shape, left.order)
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -307,6 +321,8 @@ def _broadcast_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Nod
     left, right = arguments.get("input"), arguments.get("other")
     if len(node.args) + len(node.kwargs) != 2 or not (view.is_tensor(left) and view.is_tensor(right)):
         return None
+    if view.constant(left) is not None or view.constant(right) is not None:
+        return None  # a constant operand: constant_scale
     left_shape, right_shape = view.shape(left), view.shape(right)
     if len(left_shape) != 4 or len(right_shape) != 4:
         return None
@@ -321,17 +337,64 @@ def _broadcast_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Nod
     return None
 
 
+def constant_scale(view: GraphView, node: fx.Node) -> tuple[fx.Node, torch.Tensor, int] | None:
+    """(tensor operand, constant, axis) when ``node`` multiplies a float32 tensor by a float32
+    graph constant (``get_attr``) that varies along at most one of its axes ("per-channel",
+    e.g. ConvNeXt's (C, 1, 1) layer scale), broadcasting without adding axes; ``axis`` is that
+    tensor axis (the last when the constant is one value). Else None."""
+    arguments = bind_arguments(node, ("input", "other"))
+    left, right = arguments.get("input"), arguments.get("other")
+    if len(node.args) + len(node.kwargs) != 2:
+        return None
+    for tensor, constant_node in ((left, right), (right, left)):
+        constant = view.constant(constant_node)
+        shape = view.shape(tensor)
+        if constant is None or shape is None or view.constant(tensor) is not None:
+            continue
+        if constant.dtype != torch.float32 or view.dtype(tensor) != torch.float32 or constant.dim() > len(shape):
+            return None
+        offset = len(shape) - constant.dim()
+        varying = [offset + i for i, size in enumerate(constant.shape) if size != 1]
+        if len(varying) > 1 or any(constant.shape[axis - offset] != shape[axis] for axis in varying):
+            return None
+        return tensor, constant, varying[0] if varying else len(shape) - 1
+    return None
+
+
 def mul_problem(view: GraphView, node: fx.Node) -> str | None:
-    if _broadcast_operands(view, node) is None:
+    if _broadcast_operands(view, node) is None and constant_scale(view, node) is None:
         shapes = _operand_descriptions(view, node)
         return (
             f"multiplies {shapes[0]} and {shapes[1]}; supported is the product of two (B, C, H, W) tensors of one "
-            "shape, or of a map and a (B, C, 1, 1) per-channel gate"
+            "shape, of a map and a (B, C, 1, 1) per-channel gate, or of a tensor and a float32 constant of the model "
+            "that varies along one axis at most (a per-channel scale such as a (C, 1, 1) layer scale)"
         )
     return None
 
 
+def _lower_constant_scale(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    """The tensor times a per-axis constant, on the broadcast-multiply kernel with the scaled
+    axis stored last (where the kernel's vectors run); the result keeps that storage order."""
+    source, constant, axis = constant_scale(ctx.view, node)
+    x = ctx.stored(source)
+    if x.axis_order[-1] != axis:
+        x = ctx.tensor(source, tuple(a for a in x.axis_order if a != axis) + (axis,))
+    shape = x.stored_shape
+    scale_shape = (1,) * (len(shape) - 1) + (shape[-1],)
+    scale = np.broadcast_to(constant.detach().cpu().numpy().reshape(-1), (shape[-1],)).astype(np.float32)
+    output = ctx.program.call(
+        ("mul", shape, scale_shape),
+        f"mul_{_shape_text(shape)}_by_{_shape_text(scale_shape)}",
+        lambda: broadcast_binary_primfunc(shape, scale_shape, "mul", ctx.lanes),
+        [x.expr, ctx.program.constant(scale.reshape(scale_shape))],
+        shape,
+    )
+    return LoweredTensor(output, x.shape, x.order)
+
+
 def lower_mul(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    if _broadcast_operands(ctx.view, node) is None:
+        return _lower_constant_scale(ctx, node)
     full, other = (ctx.tensor(operand) for operand in _broadcast_operands(ctx.view, node))
     shape, other_shape = full.stored_shape, other.stored_shape
     output = ctx.program.call(
@@ -383,7 +446,7 @@ def lower_flatten(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
 
 
 def lower_passthrough(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    return ctx.tensor(_input(node))
+    return ctx.stored(_input(node))
 
 
 def float_problem(view: GraphView, node: fx.Node) -> str | None:

@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from torchvision.ops import StochasticDepth, stochastic_depth
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
-from subp_fx.codegen.activations import ACTIVATIONS, Activation
+from subp_fx.codegen.activations import ACTIVATIONS
 from subp_fx.codegen.lowering import channels as channel_lowering
 from subp_fx.codegen.lowering import conv as conv_lowering
+from subp_fx.codegen.lowering import layer_norm as layer_norm_lowering
 from subp_fx.codegen.lowering import linear as linear_lowering
 from subp_fx.codegen.lowering import ops as op_lowering
+from subp_fx.codegen.lowering import permute as permute_lowering
 from subp_fx.codegen.lowering import resample as resample_lowering
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import ADD_FUNCTIONS, ADD_METHODS, FusionAbility
@@ -54,24 +56,36 @@ class NodeRule:
 
     ``what``: a short description for the list of supported ops; ``problem``: why a given node of
     this kind cannot be lowered (None when it can); ``lower``: emits it and returns its value;
-    ``fusion``: what its kernel's epilogue can absorb (convs and linear layers only).
+    ``fusion``: what its kernel's epilogue can absorb (convs and linear layers only);
+    ``takes_constants``: its handler reads graph constants (``get_attr`` nodes) among its
+    arguments itself (``GraphView.constant``); a constant used by any other node is refused.
     """
 
     what: str
     lower: Callable[[LoweringContext, fx.Node], Any]
     problem: Callable[[GraphView, fx.Node], str | None] = _no_problem
     fusion: Callable[[GraphView, fx.Node], FusionAbility] = _never_fuses
+    takes_constants: bool = False
 
 
-def _activation_rule(activation: Activation) -> NodeRule:
-    return NodeRule(activation.name, op_lowering.activation_lowering(activation.name))
+def _activation_rule(names: list[str]) -> NodeRule:
+    return NodeRule("/".join(names), op_lowering.lower_activation, op_lowering.activation_problem)
 
 
-# One rule per activation of the registry, under each of its torch spellings.
-_ACTIVATION_RULES = {name: _activation_rule(activation) for name, activation in ACTIVATIONS.items() if name != "none"}
-_ACTIVATION_MODULES = {kind: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for kind in a.modules}
-_ACTIVATION_FUNCTIONS = {function: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for function in a.functions}
-_ACTIVATION_METHODS = {method: _ACTIVATION_RULES[a.name] for a in ACTIVATIONS.values() for method in a.methods}
+def _activation_spellings(field: str) -> dict:
+    """Each torch spelling (module type, function or method name) of the registry's activations ->
+    one rule naming the activations it can mean (GELU's two forms share theirs)."""
+    names: dict[Any, list[str]] = {}
+    for activation in ACTIVATIONS.values():
+        for spelling in getattr(activation, field):
+            names.setdefault(spelling, []).append(activation.name)
+    return {spelling: _activation_rule(spelled) for spelling, spelled in names.items()}
+
+
+# The rules of the activation registry, under each of its torch spellings.
+_ACTIVATION_MODULES = _activation_spellings("modules")
+_ACTIVATION_FUNCTIONS = _activation_spellings("functions")
+_ACTIVATION_METHODS = _activation_spellings("methods")
 _ADD = NodeRule("add of two same-shape tensors", op_lowering.lower_add, op_lowering.add_problem)
 _FLATTEN = NodeRule("flatten/view/reshape to (B, features)", op_lowering.lower_flatten, op_lowering.flatten_problem)
 _IDENTITY = NodeRule("identity", op_lowering.lower_passthrough)
@@ -86,7 +100,19 @@ _AVG_POOL = NodeRule(
     "average pool (ceil_mode only where it changes nothing)", op_lowering.lower_avg_pool, op_lowering.avg_pool_problem
 )
 _MUL = NodeRule(
-    "multiply of two same-shape maps, or of a map by a per-channel gate", op_lowering.lower_mul, op_lowering.mul_problem
+    "multiply of two same-shape maps, of a map by a per-channel gate, or of a tensor by a per-axis constant",
+    op_lowering.lower_mul,
+    op_lowering.mul_problem,
+    takes_constants=True,
+)
+_PERMUTE = NodeRule(
+    "permute (a change of storage order, no copy)", permute_lowering.lower_permute, permute_lowering.permute_problem
+)
+_LAYER_NORM = NodeRule(
+    "layer norm over the last axis",
+    layer_norm_lowering.lower_layer_norm,
+    layer_norm_lowering.layer_norm_problem,
+    takes_constants=True,
 )
 _STOCHASTIC_DEPTH = NodeRule(
     "stochastic depth in eval mode (identity)", op_lowering.lower_passthrough, op_lowering.stochastic_depth_problem
@@ -117,8 +143,12 @@ MODULE_RULES: dict[type, NodeRule] = {
         conv_lowering.conv2d_fusion_ability,
     ),
     nn.Linear: NodeRule(
-        "linear on (B, features)", linear_lowering.lower_linear, linear_lowering.linear_problem, _fuses_activation
+        "linear on (B, features), or over the last axis of a 4-d tensor",
+        linear_lowering.lower_linear,
+        linear_lowering.linear_problem,
+        _fuses_activation,
     ),
+    nn.LayerNorm: _LAYER_NORM,
     **_ACTIVATION_MODULES,
     nn.MaxPool2d: _MAX_POOL,
     nn.AvgPool2d: _AVG_POOL,
@@ -153,6 +183,8 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     operator.getitem: NodeRule(
         "a part of a chunk/split", channel_lowering.lower_getitem, channel_lowering.getitem_problem
     ),
+    torch.permute: _PERMUTE,
+    F.layer_norm: _LAYER_NORM,
 }
 
 METHOD_RULES: dict[str, NodeRule] = {
@@ -172,6 +204,7 @@ METHOD_RULES: dict[str, NodeRule] = {
     **{method: _SPLIT for method in channel_lowering.SPLIT_METHODS},
     **{method: _MUL for method in op_lowering.MUL_METHODS},
     "mean": _MEAN,
+    "permute": _PERMUTE,
 }
 
 
@@ -199,7 +232,14 @@ def _graph_problem(view: GraphView, node: fx.Node) -> str | None:
             return "the model returns something other than one tensor; one output tensor is supported"
         return None
     if node.op == "get_attr":
-        return "reads a tensor attribute in the graph (a constant); constants in the graph are not supported"
+        if view.constant(node) is None:
+            return "reads an attribute that is not a tensor; only tensor constants are supported"
+        readers = [user for user in node.users if not getattr(rule_for(view, user), "takes_constants", False)]
+        if readers:
+            return (
+                f"a constant of the model read by {', '.join(user.name for user in readers)}; constants are supported "
+                "as layer norm weight / bias and as per-axis multipliers (e.g. a layer scale) only"
+            )
     return None
 
 

@@ -424,7 +424,7 @@ def test_asm_analysis_on_a_hand_written_loop():
     [
         (dict(out_channels=40, block_size=16), "N=16 does not divide out_channels=40"),
         (dict(kept_per_row=9), "K=9 exceeds in_channels=8"),
-        (dict(activation="gelu"), "activation must be one of none, relu, relu6"),
+        (dict(activation="elu"), "activation must be one of none, relu, relu6"),
         (dict(kernel_size=9), "does not fit a 7x7 input"),
         (dict(stride=0), "stride must be an integer >= 1"),
         (dict(batch=0), "batch must be an integer >= 1"),
