@@ -5,7 +5,9 @@ the same number K of input channels. The compact module stores exactly that:
 
 - ``values`` (R, K, kh, kw, N) float: ``values[r, k, s, t, j] = weight[r*N + j, indices[r, k], s, t]``
   (the N output channels of a block innermost, the order the compiled kernels read them in);
-- ``indices`` (R, K) int64: the kept input channels of each block-row, strictly ascending;
+- ``indices`` (R, K) int64: the kept input channels of each block-row, strictly ascending; with
+  input-channel groups (``G`` > 1, trained with ``sparsity.input_group``) they come in aligned runs
+  of G (``c*G .. c*G+G-1``), which an int8 kernel loads as one 32-bit word per pixel when G=4;
 - ``bias`` (C_out,) or None.
 
 No TVM here: this is the eager reference the compiled code is checked against.
@@ -50,10 +52,11 @@ def uniform_mask_problem(block_mask: torch.Tensor) -> str | None:
 
 def block_sparse_problem(conv: SUBPConv2d) -> str | None:
     """Why ``conv`` has no BlockSparseConv2d form, or None: a mask without a uniform layout
-    (``uniform_mask_problem``) or a padding other than zeros."""
+    (``uniform_mask_problem``, on the per-channel mask, so counts are input channels whatever G)
+    or a padding other than zeros."""
     if conv.padding_mode != "zeros":
         return f"padding_mode={conv.padding_mode!r}; block-sparse convs support only zero padding ('zeros')"
-    return uniform_mask_problem(conv.block_mask)
+    return uniform_mask_problem(conv.channel_mask)
 
 
 class BlockSparseConv2d(nn.Module):
@@ -83,12 +86,19 @@ class BlockSparseConv2d(nn.Module):
         bias: bool = True,
         device=None,
         dtype=None,
+        G: int = 1,
     ):
         super().__init__()
         if not isinstance(N, int) or N < 1 or out_channels % N != 0:
             raise ValueError(f"N must be a positive integer dividing out_channels={out_channels}, got N={N!r}")
         if not isinstance(K, int) or not 1 <= K <= in_channels:
             raise ValueError(f"K must be an integer in [1, in_channels={in_channels}], got K={K!r}")
+        if isinstance(G, bool) or not isinstance(G, int) or G < 1 or in_channels % G or K % G:
+            raise ValueError(
+                f"G must be a positive integer dividing in_channels={in_channels} and K={K} "
+                f"(kept channels come in aligned runs of G), got G={G!r}"
+            )
+        self._G = G
         self._in_channels = in_channels
         self._out_channels = out_channels
         self._N = N
@@ -121,6 +131,11 @@ class BlockSparseConv2d(nn.Module):
         return self._N
 
     @property
+    def G(self) -> int:
+        """Input channels per block: every row's kept channels are aligned runs of G."""
+        return self._G
+
+    @property
     def K(self) -> int:
         """Input channels kept in every block-row."""
         return self._K
@@ -146,8 +161,11 @@ class BlockSparseConv2d(nn.Module):
         problem = block_sparse_problem(conv)
         if problem:
             raise ConversionError(f"{layer} cannot be made block-sparse: {problem}")
-        rows, in_channels = conv.block_mask.shape
-        kept = int(conv.block_mask[0].sum().round())
+        # The per-channel mask: with G > 1 each kept group gives G consecutive channels, so the
+        # indices below come out in aligned runs of G and the compiled kernels need no change.
+        channel_mask = conv.channel_mask
+        rows, in_channels = channel_mask.shape
+        kept = int(channel_mask[0].sum().round())
         module = cls(
             in_channels,
             conv.out_channels,
@@ -160,9 +178,10 @@ class BlockSparseConv2d(nn.Module):
             bias=conv.bias is not None,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
+            G=conv.G,
         )
         # nonzero() walks row-major, so each row's kept channels come out ascending.
-        indices = torch.nonzero(conv.block_mask == 1)[:, 1].reshape(rows, kept)
+        indices = torch.nonzero(channel_mask == 1)[:, 1].reshape(rows, kept)
         kh, kw = module.kernel_size
         blocks = conv.weight.detach().reshape(rows, conv.N, in_channels, kh, kw)
         kept_blocks = torch.gather(blocks, 2, indices[:, None, :, None, None].expand(rows, conv.N, kept, kh, kw))
@@ -193,6 +212,11 @@ class BlockSparseConv2d(nn.Module):
             return f"must lie in [0, in_channels={self._in_channels}), got [{int(indices.min())}, {int(indices.max())}]"
         if not bool((indices[:, 1:] > indices[:, :-1]).all()):
             return "must be strictly ascending within every block-row"
+        if self._G > 1:
+            runs = indices.reshape(indices.shape[0], -1, self._G)
+            starts, offsets = runs[..., :1], torch.arange(self._G, device=indices.device)
+            if not bool(((starts % self._G == 0) & (runs == starts + offsets)).all()):
+                return f"must come in aligned runs of G={self._G} consecutive channels (c*G .. c*G+G-1)"
         return None
 
     def _load_from_state_dict(
@@ -211,6 +235,7 @@ class BlockSparseConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self._in_channels}, {self._out_channels}, kernel_size={self.kernel_size}, N={self._N}, "
+            f"{f'G={self._G}, ' if self._G != 1 else ''}"
             f"K={self._K}/{self._in_channels}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, bias={self.bias is not None}"
         )

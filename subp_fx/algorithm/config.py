@@ -24,10 +24,11 @@ class LayerSelection(_Strict):
     ``re:`` (``re:.*downsample.*``), matched against the whole name. Precedence, first match
     wins: (1) exact name in ``exclude``; (2) exact name in ``include``; (3) regex in ``exclude``;
     (4) regex in ``include``; (5) when ``include`` is empty, every conv the default rule accepts
-    (``groups == 1``, ``C_in >= min_in_channels``, ``C_out % N == 0``); otherwise none.
+    (``groups == 1``, ``C_in >= min_in_channels``, ``C_out % N == 0``, ``C_in % input_group == 0``);
+    otherwise none.
     A conv named exactly in ``include`` bypasses ``min_in_channels`` (a regex match does not, so
     ``re:.*`` leaves RGB stems dense); no rule bypasses the structural requirements (ungrouped
-    conv, N dividing C_out).
+    conv, N dividing C_out, input_group dividing C_in).
     """
 
     include: list[str] = Field(default_factory=list)
@@ -54,6 +55,15 @@ class SparsityConfig(_Strict):
     """SUBP settings for every selected conv (defaults: the paper's)."""
 
     N: int = Field(default=16, ge=1, description="block height: consecutive output channels per block")
+    input_group: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "block width G: aligned consecutive input channels per block (1: the published 1xN SUBP; 4: kept "
+            "channels in aligned runs of 4, one 32-bit load for int8 VNNI kernels); must divide C_in of a layer "
+            "for it to be selected"
+        ),
+    )
     prune_rate: float = Field(
         default=0.5, ge=0.0, lt=1.0, description="final fraction of input channels pruned per block-row"
     )

@@ -4,6 +4,15 @@ A 1xN *block* of a conv weight ``W`` (C_out, C_in, kh, kw) is ``W[r*N:(r+1)*N, c
 N consecutive output channels, one input channel, the whole kernel. Block masks have shape
 (C_out/N, C_in) -- one row per block-row -- and are 0/1 floats.
 
+Input-channel groups (``G``, default 1): with ``G > 1`` a block is N output channels x G
+*consecutive, aligned* input channels (``c*G .. c*G+G-1``) x the whole kernel, and masks have
+shape (C_out/N, C_in/G). The whole algorithm is unchanged, only its unit is: rates count groups
+(``int(prune_rate * C_in/G)`` pruned per row), and every criterion is the paper's, applied to the
+enlarged block vector of N*G*kh*kw weights (L1: the sum of its channels' L1 scores; L2: the
+group's Euclidean norm; BPAR: angular redundancy between group vectors). Why: int8 VNNI sums 4
+products per 32-bit lane, so a kernel wants each row's kept input channels as aligned runs of 4
+(one 32-bit load of activations); G=1 is exactly the published SUBP.
+
 Everything here is a pure function of its arguments (randomness only through an explicit
 ``torch.Generator``), so the same call gives the same mask on every rank of a distributed run.
 These functions reproduce the paper authors' reference implementation (its "v2" rule: scores
@@ -27,7 +36,14 @@ SCHEDULES = ("linear", "exp", "cos", "cubic")
 _EXP_SCHEDULE_RATE = 0.05
 
 
-def _check_block_shape(weight: torch.Tensor, N: int) -> None:
+def _check_group(G: int, in_channels: int) -> None:
+    if isinstance(G, bool) or not isinstance(G, int) or G < 1:
+        raise ValueError(f"G (input channels per block) must be a positive integer, got {G!r}")
+    if in_channels % G != 0:
+        raise ValueError(f"G={G} does not divide C_in={in_channels}; valid G for this layer divide {in_channels}")
+
+
+def _check_block_shape(weight: torch.Tensor, N: int, G: int = 1) -> None:
     if weight.dim() != 4:
         raise ValueError(f"weight must be a 4-d conv weight (C_out, C_in, kh, kw), got shape {tuple(weight.shape)}")
     if not isinstance(N, int) or N < 1:
@@ -37,32 +53,47 @@ def _check_block_shape(weight: torch.Tensor, N: int) -> None:
             f"N={N} does not divide C_out={weight.shape[0]} of a weight of shape {tuple(weight.shape)}; "
             f"valid N for this layer divide {weight.shape[0]}"
         )
+    _check_group(G, weight.shape[1])
 
 
-def to_block_layout(weight: torch.Tensor, N: int) -> torch.Tensor:
-    """(C_out, C_in, kh, kw) -> (C_out/N, C_in, N*kh*kw): one vector per 1xN block."""
-    _check_block_shape(weight, N)
+def to_block_layout(weight: torch.Tensor, N: int, G: int = 1) -> torch.Tensor:
+    """(C_out, C_in, kh, kw) -> (C_out/N, C_in/G, N*G*kh*kw): one vector per block of N output
+    channels x G consecutive input channels x the kernel (with G=1, the published 1xN layout)."""
+    _check_block_shape(weight, N, G)
     c_out, c_in, kh, kw = weight.shape
-    return weight.reshape(c_out // N, N, c_in, kh, kw).transpose(1, 2).flatten(2)
+    if G == 1:
+        return weight.reshape(c_out // N, N, c_in, kh, kw).transpose(1, 2).flatten(2)
+    return weight.reshape(c_out // N, N, c_in // G, G, kh, kw).transpose(1, 2).flatten(2)
 
 
-def expand_block_mask(block_mask: torch.Tensor, weight_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """(C_out/N, C_in) block mask -> a mask of the weight's shape (C_out, C_in, kh, kw)."""
+def expand_group_mask(block_mask: torch.Tensor, G: int) -> torch.Tensor:
+    """(C_out/N, C_in/G) group mask -> the per-channel (C_out/N, C_in) 1xN mask it stands for:
+    each kept group becomes G consecutive kept input channels (an aligned run of G)."""
+    if G == 1:
+        return block_mask
+    _check_group(G, G)
+    return block_mask.repeat_interleave(G, dim=1)
+
+
+def expand_block_mask(block_mask: torch.Tensor, weight_shape: torch.Size | tuple[int, ...], G: int = 1) -> torch.Tensor:
+    """(C_out/N, C_in/G) block mask -> a mask of the weight's shape (C_out, C_in, kh, kw)."""
     c_out, c_in, kh, kw = weight_shape
-    rows, mask_c_in = block_mask.shape
-    if mask_c_in != c_in or c_out % rows != 0:
+    rows, mask_columns = block_mask.shape
+    if mask_columns * G != c_in or c_out % rows != 0:
         raise ValueError(
-            f"block mask of shape {tuple(block_mask.shape)} does not fit a weight of shape {tuple(weight_shape)}"
+            f"block mask of shape {tuple(block_mask.shape)} with G={G} does not fit a weight of shape "
+            f"{tuple(weight_shape)} (it needs shape (C_out/N, C_in/G))"
         )
+    block_mask = expand_group_mask(block_mask, G)
     n = c_out // rows
     return block_mask[:, None, :, None, None].expand(rows, n, c_in, kh, kw).reshape(c_out, c_in, kh, kw)
 
 
-def _check_block_mask(block_mask: torch.Tensor, weight: torch.Tensor, N: int) -> None:
-    expected = (weight.shape[0] // N, weight.shape[1])
+def _check_block_mask(block_mask: torch.Tensor, weight: torch.Tensor, N: int, G: int = 1) -> None:
+    expected = (weight.shape[0] // N, weight.shape[1] // G)
     if tuple(block_mask.shape) != expected:
         raise ValueError(
-            f"block_mask has shape {tuple(block_mask.shape)}; for this weight and N={N} it must be {expected}"
+            f"block_mask has shape {tuple(block_mask.shape)}; for this weight, N={N} and G={G} it must be {expected}"
         )
 
 
@@ -128,34 +159,37 @@ def block_importance(
     criterion: str,
     block_mask: torch.Tensor | None = None,
     alpha: float = 1.0,
+    G: int = 1,
 ) -> torch.Tensor:
-    """Importance of every 1xN block, shape (C_out/N, C_in); higher means more important.
+    """Importance of every block, shape (C_out/N, C_in/G); higher means more important.
 
     With ``block_mask`` given, the score is computed on ``weight * block_mask`` (the paper's v2
     rule: currently pruned blocks score as zero blocks), and BPAR's angular term sees only the
-    kept blocks.
+    kept blocks. With ``G > 1`` a block spans G consecutive input channels and the criterion is
+    applied to its whole N*G*kh*kw vector (see the module docstring).
     """
     if criterion not in _CRITERION_SCORES:
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
-    _check_block_shape(weight, N)
+    _check_block_shape(weight, N, G)
     if block_mask is None:
-        block_mask = torch.ones(weight.shape[0] // N, weight.shape[1], dtype=weight.dtype, device=weight.device)
+        block_mask = torch.ones(weight.shape[0] // N, weight.shape[1] // G, dtype=weight.dtype, device=weight.device)
     else:
-        _check_block_mask(block_mask, weight, N)
+        _check_block_mask(block_mask, weight, N, G)
         block_mask = block_mask.to(dtype=weight.dtype, device=weight.device)
-        weight = weight * expand_block_mask(block_mask, weight.shape)
+        weight = weight * expand_block_mask(block_mask, weight.shape, G)
     with ieee_fp32_matmul(weight.device):
-        return _CRITERION_SCORES[criterion](to_block_layout(weight, N), block_mask, alpha)
+        return _CRITERION_SCORES[criterion](to_block_layout(weight, N, G), block_mask, alpha)
 
 
-def pruned_per_row(prune_rate: float, in_channels: int) -> int:
-    """Blocks pruned in every block-row at the final rate: int(prune_rate * C_in)."""
-    return int(prune_rate * in_channels)
+def pruned_per_row(prune_rate: float, in_channels: int, G: int = 1) -> int:
+    """Blocks (G-groups) pruned in every block-row at the final rate: int(prune_rate * C_in/G)."""
+    return int(prune_rate * (in_channels // G))
 
 
-def kept_per_row(prune_rate: float, in_channels: int) -> int:
-    """Input channels every block-row keeps once pruning is final."""
-    return in_channels - pruned_per_row(prune_rate, in_channels)
+def kept_per_row(prune_rate: float, in_channels: int, G: int = 1) -> int:
+    """Input channels every block-row keeps once pruning is final: G x the kept groups."""
+    groups = in_channels // G
+    return (groups - pruned_per_row(prune_rate, in_channels, G)) * G
 
 
 @torch.no_grad()
@@ -169,13 +203,14 @@ def uniform_block_mask(
     alpha: float = 1.0,
     tau: float = 1.0,
     generator: torch.Generator | None = None,
+    G: int = 1,
 ) -> torch.Tensor:
-    """A new uniform 0/1 block mask of shape (C_out/N, C_in).
+    """A new uniform 0/1 block mask of shape (C_out/N, C_in/G) (``G``: input channels per block).
 
-    In every block-row, the ``P = int(prune_rate * C_in)`` least important blocks are pruned,
-    then ``G = int((prune_rate - current_rate) * C_in)`` of them regrow, drawn without
-    replacement with probabilities ``softmax(normalize(pruned scores) / tau)``. Every row keeps
-    ``C_in - P + G`` blocks. ``current_rate`` is the scheduled rate for this epoch
+    With B = C_in/G blocks per row: in every block-row, the ``P = int(prune_rate * B)`` least
+    important blocks are pruned, then ``Q = int((prune_rate - current_rate) * B)`` of them regrow,
+    drawn without replacement with probabilities ``softmax(normalize(pruned scores) / tau)``.
+    Every row keeps ``B - P + Q`` blocks. ``current_rate`` is the scheduled rate for this epoch
     (``prune_rate_at``); once it equals ``prune_rate`` nothing regrows and the mask is final.
 
     Scores are computed where ``weight`` lives; the selection (sort, regrowth draw) runs where
@@ -190,11 +225,11 @@ def uniform_block_mask(
         raise ValueError(f"current_rate must be in [0, prune_rate={prune_rate}], got {current_rate!r}")
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau!r}")
-    score = block_importance(weight, N, criterion, block_mask=block_mask, alpha=alpha)
+    score = block_importance(weight, N, criterion, block_mask=block_mask, alpha=alpha, G=G)
     score = score.to(generator.device if generator is not None else torch.device("cpu"))
-    in_channels = weight.shape[1]
-    pruned = pruned_per_row(prune_rate, in_channels)
-    regrown = int((prune_rate - current_rate) * in_channels)
+    blocks_per_row = weight.shape[1] // G
+    pruned = pruned_per_row(prune_rate, blocks_per_row)
+    regrown = int((prune_rate - current_rate) * blocks_per_row)
 
     sorted_score, order = torch.sort(score, dim=1, stable=True)
     new_mask = torch.ones(score.shape, dtype=torch.float32, device=score.device)

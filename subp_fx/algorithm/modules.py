@@ -1,4 +1,5 @@
-"""SUBPConv2d: a Conv2d whose weight is masked by 1xN blocks, with SUBP's mask update."""
+"""SUBPConv2d: a Conv2d whose weight is masked by 1xN blocks (optionally of G input channels), with
+SUBP's mask update."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from subp_fx.algorithm.masks import expand_block_mask, kept_per_row, prune_rate_at, uniform_block_mask
+from subp_fx.algorithm.masks import (
+    expand_block_mask,
+    expand_group_mask,
+    kept_per_row,
+    prune_rate_at,
+    uniform_block_mask,
+)
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -40,11 +47,11 @@ class MaskUpdate:
 
     epoch: int
     current_rate: float
-    kept_per_row: int
+    kept_per_row: int  # input channels (G x kept groups)
     rows: int
     in_channels: int
-    regrown: int
-    changed: int
+    regrown: int  # blocks (G-groups) above the final count, over all rows
+    changed: int  # block-mask entries that changed
 
     @property
     def sparsity(self) -> float:
@@ -73,9 +80,12 @@ def conv_options(conv: nn.Conv2d) -> dict:
 class SUBPConv2d(nn.Conv2d):
     """A Conv2d trained with Soft Uniform Block Pruning.
 
-    Holds the dense ``weight`` and a ``block_mask`` buffer of shape (C_out/N, C_in); the forward
-    pass convolves with ``weight * block_mask`` (expanded over N and the kernel). The mask starts
-    all ones, so a fresh module computes exactly what the Conv2d it replaced did.
+    Holds the dense ``weight`` and a ``block_mask`` buffer of shape (C_out/N, C_in/G); the forward
+    pass convolves with ``weight * block_mask`` (expanded over N, G and the kernel). ``G`` (default
+    1, the published SUBP) is the number of consecutive input channels a block spans; with G > 1
+    the kept input channels of every block-row come in aligned runs of G (``channel_mask``), the
+    layout int8 VNNI kernels need. The mask starts all ones, so a fresh module computes exactly
+    what the Conv2d it replaced did.
     """
 
     def __init__(
@@ -94,6 +104,7 @@ class SUBPConv2d(nn.Conv2d):
         decay_end: int = 0,
         mode: str = "soft",
         pruned_weight_decay: float = 0.0,
+        G: int = 1,
         **conv_kwargs,
     ):
         super().__init__(in_channels, out_channels, kernel_size, **conv_kwargs)
@@ -101,9 +112,12 @@ class SUBPConv2d(nn.Conv2d):
             raise ValueError(f"SUBPConv2d needs groups == 1, got groups={self.groups}")
         if out_channels % N != 0:
             raise ValueError(f"N={N} must divide out_channels={out_channels}")
+        if isinstance(G, bool) or not isinstance(G, int) or G < 1 or in_channels % G != 0:
+            raise ValueError(f"G must be a positive integer dividing in_channels={in_channels}, got G={G!r}")
         if mode not in _MASKERS:
             raise ValueError(f"mode must be one of {sorted(_MASKERS)}, got {mode!r}")
         self.N = N
+        self.G = G
         self.prune_rate = prune_rate
         self.criterion = criterion
         self.alpha = alpha
@@ -114,7 +128,8 @@ class SUBPConv2d(nn.Conv2d):
         self.mode = mode
         self.pruned_weight_decay = pruned_weight_decay
         self.register_buffer(
-            "block_mask", torch.ones(out_channels // N, in_channels, dtype=self.weight.dtype, device=self.weight.device)
+            "block_mask",
+            torch.ones(out_channels // N, in_channels // G, dtype=self.weight.dtype, device=self.weight.device),
         )
 
     @classmethod
@@ -131,7 +146,13 @@ class SUBPConv2d(nn.Conv2d):
     @property
     def weight_mask(self) -> torch.Tensor:
         """The block mask expanded to the weight's shape."""
-        return expand_block_mask(self.block_mask, self.weight.shape)
+        return expand_block_mask(self.block_mask, self.weight.shape, self.G)
+
+    @property
+    def channel_mask(self) -> torch.Tensor:
+        """The per-input-channel 1xN mask (C_out/N, C_in) the block mask stands for: the
+        ``block_mask`` itself when G=1, else each kept group as G consecutive kept channels."""
+        return expand_group_mask(self.block_mask, self.G)
 
     def masked_weight(self) -> torch.Tensor:
         return _MASKERS[self.mode](self.weight, self.weight_mask.to(self.weight.dtype))
@@ -141,7 +162,8 @@ class SUBPConv2d(nn.Conv2d):
 
     @property
     def final_kept_per_row(self) -> int:
-        return kept_per_row(self.prune_rate, self.in_channels)
+        """Input channels every block-row keeps once the mask is final (G x kept groups)."""
+        return kept_per_row(self.prune_rate, self.in_channels, self.G)
 
     def current_rate(self, epoch: int) -> float:
         return prune_rate_at(epoch, self.schedule, self.prune_rate, self.decay_start, self.decay_end)
@@ -161,16 +183,17 @@ class SUBPConv2d(nn.Conv2d):
             alpha=self.alpha,
             tau=self.tau,
             generator=generator,
+            G=self.G,
         )
         self.block_mask.copy_(new_mask)
-        kept = int(new_mask[0].sum().item())
+        kept = int(new_mask[0].sum().item()) * self.G
         return MaskUpdate(
             epoch=epoch,
             current_rate=rate,
             kept_per_row=kept,
             rows=new_mask.shape[0],
             in_channels=self.in_channels,
-            regrown=(kept - self.final_kept_per_row) * new_mask.shape[0],
+            regrown=(kept - self.final_kept_per_row) // self.G * new_mask.shape[0],
             changed=int((previous != self.block_mask).sum().item()),
         )
 
@@ -184,13 +207,14 @@ class SUBPConv2d(nn.Conv2d):
         self.weight.grad.add_(self.pruned_weight_decay * pruned * self.weight)
 
     def is_uniform(self) -> bool:
-        """Every block-row keeps the same number of input channels."""
+        """Every block-row keeps the same number of blocks (so of input channels)."""
         per_row = self.block_mask.sum(dim=1)
         return bool((per_row == per_row[0]).all())
 
     def extra_repr(self) -> str:
+        kept = int(self.block_mask[0].sum()) * self.G if self.block_mask.numel() else 0
         return (
-            f"{super().extra_repr()}, N={self.N}, prune_rate={self.prune_rate}, criterion={self.criterion}, "
-            f"mode={self.mode}, "
-            f"kept_per_row={int(self.block_mask[0].sum()) if self.block_mask.numel() else 0}/{self.in_channels}"
+            f"{super().extra_repr()}, N={self.N}{f', G={self.G}' if self.G != 1 else ''}, "
+            f"prune_rate={self.prune_rate}, criterion={self.criterion}, mode={self.mode}, "
+            f"kept_per_row={kept}/{self.in_channels}"
         )

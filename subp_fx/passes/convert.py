@@ -30,6 +30,7 @@ class ConvertedConv:
     stride: tuple[int, int]
     padding: tuple[int, int] | str
     dilation: tuple[int, int]
+    G: int = 1  # kept input channels come in aligned runs of G (sparsity.input_group)
 
     @classmethod
     def of(cls, name: str, conv: BlockSparseConv2d) -> ConvertedConv:
@@ -43,6 +44,7 @@ class ConvertedConv:
             stride=conv.stride,
             padding=conv.padding,
             dilation=conv.dilation,
+            G=conv.G,
         )
 
 
@@ -67,7 +69,8 @@ def convert(gm: nn.Module) -> fx.GraphModule:
     ``gm`` is not modified: the result is built from a deep copy (a plain ``nn.Module`` is traced
     first). ``result.meta[CONVERTED_META_KEY]`` is the list of ``ConvertedConv`` (name, N, K,
     C_in, C_out, kernel size, stride, padding, dilation) of the converted layers in execution
-    order; empty when the model has no SUBP conv.
+    order; empty when the model has no SUBP conv. A conv trained with input-channel groups
+    (G > 1) converts like any other: its kept channels are G-aligned runs (``ConvertedConv.G``).
     """
     gm = trace(copy.deepcopy(gm))
     subp = dict(subp_modules(gm))

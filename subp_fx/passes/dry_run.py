@@ -25,9 +25,10 @@ class ConvPlan:
     weight_shape: tuple[int, int, int, int]
     output_hw: tuple[int, int]
     N: int | None
-    kept_per_row: int
+    kept_per_row: int  # input channels (input_group x kept groups)
     macs_before: int
     macs_after: int
+    G: int | None = None  # input channels per block (sparsity.input_group); None for a dense conv
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ def dry_run(
         conv = decision.conv
         output_shape = output_shapes.get(decision.name, torch.Size((0, conv.out_channels, 0, 0)))
         macs = _conv_macs(conv, output_shape)
-        kept = kept_per_row(config.prune_rate, conv.in_channels) if decision.selected else conv.in_channels
+        if decision.selected:
+            kept = kept_per_row(config.prune_rate, conv.in_channels, config.input_group)
+        else:
+            kept = conv.in_channels
         plans.append(
             ConvPlan(
                 name=decision.name,
@@ -118,6 +122,7 @@ def dry_run(
                 kept_per_row=kept,
                 macs_before=macs,
                 macs_after=macs * kept // conv.in_channels,
+                G=config.input_group if decision.selected else None,
             )
         )
     return DryRunReport(plans, config, tuple(input_shape), captured.method, captured.reason)
@@ -154,7 +159,9 @@ def format_dry_run(report: DryRunReport) -> str:
     before, after = report.macs_before, report.macs_after
     summary = (
         f"\n{len(report.selected)} of {len(report.convs)} convs selected "
-        f"(N={report.config.N}, prune_rate={report.config.prune_rate}, "
+        f"(N={report.config.N}, "
+        f"{f'input_group={report.config.input_group}, ' if report.config.input_group != 1 else ''}"
+        f"prune_rate={report.config.prune_rate}, "
         f"criterion={report.config.criterion}); conv MACs per image at input {tuple(report.input_shape)}: "
         f"{before / 1e9:.4f} G -> {after / 1e9:.4f} G ({before / max(after, 1):.2f}x fewer)"
     )

@@ -18,6 +18,7 @@ def subp_settings(config: SparsityConfig) -> dict:
     """The per-module settings a SUBPConv2d takes from the sparsity config."""
     return {
         "N": config.N,
+        "G": config.input_group,
         "prune_rate": config.prune_rate,
         "criterion": config.criterion,
         "alpha": config.alpha,
@@ -57,9 +58,10 @@ def prepare(model: nn.Module, config: SparsityConfig | dict) -> fx.GraphModule |
     if config.prune_rate > 0 and not any(decision.selected for decision in decisions):
         reasons = "; ".join(f"{d.name}: {d.reason}" for d in decisions[:8]) or "the model has no nn.Conv2d"
         raise SelectionError(
-            f"no conv of {type(model).__name__} can be made 1xN sparse with N={config.N} ({reasons}"
-            f"{'; ...' if len(decisions) > 8 else ''}). Choose an N that divides the convs' output channels, "
-            "or fix sparsity.layers."
+            f"no conv of {type(model).__name__} can be made 1xN sparse with N={config.N}"
+            f"{f' and input_group={config.input_group}' if config.input_group != 1 else ''} ({reasons}"
+            f"{'; ...' if len(decisions) > 8 else ''}). Choose an N that divides the convs' output channels "
+            "(and an input_group that divides their input channels), or fix sparsity.layers."
         )
     for decision in decisions:
         if decision.selected:

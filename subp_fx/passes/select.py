@@ -6,8 +6,10 @@ The rules (first match wins), documented for users in ``LayerSelection``:
   3. ``re:`` regex in ``exclude``   -> dense
   4. ``re:`` regex in ``include``   -> sparse
   5. ``include`` empty              -> the default rule; otherwise dense
-A conv that cannot be block-sparse (grouped, N not dividing C_out) is never selected; naming it
-exactly in ``include`` is an error, matching it by regex just skips it with a reason.
+A conv that cannot be block-sparse (grouped, N not dividing C_out, ``input_group`` G not dividing
+C_in) is never selected; naming it exactly in ``include`` is an error, matching it by regex just
+skips it with a reason. (G is checked here, per layer, not in the recipe schema: the schema does
+not see the model, and a stem with C_in=3 under G=4 should stay dense, not refuse the recipe.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _computes_like_conv2d(conv: nn.Conv2d) -> bool:
     return kind.forward is nn.Conv2d.forward and kind._conv_forward is nn.Conv2d._conv_forward
 
 
-def _structural_problem(conv: nn.Conv2d, N: int) -> str | None:
+def _structural_problem(conv: nn.Conv2d, N: int, G: int = 1) -> str | None:
     """Why this conv cannot hold 1xN blocks at all, or None."""
     if not _computes_like_conv2d(conv):
         # e.g. timm's Conv2dSame, which pads inside its forward: a SUBPConv2d would drop that.
@@ -54,6 +56,8 @@ def _structural_problem(conv: nn.Conv2d, N: int) -> str | None:
         return f"{kind} conv (groups={conv.groups}); 1xN blocks need groups=1"
     if conv.out_channels % N != 0:
         return f"N={N} does not divide C_out={conv.out_channels}"
+    if conv.in_channels % G != 0:
+        return f"input_group={G} does not divide C_in={conv.in_channels}"
     return None
 
 
@@ -61,14 +65,15 @@ def _decide(name: str, conv: nn.Conv2d, config: SparsityConfig) -> ConvDecision:
     selection: LayerSelection = config.layers
     if isinstance(conv, SUBPConv2d):
         return ConvDecision(name, conv, False, "already a SUBP conv")
-    problem = _structural_problem(conv, config.N)
+    problem = _structural_problem(conv, config.N, config.input_group)
     if name in selection.exclude:
         return ConvDecision(name, conv, False, "excluded by name")
     if name in selection.include:
         if problem:
             raise SelectionError(
                 f"layer {name!r} is named in sparsity.layers.include but cannot be made 1xN sparse: {problem}. "
-                f"Remove it from include, or choose an N that divides {conv.out_channels}."
+                f"Remove it from include, or choose an N that divides {conv.out_channels} "
+                f"and an input_group that divides {conv.in_channels}."
             )
         return ConvDecision(name, conv, True, "included by name")
     excluded_by = _regex_match(selection.exclude, name)

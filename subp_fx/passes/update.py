@@ -53,7 +53,7 @@ def masks_are_final(gm: nn.Module) -> dict[str, str]:
     """Layers whose mask is not uniform at the target rate, with what is wrong (empty: all good)."""
     problems = {}
     for name, module in subp_modules(gm):
-        per_row = module.block_mask.sum(dim=1)
+        per_row = module.channel_mask.sum(dim=1)  # input channels, whatever the block's G
         target = module.final_kept_per_row
         if not module.is_uniform():
             problems[name] = f"rows keep between {int(per_row.min())} and {int(per_row.max())} input channels"

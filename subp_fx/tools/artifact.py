@@ -91,7 +91,7 @@ def load_compile_source(
         rate = impose_sparsity
         origin = f"checkpoint {path} (epoch {checkpoint.epoch})"
     if rate is not None:
-        gm = impose_random_masks(gm, prune_rate=rate, N=recipe.sparsity.N, seed=seed)
+        gm = impose_random_masks(gm, prune_rate=rate, N=recipe.sparsity.N, seed=seed, G=recipe.sparsity.input_group)
     size = image_size or height
     return CompileSource(gm.eval(), (batch, channels, size, size), recipe, origin, rate)
 

@@ -101,6 +101,9 @@ def test_paper_recipes_cover_the_results_table():
         ({"train": {"sync_batchnorm": "sometimes"}}, "train.sync_batchnorm"),
         ({"train": {"drop_last": "maybe"}}, "train.drop_last"),
         ({"train": {"tf32": 3}}, "train.tf32"),
+        ({"sparsity": {"input_group": 0}}, "sparsity.input_group"),
+        ({"sparsity": {"input_group": 2.5}}, "sparsity.input_group"),
+        ({"sparsity": {"input_group": "four"}}, "sparsity.input_group"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, mutation, culprit):

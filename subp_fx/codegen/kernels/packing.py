@@ -9,6 +9,11 @@ matrix and packs into two dense arrays with no ragged rows:
 
 The N output channels of a block are the innermost axis because the kernel vectorises over them:
 one contiguous N-float load feeds N FMA lanes. Pure numpy, no TVM.
+
+A mask trained with input-channel groups (G > 1: shape (C_out/N, C_in/G)) packs the same way once
+each kept group is expanded to its G consecutive channels: K = kept groups x G and ``indices``
+holds aligned runs of G, so the fp32 kernels are unchanged and an int8 kernel can read each run
+as one 32-bit word.
 """
 
 from __future__ import annotations
@@ -63,22 +68,25 @@ def kept_indices(block_mask: np.ndarray) -> np.ndarray:
     return channels.reshape(mask.shape[0], expected).astype(np.int32)
 
 
-def pack_block_sparse(weight: np.ndarray, block_mask: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
+def pack_block_sparse(weight: np.ndarray, block_mask: np.ndarray, N: int, G: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(values (R, K, kh, kw, N) float32, indices (R, K) int32) of ``weight`` under ``block_mask``.
 
-    ``block_mask`` has shape (C_out/N, C_in), 0/1, uniform (every row keeps K channels). Weights
-    of masked-out blocks are dropped, whatever their value.
+    ``block_mask`` has shape (C_out/N, C_in/G), 0/1, uniform (every row keeps K/G blocks of G
+    consecutive input channels; G=1: K channels). Weights of masked-out blocks are dropped,
+    whatever their value.
     """
     weight = np.asarray(weight, dtype=np.float32)
     _check_weight(weight, N)
     c_out, c_in, kh, kw = weight.shape
-    expected_mask_shape = (c_out // N, c_in)
+    if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or c_in % G != 0:
+        raise BlockLayoutError(f"G must be a positive integer dividing C_in={c_in}, got G={G!r}")
+    expected_mask_shape = (c_out // N, c_in // G)
     if np.shape(block_mask) != expected_mask_shape:
         raise BlockLayoutError(
-            f"block_mask has shape {np.shape(block_mask)}; for a weight of shape {weight.shape} and N={N} "
+            f"block_mask has shape {np.shape(block_mask)}; for a weight of shape {weight.shape}, N={N} and G={G} "
             f"it must be {expected_mask_shape}"
         )
-    indices = kept_indices(block_mask)
+    indices = kept_indices(np.repeat(np.asarray(block_mask), G, axis=1))
     rows = c_out // N
     blocks = weight.reshape(rows, N, c_in, kh, kw)
     # blocks[r, j, indices[r, k], s, t] -> values[r, k, s, t, j]
