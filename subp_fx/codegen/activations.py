@@ -45,19 +45,11 @@ def hardsigmoid(value):
     return relu6(value + tirx.const(3.0, DTYPE)) * tirx.const(1.0 / 6.0, DTYPE)
 
 
-def sigmoid(value):
-    return tirx.sigmoid(value)
-
-
-def silu(value):
-    """x * sigmoid(x), as torch's SiLU (swish)."""
-    return value * tirx.sigmoid(value)
-
-
 # --- GELU ---------------------------------------------------------------------------------------
-# TVM 0.27 lowers tirx.erf / tirx.exp / tirx.tanh on CPUs to scalar libm calls (erff, expf), one
-# per lane: a vectorised loop over them is a loop of calls (checked in the assembly). GELU runs in
-# the conv's register tile, so both forms are built from arithmetic that LLVM keeps in vectors.
+# TVM 0.27 lowers tirx.erf / tirx.exp / tirx.tanh / tirx.sigmoid on CPUs to scalar libm calls
+# (erff, expf), one per lane: a vectorised loop over them is a loop of calls (checked in the
+# assembly). GELU, sigmoid and SiLU run in the conv's register tile, so they are built from
+# arithmetic that LLVM keeps in vectors.
 
 # erf(x) = x * g(x^2) with g(t) = erf(sqrt t) / sqrt t, a smooth function on [0, R^2]; beyond R,
 # erf is +-1 to float precision (1 - erf(4) = 1.5e-8). g is a Chebyshev series in
@@ -123,6 +115,33 @@ def exp(value):
         return _let(tirx.floor(x * const(1.0 / math.log(2.0)) + const(0.5)), split, "exp_n")
 
     return _let(tirx.min(tirx.max(value, const(-87.0)), const(88.0)), of, "exp_x")
+
+
+# --- sigmoid and SiLU -----------------------------------------------------------------------------
+# tirx.sigmoid lowers to 1 / (1 + expf(-x)), one libm call per lane; these use :func:`exp`. Only
+# e = e^(-|x|) <= 1 is computed, so nothing overflows: sigmoid(x) = 1 / (1 + e) for x >= 0 and
+# e / (1 + e) for x < 0 (the exact form, not 1 - 1 / (1 + e), keeps the relative accuracy of
+# tiny results). At |x| > 87 exp's clamp makes e = e^-87, so sigmoid(-inf) is 1.6e-38, not 0.
+
+
+def _sigmoid_parts(x, body: Callable):
+    """``body(numerator, denominator)`` with sigmoid(x) = numerator / denominator (see above)."""
+    one = tirx.const(1.0, DTYPE)
+    return _let(
+        exp(-tirx.abs(x)),
+        lambda e: body(tirx.Select(x >= tirx.const(0.0, DTYPE), one, e), one + e),
+        "sigmoid_e",
+    )
+
+
+def sigmoid(value):
+    """1 / (1 + e^-x), as torch's Sigmoid, in vector arithmetic (see above)."""
+    return _let(value, lambda x: _sigmoid_parts(x, lambda above, below: above / below), "sigmoid_x")
+
+
+def silu(value):
+    """x * sigmoid(x), as torch's SiLU (swish), in vector arithmetic (see above)."""
+    return _let(value, lambda x: _sigmoid_parts(x, lambda above, below: x * above / below), "silu_x")
 
 
 def gelu(value):
@@ -193,19 +212,21 @@ ACTIVATIONS: dict[str, Activation] = {
             methods=("relu", "relu_"),
         ),
         Activation("relu6", relu6, fusable=True, modules=(nn.ReLU6,), functions=(F.relu6,)),
-        # Not fused into a conv's write-back (yet): the conv epilogue runs on the register tile, and
-        # these are not measured there. They run as their own elementwise kernel.
-        Activation("hardswish", hardswish, fusable=False, modules=(nn.Hardswish,), functions=(F.hardswish,)),
-        Activation("hardsigmoid", hardsigmoid, fusable=False, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,)),
+        # Fused: MobileNetV3's (depthwise) conv -> hardswish and its SE gate's conv -> hardsigmoid,
+        # EfficientNet's / RegNetY's conv -> SiLU and SE conv -> sigmoid. Each is plain vector
+        # arithmetic in the register tile (sigmoid / SiLU: about 25 flops and one divide a value),
+        # where unfused each costs a pass over the layer's output.
+        Activation("hardswish", hardswish, fusable=True, modules=(nn.Hardswish,), functions=(F.hardswish,)),
+        Activation("hardsigmoid", hardsigmoid, fusable=True, modules=(nn.Hardsigmoid,), functions=(F.hardsigmoid,)),
         Activation(
             "sigmoid",
             sigmoid,
-            fusable=False,
+            fusable=True,
             modules=(nn.Sigmoid,),
             functions=(torch.sigmoid, F.sigmoid),
             methods=("sigmoid",),
         ),
-        Activation("silu", silu, fusable=False, modules=(nn.SiLU,), functions=(F.silu,)),
+        Activation("silu", silu, fusable=True, modules=(nn.SiLU,), functions=(F.silu,)),
         # Fused: ConvNeXt's pointwise conv (a Linear) -> GELU. Both forms are plain vector
         # arithmetic (see gelu), about 40 flops a value against the layer's C_in MACs.
         Activation(

@@ -62,11 +62,12 @@ def test_spelled_tells_gelus_two_forms_apart_by_their_approximate_argument(op, t
 
 
 def test_only_fusable_activations_reach_the_conv_kernel_spec():
-    assert activations.FUSABLE_ACTIVATIONS == ("none", "relu", "relu6", "gelu", "gelu_tanh")
-    BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="relu6")
-    expected = "activation must be one of none, relu, relu6, gelu, gelu_tanh, got 'hardswish'"
+    fusable = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "gelu_tanh")
+    assert activations.FUSABLE_ACTIVATIONS == fusable
+    BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="silu")
+    expected = f"activation must be one of {', '.join(fusable)}, got 'tanh'"
     with pytest.raises(KernelSpecError, match=expected):
-        BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="hardswish")
+        BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="tanh")
 
 
 def test_expressions_compute_the_torch_activation():
@@ -109,6 +110,33 @@ def test_gelu_expressions_match_torch_in_float64_over_a_wide_range(name, approxi
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
+TORCH_FLOAT64 = {"sigmoid": torch.sigmoid, "silu": F.silu, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid}
+
+
+@pytest.mark.parametrize("name", list(TORCH_FLOAT64))
+def test_sigmoid_family_matches_torch_in_float64_to_float_precision(name):
+    import numpy as np
+
+    values = np.linspace(-12, 12, 4801).astype(np.float32)
+    expected = TORCH_FLOAT64[name](torch.from_numpy(values).double()).numpy()
+    # An ulp or two: sigmoid's e^-12 = 6e-6 keeps its relative accuracy (no 1 - 1 / (1 + e)).
+    np.testing.assert_allclose(_evaluate(name, values), expected, rtol=2.5e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("name", list(TORCH_FLOAT64))
+def test_sigmoid_family_is_sane_far_out_and_at_infinity(name):
+    import numpy as np
+
+    values = np.array([-np.inf, -200.0, -100.0, -88.0, 88.0, 100.0, 200.0, np.inf], dtype=np.float32)
+    got = _evaluate(name, values)
+    expected = TORCH_FLOAT64[name](torch.from_numpy(values).double()).numpy()
+    if name == "silu":  # -inf * sigmoid(-inf) = -inf * 0: NaN in torch, NaN or -inf here
+        assert np.isnan(expected[0]) and (np.isnan(got[0]) or got[0] == -np.inf)
+        got, expected = got[1:], expected[1:]
+    # e^-88 and smaller come out as e^-87 (exp's clamp): 1.6e-38 where torch has 0 or 1e-87.
+    np.testing.assert_allclose(got, expected, rtol=1e-7, atol=2e-35)
+
+
 def test_erf_and_exp_stay_within_float_precision():
     import math
 
@@ -132,7 +160,8 @@ def test_erf_and_exp_stay_within_float_precision():
             np.testing.assert_allclose(result.numpy(), expected, rtol=0, atol=tolerance)
 
 
-def test_a_conv_with_a_fused_gelu_builds_fast_into_vector_code_without_libm_calls():
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "sigmoid"])
+def test_a_conv_with_a_fused_exp_or_erf_builds_fast_into_vector_code_without_libm_calls(name):
     import time
 
     from subp_fx.codegen.kernels.isa import vector_isa
@@ -140,14 +169,26 @@ def test_a_conv_with_a_fused_gelu_builds_fast_into_vector_code_without_libm_call
     from subp_fx.codegen.target import parse_target
 
     target = parse_target("llvm -mcpu=znver3")  # compiled for AVX2, not run
-    for name in ("gelu", "gelu_tanh"):
-        spec = BlockSparseConvSpec(1, 5, 7, 24, 32, 16, 24, kernel_size=(1, 1), padding=(0, 0), activation=name)
-        started = time.perf_counter()
-        asm = _block_sparse_conv_asm(spec, heuristic_tile(spec, vector_isa(target)), target)
-        # Written naively (the erf series' terms copied, not bound once) this took minutes.
-        assert time.perf_counter() - started < 30
-        assert "erff" not in asm and "expf" not in asm
-        assert "vfmadd" in asm and "%ymm" in asm
+    spec = BlockSparseConvSpec(
+        1, 5, 7, 24, 32, 16, 24, kernel_size=(1, 1), padding=(0, 0), bias=True, residual=True, activation=name
+    )
+    started = time.perf_counter()
+    asm = _block_sparse_conv_asm(spec, heuristic_tile(spec, vector_isa(target)), target)
+    # Written naively (the erf series' terms copied, not bound once) this took minutes.
+    assert time.perf_counter() - started < 30
+    assert "erff" not in asm and "expf" not in asm
+    assert "vfmadd" in asm and "%ymm" in asm
+
+
+def test_a_standalone_sigmoid_or_silu_kernel_is_vector_code_without_libm_calls():
+    from subp_fx.codegen.kernels.elementwise import activation_primfunc
+    from subp_fx.codegen.target import parse_target
+
+    target = parse_target("llvm -mcpu=znver3")
+    for name in ("sigmoid", "silu"):
+        function = activation_primfunc((1, 5, 7, 24), name, 8).with_attr("global_symbol", "k")
+        asm = tvm.compile(tvm.IRModule({"k": function}), target=target).jit().inspect_source("asm")
+        assert "expf" not in asm and "vdivps" in asm and "%ymm" in asm
 
 
 def _block_sparse_conv_asm(spec, tile, target) -> str:

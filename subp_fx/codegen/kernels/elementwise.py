@@ -2,9 +2,9 @@
 
 Each is one TE compute over the stored (NHWC or 2-D) shape, scheduled as one flat loop split
 into parallel chunks of vectors (``loops.schedule_flat_parallel_vector``). The lowering fuses
-relu/relu6 and residual adds into the conv kernel's epilogue where it can; these kernels are for
-the rest (an add whose conv operand has other users, hardswish, a batch norm that could not be
-folded into a conv).
+activations and residual adds into the conv kernel's epilogue where it can; these kernels are for
+the rest (an add whose conv operand has other users, an activation after a pool or a multiply,
+a batch norm that could not be folded into a conv).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Lowering of depthwise convs (``nn.Conv2d`` with groups == C_in == C_out) to ``kernels.depthwise``.
 
 The (C, 1, kh, kw) weight becomes (kh, kw, C) so a vector of channels is one load; bias and a
-fused relu / relu6 (``fusion``) run in the kernel's write-back. One ``KernelEntry`` per layer.
+fused activation (``fusion``; e.g. MobileNetV3's hardswish, EfficientNet's SiLU) run in the kernel's
+write-back. One ``KernelEntry`` per layer.
 """
 
 from __future__ import annotations

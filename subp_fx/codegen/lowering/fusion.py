@@ -8,7 +8,8 @@ for each conv (or linear) node that a handler says can take an epilogue:
 - an add: when the conv's only user is a two-tensor add of two equal shapes, and the kernel can
   take a residual (``FusionAbility.RESIDUAL``), the add's other operand becomes the residual;
 - then an activation: when the (conv or add) output's only user applies an activation the
-  registry marks fusable (``activations``: relu, relu6, gelu), it is applied in the epilogue.
+  registry marks fusable (``activations``: relu, relu6, hardswish, hardsigmoid, sigmoid, silu,
+  gelu), it is applied in the epilogue.
 
 Each add is claimed by the first conv (in graph order) that can take it. The fused group is
 emitted where its last node stands, so the residual (e.g. a downsample conv that the graph

@@ -10,7 +10,7 @@ last axis is stored last (a permuted NHWC map is), else after one transpose. It 
 SUBP's layer selection (``passes.select``) and its modules prune ``nn.Conv2d`` only, so a Linear
 never arrives block-sparse.
 
-A fusable activation after the layer (relu, relu6, gelu) is applied in the kernel's write-back
+A fusable activation after the layer (``activations``) is applied in the kernel's write-back
 (``fusion``). Refused: inputs of rank other than 2 and 4. One ``KernelEntry`` per layer.
 """
 

@@ -41,7 +41,15 @@ NATIVE_ISA = vector_isa(NATIVE)
 AVX2 = vector_isa(parse_target("llvm -mcpu=znver3"))
 AVX512 = vector_isa(parse_target("llvm -mcpu=skylake-avx512"))
 HOST_HAS_AVX2 = NATIVE_ISA.name in ("avx2", "avx512")
-TORCH_ACTIVATIONS = {"none": lambda t: t, "relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0.0, 6.0)}
+TORCH_ACTIVATIONS = {
+    "none": lambda t: t,
+    "relu": torch.relu,
+    "relu6": lambda t: torch.clamp(t, 0.0, 6.0),
+    "silu": torch.nn.functional.silu,
+    "sigmoid": torch.sigmoid,
+    "hardswish": torch.nn.functional.hardswish,
+    "hardsigmoid": torch.nn.functional.hardsigmoid,
+}
 
 
 def _random_uniform_mask(rng: np.random.Generator, rows: int, in_channels: int, kept: int) -> np.ndarray:
@@ -118,6 +126,23 @@ NUMERIC_CASES = [
 @pytest.mark.parametrize("spec, tile", NUMERIC_CASES, ids=lambda case: case.__repr__()[:60])
 def test_matches_torch_conv2d_on_the_masked_weight(spec, tile):
     _check_against_torch(spec, tile)
+
+
+# MobileNetV3 / EfficientNet / RegNetY epilogues: odd sizes, C_in not a multiple of 8, with and
+# without the residual (the activation comes after the add, as the fusion planner fuses it).
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _spec(1, (7, 9), 13, 32, 16, 5, 3, 1, 1, bias=True, activation="silu"),
+        _spec(3, 5, 20, 16, 8, 20, 1, 1, 0, bias=True, residual=True, activation="silu"),
+        _spec(1, 9, 12, 16, 16, 6, 3, 2, 1, bias=True, activation="hardswish"),
+        _spec(3, 1, 24, 32, 16, 24, 1, 1, 0, bias=True, activation="sigmoid"),  # an SE gate's expand conv
+        _spec(2, 1, 9, 16, 8, 9, 1, 1, 0, bias=True, activation="hardsigmoid"),
+    ],
+    ids=lambda spec: f"{spec.activation}{'+residual' if spec.residual else ''}",
+)
+def test_fused_sigmoid_family_epilogues_match_torch(spec):
+    _check_against_torch(spec, "heuristic")
 
 
 @pytest.mark.skipif(not HOST_HAS_AVX2, reason="the host cannot run AVX2 code")

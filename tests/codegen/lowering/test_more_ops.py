@@ -1,5 +1,6 @@
-"""Ops beyond the paper models: SiLU / sigmoid / hardsigmoid, squeeze-and-excitation's gate multiply,
-spatial mean, functional pools, stochastic depth; each against PyTorch eager, and their refusals."""
+"""Ops beyond the paper models: SiLU / sigmoid / hardsigmoid (fused into conv and depthwise conv
+kernels), squeeze-and-excitation's gate multiply, spatial mean, functional pools, stochastic depth;
+each against PyTorch eager, and their refusals."""
 
 from __future__ import annotations
 
@@ -71,6 +72,63 @@ def _check(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> None:
 def test_op_zoo_matches_eager(batch):
     torch.manual_seed(0)
     _check(OpZoo(), (batch, 3, 16, 16))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3 / EfficientNet's block: expand -> hardswish, depthwise -> SiLU, an SE gate,
+    project, + x (no activation after the add)."""
+
+    def __init__(self, channels: int = 16, hidden: int = 40):
+        super().__init__()
+        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.se = SqueezeExcite(hidden, nn.Hardsigmoid())
+        self.project = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x):
+        y = F.silu(self.depthwise(F.hardswish(self.expand(x))))
+        return x + self.project(self.se(y))
+
+
+def _called_kernels(module) -> list[str]:
+    from tvm import relax
+
+    return [
+        binding.value.args[0].name_hint
+        for binding in module["main"].body.blocks[0].bindings
+        if isinstance(binding.value, relax.Call) and binding.value.op.name == "relax.call_tir"
+    ]
+
+
+def test_silu_sigmoid_and_the_hard_forms_fuse_into_convs_and_depthwise_convs():
+    from subp_fx.codegen.lowering.lower import lower_graph
+
+    torch.manual_seed(0)
+    lowered = lower_graph(OpZoo().eval(), (1, 3, 16, 16), "llvm -mcpu=native")
+    epilogues = {entry.layer: entry.epilogue for entry in lowered.kernel_table}
+    assert epilogues["stem"] == "bias+silu" and epilogues["se_sigmoid.reduce"] == "bias+silu"
+    assert epilogues["se_sigmoid.expand"] == "bias+sigmoid" and epilogues["se_hard.expand"] == "bias+hardsigmoid"
+    assert epilogues["conv"] == "bias+sigmoid"  # torch.sigmoid(conv(x)) * x: the gate in the conv
+    # The one activation left on its own follows a concat, not a conv.
+    called = _called_kernels(lowered.module)
+    assert [kernel for kernel in called if kernel.startswith(("silu_", "sigmoid_", "hardsigmoid_"))] == [
+        "hardsigmoid_1x64"
+    ]
+
+    block = InvertedResidual().eval()
+    lowered = lower_graph(block, (1, 16, 9, 7), "llvm -mcpu=native")
+    by_layer = {entry.layer: entry for entry in lowered.kernel_table}
+    assert by_layer["expand"].epilogue == "bias+hardswish"
+    assert (by_layer["depthwise"].kind, by_layer["depthwise"].epilogue) == ("depthwise", "bias+silu")
+    assert by_layer["project"].epilogue == "bias+residual"
+    called = _called_kernels(lowered.module)
+    assert not [kernel for kernel in called if kernel.startswith(("silu_", "hardswish_", "hardsigmoid_", "add_"))]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_inverted_residual_with_fused_activations_matches_eager(batch):
+    torch.manual_seed(0)
+    _check(InvertedResidual(), (batch, 16, 9, 7))
 
 
 def test_a_scalar_multiply_is_refused_for_now_naming_what_is_supported():
