@@ -15,20 +15,15 @@
 #   run(command="bash benchmarks/gpu_checks.sh $OUT", carry=[".whl"], timeout_s=600)
 # then copy the files it returns into benchmarks/results/gpu/ and quote summary.json in the note.
 #
-# Wheels: the machine has torch (and normally numpy, torchvision, Pillow) but maybe not our pure-Python
-# dependencies nor pytest. Before the run, on the CPU machine (it has the network), fill .whl/ (ignored
-# by git: never commit it) with:
+# Wheels: the image (read 2026-11-29 from the device tool's KINDS.md) has torch 2.11, torchvision 0.26,
+# numpy, Pillow, PyYAML, tqdm, tabulate, pytest and hypothesis, but not pydantic. Before the run, on the
+# CPU machine (it has the network), fill .whl/ (ignored by git: never commit it) with:
 #   mkdir -p .whl
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#       pydantic_core==2.50.5 PyYAML==6.0.4
+#       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl pydantic_core==2.50.5
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#       pydantic==2.14.4 annotated-types==0.8.0 typing_extensions==4.16.0 typing-inspection==0.4.5 \
-#       tqdm==4.70.1 tabulate==0.10.0 \
-#       pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4 Pygments==2.21.0
-# Only if the image lacks them (the script's import check says so; add the platform flags above):
-#   pillow==13.0.0 (binary), and torchvision built for torch 2.11 (torchvision==0.26.*: it must match
-#   the image's torch exactly, so prefer the image's own).
+#       pydantic==2.14.4 annotated-types==0.8.0 typing_extensions==4.16.0 typing-inspection==0.4.5
+# (2.8 MB; the script's import check lists anything else missing.)
 # The versions are the ones this repository's .venv tests with. The wheels go to /tmp/site and the
 # package runs from this source tree (PYTHONPATH=repo root): no `pip install -e`, nothing that pins
 # torch==2.14.1 is imported.
