@@ -190,6 +190,7 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true", help="keep the rows of --out's zoo.json for other models")
     args = parser.parse_args()
     if args.models:
         names = args.models
@@ -201,6 +202,8 @@ def main() -> int:
     machine = describe_machine()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.append and (args.out / "zoo.json").is_file():
+        rows = [row for row in json.loads((args.out / "zoo.json").read_text())["rows"] if row["model"] not in names]
     for name in names:
         started = time.perf_counter()
         try:
