@@ -43,8 +43,10 @@ def test_recipe_runs_two_steps(path, imagenet_like, tmp_path):
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert record["val"]["samples"] == 2
     layers = record["layers"]
+    groups = recipe.sparsity.input_group  # rates count groups of G input channels (G=1: the paper)
     assert layers and all(
-        layer["kept_per_row"] == layer["in_channels"] - int(recipe.sparsity.prune_rate * layer["in_channels"])
+        layer["kept_per_row"]
+        == layer["in_channels"] - int(recipe.sparsity.prune_rate * layer["in_channels"] / groups) * groups
         for layer in layers.values()
     )
     if recipe.model.name in ("resnet18", "resnet34"):
