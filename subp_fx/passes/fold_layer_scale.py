@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.passes.fold_batchnorm import output_channel_weight
+from subp_fx.passes.node_args import graph_constant, module_call_counts, normalised_permutation, permute_dims
 from subp_fx.passes.trace import trace
 
 # Key of GraphModule.meta written by this pass: each folded multiply's node name -> the layer's name.
@@ -26,27 +27,9 @@ _MUL_FUNCTIONS = (operator.mul, torch.mul)
 _PERMUTES = (("call_method", "permute"), ("call_function", torch.permute))
 
 
-def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
-    if not isinstance(node, fx.Node) or node.op != "get_attr":
-        return None
-    value = gm
-    for part in str(node.target).split("."):
-        value = getattr(value, part, None)
-    return value if isinstance(value, torch.Tensor) else None
-
-
 def _permute_dims(node: fx.Node) -> tuple[int, ...] | None:
-    if "dims" in node.kwargs:
-        dims = node.kwargs["dims"]
-    elif len(node.args) == 2 and isinstance(node.args[1], (tuple, list)):
-        dims = node.args[1]
-    else:
-        dims = node.args[1:]
-    if not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims):
-        return None
-    rank = len(dims)
-    normalised = tuple(d % rank for d in dims if -rank <= d < rank)
-    return normalised if sorted(normalised) == list(range(rank)) else None
+    dims = permute_dims(node)
+    return normalised_permutation(dims, len(dims)) if dims is not None else None
 
 
 def _layer(gm: fx.GraphModule, node) -> tuple[fx.Node, nn.Module] | None:
@@ -83,8 +66,8 @@ def _fold_plan(gm: fx.GraphModule, mul: fx.Node, calls: dict[str, int]):
     if not is_mul or len(mul.args) != 2 or mul.kwargs:
         return None
     for constant_node, tensor in (mul.args, mul.args[::-1]):
-        constant = _constant(gm, constant_node)
-        if constant is None or _constant(gm, tensor) is not None or not isinstance(tensor, fx.Node):
+        constant = graph_constant(gm, constant_node)
+        if constant is None or graph_constant(gm, tensor) is not None or not isinstance(tensor, fx.Node):
             continue
         dims = None
         source = tensor
@@ -146,10 +129,7 @@ def fold_layer_scale(gm: nn.Module) -> fx.GraphModule:
     traced first). ``meta[FOLDED_LAYER_SCALES_META_KEY]`` maps each folded multiply to its layer.
     """
     gm = trace(copy.deepcopy(gm))
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_call_counts(gm)
     folded: dict[str, str] = {}
     for mul in list(gm.graph.nodes):
         plan = _fold_plan(gm, mul, calls)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from subp_fx.algorithm.modules import SUBPConv2d
+from subp_fx.passes.node_args import module_call_counts
 from subp_fx.passes.trace import trace
 
 # Key of GraphModule.meta written by this pass: folded pad node name -> conv name.
@@ -68,10 +69,7 @@ def fold_zero_pads(gm: nn.Module) -> fx.GraphModule:
     ``result.meta[FOLDED_PADS_META_KEY]`` maps each removed pad node to its conv.
     """
     gm = trace(copy.deepcopy(gm))
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_call_counts(gm)
     folded: dict[str, str] = {}
     for node in list(gm.graph.nodes):
         amounts = zero_pad_amounts(gm, node)

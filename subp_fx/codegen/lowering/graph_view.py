@@ -19,7 +19,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from subp_fx.errors import CompiledInputError
+from subp_fx.passes.fold_static_shapes import run_example
+from subp_fx.passes.node_args import graph_constant
 
 
 def canonical_order(rank: int) -> tuple[int, ...]:
@@ -62,15 +63,7 @@ class GraphView:
         self.gm = gm
         self.modules: dict[str, nn.Module] = dict(gm.named_modules())
         self.input_shape = tuple(int(size) for size in example_input_shape)
-        try:
-            ShapeProp(gm).propagate(torch.zeros(self.input_shape, dtype=torch.float32))
-        except Exception as error:  # noqa: BLE001 (torch raises many kinds; the first line says which)
-            cause = error.__cause__ or error
-            first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise CompiledInputError(
-                f"the model does not run on an input of shape {self.input_shape}: {first_line}. Compile with an "
-                "example input the model accepts (e.g. a larger image size)"
-            ) from None
+        run_example(ShapeProp(gm), self.input_shape)  # records every node's shape
 
     @property
     def nodes(self) -> list[fx.Node]:
@@ -98,12 +91,7 @@ class GraphView:
     def constant(self, node: Any) -> torch.Tensor | None:
         """The tensor a ``get_attr`` node reads (a parameter, buffer or plain tensor attribute),
         else None."""
-        if not isinstance(node, fx.Node) or node.op != "get_attr":
-            return None
-        value: Any = self.gm
-        for part in str(node.target).split("."):
-            value = getattr(value, part, None)
-        return value if isinstance(value, torch.Tensor) else None
+        return graph_constant(self.gm, node)
 
     def is_tensor(self, value: Any) -> bool:
         return self.shape(value) is not None

@@ -15,38 +15,20 @@ import torch.fx as fx
 
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-
-
-def permute_dims(node: fx.Node) -> tuple | None:
-    """The dims a permute node asks for, as given (``x.permute(0, 2, 3, 1)``,
-    ``x.permute((0, 2, 3, 1))``, ``torch.permute(x, [0, 2, 3, 1])``, ``dims=``), or None."""
-    if "dims" in node.kwargs:
-        dims = node.kwargs["dims"]
-    elif len(node.args) == 2 and isinstance(node.args[1], (tuple, list)):
-        dims = node.args[1]
-    else:
-        dims = node.args[1:]
-    return tuple(dims) if isinstance(dims, (tuple, list)) else None
-
-
-def _normalised(dims: tuple | None, rank: int) -> tuple[int, ...] | None:
-    if dims is None or len(dims) != rank or not all(isinstance(d, int) for d in dims):
-        return None
-    normalised = tuple(d % rank if -rank <= d < rank else -1 for d in dims)
-    return normalised if sorted(normalised) == list(range(rank)) else None
+from subp_fx.passes.node_args import normalised_permutation, permute_dims
 
 
 def permute_problem(view: GraphView, node: fx.Node) -> str | None:
     shape = view.shape(node.args[0]) if node.args else None
     dims = permute_dims(node)
-    if shape is None or _normalised(dims, len(shape)) is None:
+    if shape is None or normalised_permutation(dims, len(shape)) is None:
         return f"permutes a tensor of shape {shape} by dims {dims!r}; the dims must be a permutation of its axes"
     return None
 
 
 def lower_permute(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     x = ctx.stored(node.args[0])
-    dims = _normalised(permute_dims(node), len(x.shape))
+    dims = normalised_permutation(permute_dims(node), len(x.shape))
     # Torch axis i of the result is axis dims[i] of the input; stored axis j holds input axis
     # x.axis_order[j], which is result axis dims.index(x.axis_order[j]).
     order = tuple(dims.index(axis) for axis in x.axis_order)
