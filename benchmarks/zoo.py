@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.toy_models
 from paper_configs import RESULTS, describe_machine, machine_line  # noqa: E402
 
 # family -> its variants, the first one being the representative the default run measures
@@ -62,19 +63,12 @@ def build_model(name: str, seed: int = 0):
     import torch
     import torchvision
 
+    from tests.toy_models import randomise_batchnorms  # the tests' helper: one definition of "random BN"
+
     torch.manual_seed(seed)
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
     model = getattr(torchvision.models, name)(weights=None, **kwargs)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                channels = module.num_features
-                module.running_mean.copy_(torch.rand(channels, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(channels, generator=generator) - 0.5)
-    return model.eval()
+    return randomise_batchnorms(model, seed)
 
 
 def relative_error(compiled, model, x) -> float:

@@ -236,13 +236,11 @@ def bench_compiled(
         contenders[DENSE_NAME] = lambda: dense(array)
         macs_dense = sum(entry.macs for entry in dense.kernel_table)
     reference = load_pytorch_model(out_dir)
-    precision = dict.fromkeys(contenders, "fp32")
     for name, build in TORCH_BASELINES.items():
         if name == "pytorch_compile_dense" and not torch_compile:
             continue
         contenders[name] = build(reference, example)
-        precision[name] = "fp32"
-    peers_skipped = {}
+    peers_skipped, peer_precision = {}, {}
     with tempfile.TemporaryDirectory(prefix="subp-fx-peers-") as scratch:
         if peers:
             from subp_fx.tools.peers import peer_contenders
@@ -251,7 +249,8 @@ def bench_compiled(
             peers_skipped = built.skipped
             for name, peer in built.runs.items():
                 contenders[name] = peer.run
-                precision[name] = peer.precision
+                peer_precision[name] = peer.precision
+        precision = {name: peer_precision.get(name, "fp32") for name in contenders}  # ours and torch's: fp32
         with torch.inference_mode():
             expected = reference(example)
         # one run each (copied: a runtime may reuse its output buffer), checked before any timing
