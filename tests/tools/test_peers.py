@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from subp_fx.errors import DataError
 from subp_fx.tools import peers
 from subp_fx.tools.benchmark import PRECISION_TOLERANCES, check_agreement
-from subp_fx.tools.peers import PeerRun, peer_contenders
+from subp_fx.tools.peers import PeerEngine, PeerRun, peer_contenders
 
 
 def _small_cnn() -> nn.Module:
@@ -58,7 +59,7 @@ def test_openvino_default_is_a_separate_column_only_when_it_is_not_fp32(tmp_path
         assert "fp32" in built.skipped["openvino_default"]
     # as on a CPU with avx512_bf16: the column is labelled with the precision OpenVINO resolved to
     bf16 = PeerRun(lambda: np.zeros((1, 5), np.float32), "bf16", "openvino test")
-    monkeypatch.setitem(peers.PEER_ENGINES, "openvino_default", ("openvino", lambda *args: bf16))
+    monkeypatch.setitem(peers.PEER_ENGINES, "openvino_default", PeerEngine(("openvino",), lambda *args: bf16))
     built = peer_contenders(model, example, 1, tmp_path, engines=["openvino_default"])
     assert list(built.runs) == ["openvino_default_bf16"] and built.runs["openvino_default_bf16"] is bf16
 
@@ -88,3 +89,102 @@ def test_reduced_precision_contenders_are_checked_against_their_own_tolerance():
     bf16 = result["contenders"]["bf16_engine"]
     assert bf16 == {"max_abs_diff": pytest.approx(0.2), "agrees": True, "tolerance": 0.05}
     assert not result["contenders"]["fp32_engine"]["agrees"] and not result["all_agree"]
+
+
+needs_int8_engines = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("openvino") is None,
+    reason="onnxruntime and openvino are needed for the int8 peers",
+)
+
+
+class _TwoConvResidual(nn.Module):
+    """Conv, ReLU, conv, residual add, ReLU, average pool, fc: every layer kind the int8 engines fuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x))
+        z = torch.relu(self.conv2(y) + y)
+        return self.fc(nn.functional.adaptive_avg_pool2d(z, 1).flatten(1))
+
+
+def _int8_case(tmp_path, calibration_scale: float):
+    """The int8 peers of a seeded tiny model, calibrated on 8 batches of normal data times
+    ``calibration_scale``; returns them with eager's logits on 8 normal inputs."""
+    torch.manual_seed(0)
+    model, example = _TwoConvResidual().eval(), torch.randn(8, 3, 16, 16)
+    generator = torch.Generator().manual_seed(100)
+    calibration = (torch.randn(2, 3, 16, 16, generator=generator) * calibration_scale for _ in range(8))
+    built = peer_contenders(
+        model, example, 1, tmp_path, engines=["onnxruntime_int8", "openvino_int8"], calibration=calibration
+    )
+    with torch.inference_mode():
+        return built, model(example).numpy()
+
+
+def _relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    return _int8_case(tmp_path_factory.mktemp("int8"), calibration_scale=1.0)
+
+
+@needs_int8_engines
+def test_int8_peers_run_int8_and_agree_with_the_fp32_model(calibrated):
+    built, expected = calibrated
+    assert set(built.runs) == {"onnxruntime_int8", "openvino_int8"} and not built.skipped
+    for name, run in built.runs.items():
+        got = np.asarray(run.run())
+        assert got.shape == expected.shape, name
+        assert run.precision == "int8" and run.engine.split()[0] in name
+        # measured 0.8% (both engines give the same numbers); calibration 10x off gives 3-60%
+        assert _relative_error(got, expected) < 0.02, name
+        assert (got.argmax(1) == expected.argmax(1)).sum() >= 7, name
+
+
+@needs_int8_engines
+@pytest.mark.parametrize("scale", [0.1, 10.0])
+def test_the_agreement_bound_fails_when_calibration_ranges_are_wrong(tmp_path, scale):
+    built, expected = _int8_case(tmp_path, calibration_scale=scale)
+    assert _relative_error(np.asarray(built.runs["onnxruntime_int8"].run()), expected) > 0.02
+
+
+@needs_int8_engines
+def test_int8_precision_is_read_from_the_graph_the_engine_runs(tmp_path):
+    """Given the unquantised model, the int8 builders see float convolutions and say fp32."""
+    model, example = _small_cnn(), torch.randn(1, 3, 8, 8)
+    onnx_path = peers.export_onnx(model, example, tmp_path / "model.onnx")
+    for name in ("onnxruntime_int8", "openvino_int8"):
+        assert peers.PEER_ENGINES[name].build(onnx_path, example.numpy(), 1).precision == "fp32", name
+
+
+def test_int8_peers_without_calibration_are_skipped_with_a_note(tmp_path):
+    built = peer_contenders(_small_cnn(), torch.randn(1, 3, 8, 8), 1, tmp_path)
+    for name in ("onnxruntime_int8", "openvino_int8"):
+        assert name not in built.runs
+        assert "calibration" in built.skipped[name] or "not installed" in built.skipped[name]
+    assert not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_int8_in_openvino_needs_onnxruntime_to_quantise(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    built = peer_contenders(
+        _small_cnn(), torch.randn(1, 3, 8, 8), 1, tmp_path, engines=["openvino_int8"], calibration=[np.zeros(1)]
+    )
+    assert built.skipped["openvino_int8"].startswith("onnxruntime") and not built.runs
+
+
+@needs_int8_engines
+def test_bad_calibration_batches_are_refused_before_anything_is_built(tmp_path):
+    with pytest.raises(DataError, match=r"calibration batch 0 has shape \(2, 1, 8, 8\).*\(any N, 3, 8, 8\)"):
+        peer_contenders(
+            _small_cnn(), torch.randn(1, 3, 8, 8), 1, tmp_path, ["onnxruntime_int8"], [torch.zeros(2, 1, 8, 8)]
+        )
+    assert not (tmp_path / "model.int8.onnx").exists()
