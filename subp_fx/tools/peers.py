@@ -16,6 +16,7 @@ Runtime and OpenVINO. Their precision label is read back from the graph each eng
 from __future__ import annotations
 
 import importlib.util
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,10 +42,12 @@ class PeerRun:
 
 @dataclass
 class PeerContenders:
-    """What :func:`peer_contenders` built (name -> run) and why anything was left out."""
+    """What :func:`peer_contenders` built (name -> run), why anything was left out, and how long
+    quantising the int8 model took (pre-processing and calibration included; None when none was made)."""
 
     runs: dict[str, PeerRun] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    quantize_s: float | None = None
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -271,7 +274,9 @@ def peer_contenders(
     onnx_path = export_onnx(model, example, Path(workdir) / "model.onnx")
     if any(PEER_ENGINES[name].int8 for name in wanted):
         batches = calibration_batches(calibration, tuple(example.shape))
+        started = time.perf_counter()
         qdq_path = quantize_qdq(onnx_path, batches, Path(workdir) / "model.int8.onnx")
+        result.quantize_s = time.perf_counter() - started
     array = np.ascontiguousarray(example.numpy())
     for name in wanted:
         built = PEER_ENGINES[name].build(qdq_path if PEER_ENGINES[name].int8 else onnx_path, array, threads)
