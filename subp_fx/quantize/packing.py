@@ -154,10 +154,9 @@ def quantize_kernel_weights(
     position = np.stack([np.searchsorted(row_starts, row) for row_starts, row in zip(starts, group_of)])
     packed = np.zeros((rows, starts.shape[1], kh, kw, N, CHANNEL_GROUP), dtype=np.int8)
     row_index = np.arange(rows)[:, None]
-    # (R, K, kh, kw, N) codes land at [row, group position, :, :, :, lane].
-    packed[row_index, position, :, :, :, indices % CHANNEL_GROUP] = codes.reshape(rows, N, kept, kh, kw).transpose(
-        0, 2, 3, 4, 1
-    )
+    by_row = codes.reshape(rows, N, kept, kh, kw).transpose(0, 2, 3, 4, 1)  # (R, K, kh, kw, N)
+    # kept channel k of row r lands at [r, its group's position, :, :, :, its lane in the group]
+    packed[row_index, position, :, :, :, indices % CHANNEL_GROUP] = by_row
     return Int8KernelWeights(
         values=packed,
         group_starts=starts,
