@@ -23,6 +23,7 @@ _EXPORTS = {
     "ConversionError": "subp_fx.errors",
     "UnsupportedOpError": "subp_fx.errors",
     "ArtifactError": "subp_fx.errors",
+    "CalibrationError": "subp_fx.errors",
     "block_importance": "subp_fx.algorithm.masks",
     "uniform_block_mask": "subp_fx.algorithm.masks",
     "prune_rate_at": "subp_fx.algorithm.masks",

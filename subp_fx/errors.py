@@ -42,3 +42,8 @@ class ArtifactError(SubpError):
 
 class CompiledInputError(SubpError, ValueError):
     """An input given to a compiled model does not match what it was compiled for."""
+
+
+class CalibrationError(SubpError, ValueError):
+    """Calibration data for an int8 build is unusable: an empty set, batches of the wrong rank,
+    channel count or size, or values that are not finite."""

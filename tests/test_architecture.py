@@ -124,6 +124,7 @@ def _module_level_closure(start: str, modules: dict[str, Path]) -> tuple[set[str
         ("subp_fx.codegen.kernels.modes", {"tvm", "torch"}),
         ("subp_fx.tools.load_balance", {"tvm"}),
         ("subp_fx.cli", {"tvm", "torch"}),
+        ("subp_fx.quantize.precision", {"tvm", "torch"}),  # the CLI validates --precision with it
         ("subp_fx.train.checkpoint", {"tqdm", "tvm"}),  # compiling a checkpoint needs no trainer
     ],
 )
