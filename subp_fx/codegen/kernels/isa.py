@@ -1,7 +1,9 @@
-"""The float32 SIMD unit a kernel is scheduled for: its lanes and measured register budgets.
+"""The SIMD unit a kernel is scheduled for: float32 lanes and measured register budgets
+(``VectorISA``), and the int8 dot-product path (``Int8Path``).
 
-``vector_isa(target)`` reads the unit from a TVM target (the only function here that touches TVM,
-imported when called, so the tile and spec vocabulary stays importable without TVM).
+``vector_isa(target)`` and ``int8_path(target)`` read them from a TVM target (the only functions
+here that touch TVM, imported when called, so the tile and spec vocabulary stays importable
+without TVM).
 """
 
 from __future__ import annotations
@@ -56,14 +58,20 @@ _BASELINE_ISA = VectorISA("sse", lanes=4, registers=16, max_accumulators=10, pre
 
 def vector_isa(target: Target) -> VectorISA:
     """The widest float32 vector unit ``target`` (its ``mcpu`` and ``mattr``) has."""
+    return _first_with_feature(target, _ISA_BY_FEATURE, _BASELINE_ISA)
+
+
+def _first_with_feature(target: Target, table: tuple, baseline):
+    """The entry of ``table`` ((feature, value) pairs) whose feature an LLVM ``target`` has first,
+    else ``baseline``."""
     from tvm.target import codegen as llvm_codegen
 
     if target.kind.name != "llvm":
-        return _BASELINE_ISA
-    for feature, isa in _ISA_BY_FEATURE:
+        return baseline
+    for feature, value in table:
         if llvm_codegen.llvm_cpu_has_features(feature, target):
-            return isa
-    return _BASELINE_ISA
+            return value
+    return baseline
 
 
 def vector_chunk(N: int, isa: VectorISA) -> int:
@@ -76,3 +84,41 @@ def vector_chunk(N: int, isa: VectorISA) -> int:
 def vectors_per_pixel(N: int, isa: VectorISA) -> int:
     """Vector registers that hold the N output channels of one pixel."""
     return N // vector_chunk(N, isa)
+
+
+@dataclass(frozen=True)
+class Int8Path:
+    """How the int8 conv kernel multiplies 4 uint8 activations by 4 int8 weights into an int32 lane.
+
+    ``dot``: ``"vpdpbusd"`` (VNNI: one instruction sums the 4 products into each lane, no
+    saturation), ``"pmaddwd"`` (no VNNI: bytes widened to int16, two ``pmaddwd`` of 2 products per
+    lane each -- exact, unlike ``pmaddubsw`` whose int16 pair sums saturate at 255 * 127 * 2), or
+    ``"int32"`` (plain widening int32 multiply-adds LLVM vectorises: any other CPU). ``lanes``:
+    int32 lanes of one vector; ``intrinsic``: the LLVM intrinsic of ``dot``. ``max_accumulators``:
+    the register-tile cap (vectors of partial sums), leaving room for the weight vectors and
+    broadcasts of one reduction step; at 14 zmm the accumulator buffer stays under 1 KiB, so
+    on the stack (see ``loops.ACCUMULATOR_SCOPE``), and the VNNI 3x3 tile's hot loop has no spill
+    (checked in the assembly by the tests). ``name`` is what the kernel table shows.
+    """
+
+    name: str
+    dot: str
+    lanes: int
+    intrinsic: str | None
+    max_accumulators: int
+
+
+# Feature that proves the path -> the path; the first feature the target has wins. avx512vnni
+# before avxvnni: a CPU with both (Sapphire Rapids) does 16 lanes per instruction, not 8.
+_INT8_PATH_BY_FEATURE: tuple[tuple[str, Int8Path], ...] = (
+    ("avx512vnni", Int8Path("avx512-vnni", "vpdpbusd", 16, "llvm.x86.avx512.vpdpbusd.512", max_accumulators=14)),
+    ("avxvnni", Int8Path("avx-vnni", "vpdpbusd", 8, "llvm.x86.avx512.vpdpbusd.256", max_accumulators=10)),
+    ("avx512bw", Int8Path("avx512-pmaddwd", "pmaddwd", 16, "llvm.x86.avx512.pmaddw.d.512", max_accumulators=14)),
+    ("avx2", Int8Path("avx2-pmaddwd", "pmaddwd", 8, "llvm.x86.avx2.pmadd.wd", max_accumulators=8)),
+)
+_BASELINE_INT8_PATH = Int8Path("generic-int32", "int32", 4, None, max_accumulators=8)
+
+
+def int8_path(target: Target) -> Int8Path:
+    """The fastest int8 dot-product path ``target`` (its ``mcpu`` and ``mattr``) has."""
+    return _first_with_feature(target, _INT8_PATH_BY_FEATURE, _BASELINE_INT8_PATH)

@@ -55,34 +55,21 @@ class ConvTile:
         return self.pixels * vectors_per_pixel(N, isa)
 
 
-@dataclass(frozen=True)
-class BlockSparseConvSpec:
-    """Everything static about one block-sparse conv kernel: shapes, stride, padding, epilogue.
+class ConvGeometry:
+    """The shape checks and derived shapes every conv kernel spec shares (fp32 and int8).
 
-    ``block_size`` is N (output channels per block), ``kept_per_row`` is K (input channels each
-    block-row keeps; K = in_channels is a dense conv). ``kernel_size``, ``stride`` and
-    ``padding`` take an int or an (h, w) pair, as torch's Conv2d does (padding is symmetric).
+    A spec dataclass that mixes this in has the fields ``batch``, ``height``, ``width``,
+    ``in_channels``, ``out_channels``, ``block_size``, ``kernel_size``, ``stride``, ``padding``
+    and ``activation``; its ``__post_init__`` calls the two checks.
     """
 
-    batch: int
-    height: int
-    width: int
-    in_channels: int
-    out_channels: int
-    block_size: int
-    kept_per_row: int
-    kernel_size: int | tuple[int, int] = 3
-    stride: int | tuple[int, int] = 1
-    padding: int | tuple[int, int] = 0
-    bias: bool = False
-    residual: bool = False
-    activation: str = "none"
-
-    def __post_init__(self) -> None:
-        for name in ("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_per_row"):
+    def _check_geometry(self, positive: tuple[str, ...]) -> None:
+        """``positive`` fields are integers >= 1; kernel, stride and padding become (h, w)
+        pairs; N divides C_out. Raises :class:`KernelSpecError` naming the field."""
+        for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KernelSpecError(f"BlockSparseConvSpec.{name} must be an integer >= 1, got {value!r}")
+                raise KernelSpecError(f"{type(self).__name__}.{name} must be an integer >= 1, got {value!r}")
         object.__setattr__(self, "kernel_size", int_pair(self.kernel_size, "kernel_size", 1, KernelSpecError))
         object.__setattr__(self, "stride", int_pair(self.stride, "stride", 1, KernelSpecError))
         object.__setattr__(self, "padding", int_pair(self.padding, "padding", 0, KernelSpecError))
@@ -91,11 +78,9 @@ class BlockSparseConvSpec:
                 f"block_size N={self.block_size} does not divide out_channels={self.out_channels}; "
                 f"valid N divide {self.out_channels}"
             )
-        if self.kept_per_row > self.in_channels:
-            raise KernelSpecError(
-                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; "
-                f"valid K are 1..{self.in_channels}"
-            )
+
+    def _check_activation_and_fit(self) -> None:
+        """The activation is fusable and the kernel window fits the padded input."""
         if self.activation not in FUSABLE_ACTIVATIONS:
             raise KernelSpecError(
                 f"activation must be one of {', '.join(FUSABLE_ACTIVATIONS)}, got {self.activation!r}"
@@ -124,16 +109,49 @@ class BlockSparseConvSpec:
         return (self.batch, self.height, self.width, self.in_channels)
 
     @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_height, self.out_width, self.out_channels)
+
+
+@dataclass(frozen=True)
+class BlockSparseConvSpec(ConvGeometry):
+    """Everything static about one block-sparse conv kernel: shapes, stride, padding, epilogue.
+
+    ``block_size`` is N (output channels per block), ``kept_per_row`` is K (input channels each
+    block-row keeps; K = in_channels is a dense conv). ``kernel_size``, ``stride`` and
+    ``padding`` take an int or an (h, w) pair, as torch's Conv2d does (padding is symmetric).
+    """
+
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    block_size: int
+    kept_per_row: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    bias: bool = False
+    residual: bool = False
+    activation: str = "none"
+
+    def __post_init__(self) -> None:
+        self._check_geometry(("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_per_row"))
+        if self.kept_per_row > self.in_channels:
+            raise KernelSpecError(
+                f"kept_per_row K={self.kept_per_row} exceeds in_channels={self.in_channels}; "
+                f"valid K are 1..{self.in_channels}"
+            )
+        self._check_activation_and_fit()
+
+    @property
     def values_shape(self) -> tuple[int, int, int, int, int]:
         return (self.block_rows, self.kept_per_row, *self.kernel_size, self.block_size)
 
     @property
     def indices_shape(self) -> tuple[int, int]:
         return (self.block_rows, self.kept_per_row)
-
-    @property
-    def out_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.out_height, self.out_width, self.out_channels)
 
     @property
     def flops(self) -> int:

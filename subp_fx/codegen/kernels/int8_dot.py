@@ -1,0 +1,84 @@
+"""The int8 kernel's inner step as TIR vector expressions, one form per :class:`Int8Path`.
+
+One step: ``acc[j] += sum_{i<4} u8(x >> 8i) * s8(w[j] >> 8i)`` for the L int32 lanes j of a vector,
+where ``x`` is one int32 word (4 uint8 activations of one pixel, broadcast to every lane) and
+``w`` an int32xL vector (lane j: the 4 int8 weights of output channel j). A step is split in two
+so that the weight work is done once per reduction step and shared by every pixel of the tile:
+:func:`prepare_weights` (per weight vector) and :func:`accumulate` (per pixel).
+
+- ``vpdpbusd`` (VNNI): the word and the vector go to the instruction as they are;
+- ``pmaddwd``: weights sign-extended to int16 pairs (bytes 0-1, bytes 2-3) by shifts, activations
+  zero-extended the same way; ``pmaddwd`` sums 2 int16 products per int32 lane, exactly
+  (|255 * -128 * 2| < 2^31);
+- ``int32``: 4 widened products per lane in plain int32 arithmetic, which LLVM vectorises.
+
+LLVM 22's ``vpdpbusd`` takes its byte operands as <4L x i8> (TVM 0.27's shipped tensor intrinsic
+still passes <L x i32> and does not build with it; its ``tensorize`` also crashed here), so the
+operands are reinterpreted to int8x(4L).
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+
+from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.isa import Int8Path
+
+WORD = "int32"
+
+
+def _const(value: int, lanes: int = 1):
+    scalar = tirx.const(value, WORD)
+    return scalar if lanes == 1 else tirx.Broadcast(scalar, lanes)
+
+
+def _signed_byte(word, index: int, lanes: int):
+    """Byte ``index`` of each int32 lane, sign-extended (arithmetic shifts)."""
+    return tirx.shift_right(tirx.shift_left(word, _const(24 - 8 * index, lanes)), _const(24, lanes))
+
+
+def _unsigned_byte(word, index: int):
+    return tirx.bitwise_and(tirx.shift_right(word, _const(8 * index)), _const(0xFF))
+
+
+def _int16_pair(low, high, lanes: int):
+    """Two values that fit int16 packed as the low / high half of each int32 lane."""
+    return tirx.bitwise_or(tirx.bitwise_and(low, _const(0xFFFF, lanes)), tirx.shift_left(high, _const(16, lanes)))
+
+
+def prepare_weights(path: Int8Path, weights) -> list:
+    """The per-step forms of an int32xL weight vector the path's :func:`accumulate` takes."""
+    lanes = path.lanes
+    if path.dot == "vpdpbusd":
+        return [tirx.reinterpret(f"int8x{4 * lanes}", weights)]
+    if path.dot == "pmaddwd":
+        return [
+            tirx.reinterpret(
+                f"int16x{2 * lanes}",
+                _int16_pair(_signed_byte(weights, 2 * pair, lanes), _signed_byte(weights, 2 * pair + 1, lanes), lanes),
+            )
+            for pair in (0, 1)
+        ]
+    if path.dot == "int32":
+        return [_signed_byte(weights, index, lanes) for index in range(4)]
+    raise KernelSpecError(f"unknown int8 dot product {path.dot!r}; valid are vpdpbusd, pmaddwd, int32")
+
+
+def accumulate(path: Int8Path, acc, word, weights: list):
+    """``acc`` (int32xL) plus the 4-byte dot products of the activation ``word`` (int32 scalar)
+    with the weight vector prepared by :func:`prepare_weights`."""
+    lanes = path.lanes
+    vector = f"{WORD}x{lanes}"
+    if path.dot == "vpdpbusd":
+        (bytes_,) = weights
+        broadcast = tirx.reinterpret(f"int8x{4 * lanes}", tirx.Broadcast(word, lanes))
+        return tirx.call_llvm_pure_intrin(vector, path.intrinsic, acc, broadcast, bytes_)
+    if path.dot == "pmaddwd":
+        for pair, pair_weights in enumerate(weights):
+            activations = _int16_pair(_unsigned_byte(word, 2 * pair), _unsigned_byte(word, 2 * pair + 1), 1)
+            broadcast = tirx.reinterpret(f"int16x{2 * lanes}", tirx.Broadcast(activations, lanes))
+            acc = acc + tirx.call_llvm_pure_intrin(vector, path.intrinsic, broadcast, pair_weights)
+        return acc
+    for index, lane_weights in enumerate(weights):
+        acc = acc + lane_weights * tirx.Broadcast(_unsigned_byte(word, index), lanes)
+    return acc

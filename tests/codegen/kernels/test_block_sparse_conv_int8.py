@@ -1,0 +1,234 @@
+"""The int8 block-sparse conv kernel against a numpy int64 reference, on every dot-product path
+this host can run (VNNI, AVX-512 and AVX2 pmaddwd, generic int32), its assembly, its spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from subp_fx.codegen.errors import KernelSpecError  # noqa: E402
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import (  # noqa: E402
+    block_sparse_conv2d_int8_primfunc,
+    int8_heuristic_tile,
+)
+from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec  # noqa: E402
+from subp_fx.codegen.kernels.isa import int8_path  # noqa: E402
+from subp_fx.codegen.kernels.spec import ConvTile  # noqa: E402
+from subp_fx.codegen.target import parse_target  # noqa: E402
+from subp_fx.codegen.tuning.asm import analyse_asm  # noqa: E402
+
+ICELAKE = parse_target("llvm -mcpu=icelake-server")
+SKYLAKE = parse_target("llvm -mcpu=skylake-avx512")
+HASWELL = parse_target("llvm -mcpu=haswell")
+GENERIC = parse_target("llvm -mcpu=x86-64")
+ALDERLAKE = parse_target("llvm -mcpu=alderlake")
+HOST_PATH = int8_path(parse_target("llvm -mcpu=native")).name
+RUNNABLE = {"avx512-vnni": (ICELAKE, SKYLAKE, HASWELL), "avx512-pmaddwd": (SKYLAKE, HASWELL)}.get(HOST_PATH, ())
+RESIDUAL_PARAMS = np.array([0.05, 100.0], np.float32)
+OUT_PARAMS = np.array([0.1, 7.0], np.float32)
+
+
+def _build(spec, target, tile=None):
+    func = block_sparse_conv2d_int8_primfunc(spec, tile, target).with_attr("global_symbol", "conv")
+    return tvm.compile(tvm.IRModule({"conv": func}), target=target)
+
+
+def _arguments(spec: Int8ConvSpec, seed: int, unit_scale: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "data": rng.integers(0, 256, spec.data_shape, dtype=np.uint8),
+        "values": rng.integers(-128, 128, spec.values_shape, dtype=np.int8),
+        "group_starts": np.stack(
+            [np.sort(rng.choice(spec.groups, spec.kept_groups, replace=False)) * 4 for _ in range(spec.block_rows)]
+        ).astype(np.int32),
+        "scale": np.ones(spec.out_channels, np.float32)
+        if unit_scale
+        else rng.uniform(1e-4, 3e-4, spec.out_channels).astype(np.float32),
+        "bias": np.zeros(spec.out_channels, np.float32)
+        if unit_scale
+        else rng.standard_normal(spec.out_channels).astype(np.float32),
+    }
+    if spec.residual == "float32":
+        arrays["residual"] = rng.standard_normal(spec.out_shape).astype(np.float32)
+    elif spec.residual == "uint8":
+        arrays["residual"] = rng.integers(0, 256, spec.out_shape, dtype=np.uint8)
+        arrays["residual_params"] = RESIDUAL_PARAMS
+    if spec.out_dtype == "uint8":
+        arrays["out_params"] = OUT_PARAMS
+    return arrays
+
+
+def _accumulators(spec: Int8ConvSpec, arrays) -> np.ndarray:
+    """The int32 sums of the formula, in int64, padding reading the input zero point."""
+    (kh, kw), (sh, sw), (ph, pw), N = spec.kernel_size, spec.stride, spec.padding, spec.block_size
+    padded = np.pad(
+        arrays["data"].astype(np.int64), ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=spec.input_zero_point
+    )
+    acc = np.zeros(spec.out_shape, np.int64)
+    for r in range(spec.block_rows):
+        for g, start in enumerate(arrays["group_starts"][r]):
+            for s in range(kh):
+                for t in range(kw):
+                    window = padded[
+                        :, s : s + sh * (spec.out_height - 1) + 1 : sh, t : t + sw * (spec.out_width - 1) + 1 : sw
+                    ]
+                    weights = arrays["values"][r, g, s, t].astype(np.int64)
+                    acc[..., r * N : (r + 1) * N] += np.einsum("bhwi,ji->bhwj", window[..., start : start + 4], weights)
+    return acc
+
+
+def _epilogue(spec: Int8ConvSpec, arrays, acc: np.ndarray) -> np.ndarray:
+    """The float32 value before any requantisation."""
+    y = acc.astype(np.float32) * arrays["scale"] + arrays["bias"]
+    if spec.residual == "float32":
+        y = y + arrays["residual"]
+    elif spec.residual == "uint8":
+        y = y + (arrays["residual"].astype(np.float32) - RESIDUAL_PARAMS[1]) * RESIDUAL_PARAMS[0]
+    return {"none": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6)}[spec.activation]
+
+
+def _run(spec, target, arrays, tile=None) -> np.ndarray:
+    lib = _build(spec, target, tile)
+    tensors = [tvm.runtime.tensor(arrays[name]) for name in spec.argument_names()[:-1]]
+    out = tvm.runtime.empty(spec.out_shape, spec.out_dtype)
+    lib["conv"](*tensors, out)
+    return out.numpy()
+
+
+def _check(spec: Int8ConvSpec, target, seed: int = 0, tile=None, unit_scale: bool = False) -> None:
+    arrays = _arguments(spec, seed, unit_scale)
+    out = _run(spec, target, arrays, tile)
+    acc = _accumulators(spec, arrays)
+    assert np.abs(acc).max() < 2**24  # float32(acc) is then exact
+    y = _epilogue(spec, arrays, acc)
+    if unit_scale:  # the int32 accumulation, exactly
+        np.testing.assert_array_equal(out, acc.astype(np.float32))
+    elif spec.out_dtype == "float32":
+        ulp = np.finfo(np.float32).eps * max(1.0, float(np.abs(y).max()))
+        np.testing.assert_allclose(out, y, rtol=0, atol=4 * ulp)
+    else:
+        ratio = y / OUT_PARAMS[0]
+        expected = np.clip(np.rint(ratio) + OUT_PARAMS[1], 0, 255)
+        tie = np.abs(np.abs(ratio - np.floor(ratio)) - 0.5) < 1e-3
+        difference = np.abs(out.astype(np.int64) - expected.astype(np.int64))
+        assert difference[~tie].max(initial=0) == 0
+        assert difference.max(initial=0) <= 1
+        assert 0 < out.mean() < 255  # not everything clamped
+
+
+def _spec(batch, size, c_in, c_out, N, kept, kernel, stride, padding, **rest):
+    height, width = (size, size) if isinstance(size, int) else size
+    return Int8ConvSpec(batch, height, width, c_in, c_out, N, kept, kernel, stride, padding, **rest)
+
+
+# Odd sizes (7x5), stride 2, 3x3 pad 1, 1x1, Kg = 1 and 3, batch 2, N 16 and 32, both residuals,
+# relu / relu6, zero points 0 and 128, float32 and uint8 outputs.
+CASES = [
+    _spec(2, (7, 5), 32, 32, 16, 3, 3, 1, 1, input_zero_point=128, residual="uint8", activation="relu"),
+    _spec(1, (7, 5), 16, 32, 16, 1, 3, 2, 1, input_zero_point=0, out_dtype="uint8", activation="relu6"),
+    _spec(2, 6, 24, 64, 32, 3, 1, 1, 0, residual="float32", activation="relu", out_dtype="uint8"),
+    _spec(1, (9, 7), 20, 16, 16, 5, 1, 2, 0, input_zero_point=128, residual="float32"),
+]
+
+
+@pytest.mark.parametrize("spec", CASES, ids=lambda spec: f"{spec.kernel_size}s{spec.stride[0]}N{spec.block_size}")
+@pytest.mark.parametrize("target", RUNNABLE, ids=lambda target: int8_path(target).name)
+def test_matches_the_int64_reference(spec, target):
+    _check(spec, target)
+
+
+@pytest.mark.parametrize("target", RUNNABLE, ids=lambda target: int8_path(target).name)
+def test_int32_accumulation_is_exact(target):
+    spec = _spec(2, (7, 5), 32, 32, 16, 3, 3, 1, 1, input_zero_point=128)
+    _check(spec, target, seed=3, unit_scale=True)
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="the host has no AVX-512")
+@pytest.mark.parametrize(
+    "tile", [ConvTile(1, 2), ConvTile(1, 3, parallel="pixels"), ConvTile(1, 7, parallel="block_rows")]
+)
+def test_tiles_and_parallel_modes(tile):
+    """Tiles that do and do not divide the width (a narrower last tile), both parallel modes."""
+    _check(_spec(2, (7, 7), 16, 32, 16, 2, 3, 1, 1, input_zero_point=3, activation="relu"), ICELAKE, tile=tile)
+
+
+def test_generic_path_matches_the_reference():
+    _check(_spec(1, (5, 6), 12, 16, 16, 2, 3, 1, 1, input_zero_point=9, residual="uint8"), GENERIC)
+
+
+def _asm(spec, target) -> str:
+    return _build(spec, target).mod.inspect_source("asm")
+
+
+def test_paths_and_their_assembly():
+    spec = _spec(1, 8, 32, 32, 16, 4, 3, 1, 1)
+    assert [int8_path(t).name for t in (ICELAKE, ALDERLAKE, SKYLAKE, HASWELL, GENERIC)] == [
+        "avx512-vnni",
+        "avx-vnni",
+        "avx512-pmaddwd",
+        "avx2-pmaddwd",
+        "generic-int32",
+    ]
+    vnni = _asm(spec, ICELAKE)
+    assert "vpdpbusd" in vnni and "%zmm" in vnni
+    avx_vnni = _asm(spec, ALDERLAKE)  # compiled only: Ice Lake lacks the VEX-encoded AVX-VNNI
+    assert "vpdpbusd" in avx_vnni and "%zmm" not in avx_vnni
+    skylake = _asm(spec, SKYLAKE)
+    assert "vpdpbusd" not in skylake and "vpmaddwd" in skylake and "%zmm" in skylake
+    haswell = _asm(spec, HASWELL)
+    assert "vpdpbusd" not in haswell and "%zmm" not in haswell and "vpmaddwd" in haswell
+    report = analyse_asm(vnni)
+    assert report.hot_loop_spills == 0
+
+
+def test_heuristic_tile_fits_the_registers_and_evens_out_the_row():
+    path = int8_path(ICELAKE)
+    assert int8_heuristic_tile(_spec(1, 56, 64, 64, 16, 8, 1, 1, 0), path).cols == 14
+    assert int8_heuristic_tile(_spec(1, 15, 64, 64, 16, 8, 1, 1, 0), path).cols == 8
+    assert int8_heuristic_tile(_spec(1, 56, 64, 64, 32, 8, 1, 1, 0), path).cols == 7
+
+
+def test_spec_shapes_and_ops():
+    spec = _spec(2, 8, 32, 64, 16, 3, 3, 2, 1, residual="uint8", out_dtype="uint8")
+    assert spec.argument_names() == [
+        "data",
+        "values",
+        "group_starts",
+        "scale",
+        "bias",
+        "residual",
+        "residual_params",
+        "out_params",
+        "out",
+    ]
+    assert spec.values_shape == (4, 3, 3, 3, 16, 4)
+    assert spec.out_shape == (2, 4, 4, 64)
+    assert spec.ops == 2 * 2 * 4 * 4 * 64 * 3 * 4 * 9
+    assert spec.float_equivalent().kept_per_row == 12
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"in_channels": 30}, "multiple of 4"),
+        ({"block_size": 8}, "not supported"),
+        ({"kept_groups": 9}, "exceeds"),
+        ({"input_zero_point": 256}, "0..255"),
+        ({"residual": "int8"}, "residual must be"),
+        ({"out_dtype": "int8"}, "out_dtype must be"),
+        ({"activation": "tanh"}, "activation must be"),
+    ],
+)
+def test_bad_specs_are_refused(change, message):
+    arguments = dict(
+        batch=1, height=8, width=8, in_channels=32, out_channels=32, block_size=16, kept_groups=2, kernel_size=3
+    )
+    with pytest.raises(KernelSpecError, match=message):
+        Int8ConvSpec(**{**arguments, **change})
+
+
+def test_two_row_tiles_are_refused():
+    with pytest.raises(KernelSpecError, match="one-row tiles"):
+        block_sparse_conv2d_int8_primfunc(_spec(1, 8, 32, 32, 16, 2, 3, 1, 1), ConvTile(2, 4), ICELAKE)

@@ -1,0 +1,49 @@
+"""The quantise / dequantise kernels against numpy (round half to even, clamped)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from subp_fx.codegen.errors import KernelSpecError  # noqa: E402
+from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc  # noqa: E402
+from subp_fx.codegen.target import parse_target  # noqa: E402
+
+TARGET = parse_target("llvm -mcpu=native")
+
+
+def _run(func, arrays, out_shape, out_dtype):
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    out = tvm.runtime.empty(out_shape, out_dtype)
+    lib["main"](*[tvm.runtime.tensor(array) for array in arrays], out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 12), (3, 33)])
+@pytest.mark.parametrize("zero_point", [0.0, 128.0])
+def test_quantize_rounds_half_to_even_and_clamps(shape, zero_point):
+    rng = np.random.default_rng(0)
+    scale = np.float32(0.25)
+    data = (rng.standard_normal(shape) * 40).astype(np.float32)
+    data.flat[:4] = [0.125, 0.375, -0.625, 1e6]  # ties (x / 0.25 = 0.5, 1.5, -2.5) and an overflow
+    params = np.array([scale, zero_point], np.float32)
+    out = _run(quantize_primfunc(shape), [data, params], shape, "uint8")
+    expected = np.clip(np.rint(data / scale) + zero_point, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
+    assert out.flat[0] == np.uint8(zero_point) and out.flat[1] == np.uint8(zero_point + 2)
+
+
+def test_dequantize_matches_numpy():
+    rng = np.random.default_rng(1)
+    shape = (2, 5, 3, 8)
+    data = rng.integers(0, 256, shape, dtype=np.uint8)
+    params = np.array([0.05, 113.0], np.float32)
+    out = _run(dequantize_primfunc(shape), [data, params], shape, "float32")
+    np.testing.assert_allclose(out, (data.astype(np.float32) - 113.0) * np.float32(0.05), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_shape_is_refused():
+    with pytest.raises(KernelSpecError, match="shape must be"):
+        quantize_primfunc((2, 0))
