@@ -14,6 +14,8 @@ from pathlib import Path
 from subp_fx.cli_argv import join_target_options
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.errors import SubpError
+from subp_fx.quantize.precision import PRECISIONS
+from subp_fx.tools.calibration_spec import DEFAULT_CALIBRATION_BATCH_SIZE, DEFAULT_CALIBRATION_BATCHES, CalibrationSpec
 
 EXIT_USER_ERROR = 2
 
@@ -193,12 +195,15 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from subp_fx.codegen.precision import check_precision_target
     from subp_fx.codegen.target import compile_target
     from subp_fx.tools.artifact import compile_to_directory, load_compile_source
     from subp_fx.tools.progress import terminal_progress
 
     nothing = "nothing was compiled"
-    compile_target(args.target)  # a target we cannot build is refused before the model is even loaded
+    target = compile_target(args.target)  # a target we cannot build is refused before the model is even loaded
+    check_precision_target(args.precision, target)
+    calibration = CalibrationSpec.from_argv(args.precision, args.calibration_data, args.calibration_batches)
     check_output_location(args.output, "-o", nothing, directory=True)
     check_output_location(args.tuning_log, "--tuning-log", nothing, directory=False)
     source = load_compile_source(
@@ -214,9 +219,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         tune_tiles=args.tune_tiles,
         tuning_log=args.tuning_log,
         progress=terminal_progress(args.quiet),
+        precision=args.precision,
+        calibration=calibration,
     )
     print(
-        f"compiled {source.origin}"
+        f"compiled {source.origin} in {args.precision}"
         + (
             f" with random uniform masks at prune rate {source.imposed_prune_rate}"
             if source.imposed_prune_rate is not None
@@ -243,11 +250,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         threads=args.threads,
         compare_pytorch=args.compare_pytorch,
     )
+    labels = {"compiled": f"compiled ({result['precision']})", "pytorch": "pytorch (fp32)"}
     for name in ("compiled", "pytorch"):
         if name in result:
             metrics = result[name]
             print(
-                f"{name:>8}: * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} "
+                f"{labels[name]:>16}: * Prec@1 {metrics['top1']:.3f} Prec@5 {metrics['top5']:.3f} "
                 f"Error@1 {100 - metrics['top1']:.3f} "
                 f"Loss {metrics['loss']:.4f} ({metrics['samples']} images)"
             )
@@ -362,6 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuning-log",
         metavar="FILE",
         help="JSON file of tile timings: shapes it has are not timed again, new ones are added (implies --tune-tiles)",
+    )
+    compile_.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="what the convs compute in (default fp32); int8 needs --calibration-data; bf16 is refused for now",
+    )
+    compile_.add_argument(
+        "--calibration-data",
+        nargs="+",
+        metavar="SOURCE",
+        help="int8 only: images whose activation ranges set the quantisation: "
+        "fashion-mnist | imagefolder ROOT | synthetic",
+    )
+    compile_.add_argument(
+        "--calibration-batches",
+        type=_positive_int,
+        default=DEFAULT_CALIBRATION_BATCHES,
+        help=f"int8 only: batches of {DEFAULT_CALIBRATION_BATCH_SIZE} images to calibrate on "
+        f"(default {DEFAULT_CALIBRATION_BATCHES})",
     )
     compile_.add_argument(
         "--no-dense-baseline", action="store_true", help="skip compiling the dense twin used by `subp-fx bench`"

@@ -12,6 +12,10 @@ target, ``target.compile_target``, before any other work):
    then, for the one static input shape compiled for, ``passes.fold_static_shapes`` makes every
    Python value computed from shapes (``x.size(0)``, ``c // groups``) a constant, and
    ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
+2b. ``calibrate`` (``precision="int8"`` only): ``quantize.calibrate`` runs that graph in PyTorch
+   on the calibration batches and records every tensor's range; the lowering then plans
+   (``quantize.plan_int8``) which convs run on int8 kernels and which tensors are stored as
+   uint8;
 3. ``lower``: ``lowering.lower.lower_graph`` checks the graph is folded and converted, then emits
    a Relax ``main`` of ``call_tir`` calls to our scheduled kernels (and free reshapes);
 4. ``relax passes``: :func:`relax_passes`, the explicit list ``tvm.compile`` runs on that module
@@ -53,19 +57,21 @@ from tvm.target import Target
 
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.lowering.lower import LoweredModel, lower_graph
-from subp_fx.codegen.progress import CompileProgress, stage
+from subp_fx.codegen.precision import check_precision_target
+from subp_fx.codegen.progress import CALIBRATE_STAGE, CompileProgress, stage
 from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
 from subp_fx.codegen.runtime.manifest import LIBRARY_FILE, GraphPassReport, Manifest
 from subp_fx.codegen.target import compile_target
 from subp_fx.codegen.threads import physical_core_count, set_num_threads, thread_pool_capacity
 from subp_fx.codegen.tuning.log import TuningLog
-from subp_fx.errors import UnsupportedOpError
+from subp_fx.errors import ConfigError, UnsupportedOpError
 from subp_fx.passes.capture import capture_for_compile
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
 from subp_fx.passes.fold_pad import FOLDED_PADS_META_KEY, fold_zero_pads
 from subp_fx.passes.fold_static_shapes import FOLDED_SHAPES_META_KEY, fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import FUSED_SHUFFLES_META_KEY, fuse_channel_shuffles
+from subp_fx.quantize import calibrate, check_precision
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
 EMITTED_RELAX_OPS = frozenset({"relax.call_tir", "relax.reshape"})
@@ -216,6 +222,9 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     tuning_log: str | os.PathLike | None = None,
     progress: CompileProgress | None = None,
     capture: str = "auto",
+    precision: str = "fp32",
+    calibration: Any = None,
+    calibration_info: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
     ``example_input`` (an NCHW array or tensor, or the shape itself).
@@ -234,12 +243,27 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     ``tuning_log``: a JSON file of such timings (``tuning.log``), read first and written
     back with the shapes this compile timed; implies ``tune_tiles``.
     ``progress``: told of each stage as it starts and ends (``progress.CompileProgress``).
-    Refuses, at once, a target it cannot build (``compile_target``: only CPU ``llvm`` targets of
+    ``precision``: ``"fp32"`` (default), or ``"int8"``: every eligible conv (``quantize.plan``)
+    runs on an int8 kernel (VNNI where the target has it), its input quantised per tensor with
+    ranges recorded on ``calibration`` (an iterable of NCHW float batches of the compiled input's
+    channels and size, or (images, labels) pairs; required for int8); ``calibration_info`` is
+    recorded in the manifest (e.g. the data set's name). ``"bf16"`` is refused (no bf16 kernels
+    yet; on a target without avx512_bf16 the message says so first).
+    Refuses, at once, a precision or calibration that cannot work, a target it cannot build
+    (``compile_target``: only CPU ``llvm`` targets of
     this machine's architecture, with a CPU LLVM knows; a ``TargetError``); then whatever
     ``fold_batchnorm`` / ``convert`` refuse (training-mode batch norm, non-uniform masks), and
     every op the lowering cannot handle, listed in one ``UnsupportedOpError``.
     """
+    check_precision(precision)
     target = compile_target(target)  # first: a target we cannot build is refused before any work
+    check_precision_target(precision, target)
+    if (precision == "int8") != (calibration is not None):
+        raise ConfigError(
+            "precision='int8' needs calibration=<an iterable of NCHW input batches>"
+            if precision == "int8"
+            else f"calibration is for precision='int8'; a {precision} build calibrates nothing"
+        )
     progress = progress or CompileProgress()
     shape = _example_shape(example_input)
     threads = min(physical_core_count(), thread_pool_capacity()) if threads is None else threads
@@ -248,9 +272,19 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     log = TuningLog.load(tuning_log) if tuning_log is not None else None
     with stage(progress, "inference_graph"):
         graph = inference_graph(model, example_input, capture)
+    ranges = None
+    if precision == "int8":
+        with stage(progress, CALIBRATE_STAGE):
+            ranges = calibrate(graph.gm, calibration, example_shape=shape)
     with stage(progress, "lower_graph"):
         lowered = lower_graph(
-            graph.gm, shape, target, tune_tiles=tune_tiles or log is not None, tuning_log=log, progress=progress
+            graph.gm,
+            shape,
+            target,
+            tune_tiles=tune_tiles or log is not None,
+            tuning_log=log,
+            progress=progress,
+            activation_ranges=ranges,
         )
     if log is not None and log.added:
         log.save()
@@ -276,6 +310,10 @@ def compile(  # noqa: A001 (the public name the issue asks for)
         tvm_version=tvm.__version__,
         subp_fx_version=_subp_fx_version(),
         compile_seconds=time.perf_counter() - started,
+        precision=precision,
+        calibration=None
+        if ranges is None
+        else {**dict(calibration_info or {}), "calibrated_batches": ranges.batches, "calibrated_images": ranges.images},
     )
     compiled = CompiledModel(library, manifest)
     weakref.finalize(compiled, shutil.rmtree, staging, True)

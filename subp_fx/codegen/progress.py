@@ -14,6 +14,9 @@ from contextlib import contextmanager
 # The stages of ``pipeline.compile``, in the order it runs them (see ``pipeline``'s docstring).
 STAGES = ("inference_graph", "lower_graph", "check_relax_ops", "relax_passes", "build", "export")
 
+# An int8 build runs one more stage, between ``inference_graph`` and ``lower_graph``.
+CALIBRATE_STAGE = "calibrate"
+
 
 class CompileProgress:
     """Observer of one model's compile. Every stage of :data:`STAGES` gets ``stage_started`` then
@@ -47,4 +50,4 @@ def stage(progress: CompileProgress, name: str, note: str = "") -> Iterator[None
     progress.stage_finished(name, time.perf_counter() - started)
 
 
-__all__ = ["STAGES", "CompileProgress", "stage"]
+__all__ = ["CALIBRATE_STAGE", "STAGES", "CompileProgress", "stage"]

@@ -21,7 +21,7 @@ _EXPORTS = {
     "output_scales": "subp_fx.quantize.params",
     "ActivationRanges": "subp_fx.quantize.calibration",
     "calibrate": "subp_fx.quantize.calibration",
-    "CALIBRATION_SOURCES": "subp_fx.quantize.calibration_data",
+    "CALIBRATION_SOURCES": "subp_fx.quantize.precision",
     "calibration_batches": "subp_fx.quantize.calibration_data",
     "Int8Plan": "subp_fx.quantize.plan",
     "plan_int8": "subp_fx.quantize.plan",

@@ -18,8 +18,7 @@ import torch
 from subp_fx.data.build import build_datasets
 from subp_fx.data.spec import DataSpec
 from subp_fx.errors import CalibrationError
-
-CALIBRATION_SOURCES: tuple[str, ...] = ("fashion-mnist", "imagefolder", "synthetic")
+from subp_fx.quantize.precision import CALIBRATION_SOURCES
 
 
 def _positive_int(value, what: str) -> int:

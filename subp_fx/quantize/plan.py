@@ -1,6 +1,6 @@
 """``plan_int8``: which convs of an inference graph run in int8, and which tensors get quantised.
 
-A conv runs in int8 when the int8 kernel can compute it: a ``BlockSparseConv2d``, or an
+A conv runs in int8 when the int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32, or an
 ``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding, C_in a multiple of 4 (the
 kernel reads 4 input channels as one 32-bit word) and a 4-d input. Every other conv stays fp32,
 with the reason (depthwise / grouped, an RGB stem with C_in = 3, ...); linear layers are fp32.
@@ -24,6 +24,9 @@ from subp_fx.quantize.calibration import ActivationRanges
 from subp_fx.quantize.params import ActivationQuant
 
 INPUT_CHANNEL_GROUP = 4  # VNNI multiplies 4 uint8 x int8 pairs per 32-bit lane
+# The N (output channels per block) the int8 kernel takes: one or two vectors of int32 lanes per
+# pixel. Dense convs choose their own N (16); a SUBP layer's N is its model's.
+INT8_BLOCK_SIZES: tuple[int, ...] = (16, 32)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def _module_problem(conv: nn.Module) -> str | None:
             return f"{kind} (groups={conv.groups}); the int8 kernel computes groups=1 convs only"
         if conv.padding_mode != "zeros":
             return f"padding_mode={conv.padding_mode!r}; the int8 kernel pads with zeros only"
+    if isinstance(conv, BlockSparseConv2d) and conv.N not in INT8_BLOCK_SIZES:
+        return f"1x{conv.N} blocks; the int8 kernel takes N in {INT8_BLOCK_SIZES}"
     if tuple(conv.dilation) != (1, 1):
         return f"dilation={tuple(conv.dilation)}; the int8 kernel supports dilation 1 only"
     if explicit_padding(conv.padding, tuple(conv.kernel_size), tuple(conv.dilation)) is None:

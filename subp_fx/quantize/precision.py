@@ -1,4 +1,5 @@
-"""The numeric precisions a model can be compiled in: one registry, read by the API and the CLI.
+"""The numeric precisions a model can be compiled in, and int8's calibration sources: one registry
+each, read by the API and the CLI.
 
 Pure Python (no torch, no TVM), so the command line can validate ``--precision`` before it
 imports anything heavy.
@@ -12,6 +13,9 @@ from subp_fx.errors import ConfigError
 # weights (VNNI), calibrated; see subp_fx/quantize/README.md.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 DEFAULT_PRECISION = "fp32"
+# Where int8 calibration images come from (``calibration_data.calibration_batches``); here so the
+# command line can check ``--calibration-data`` before importing torch.
+CALIBRATION_SOURCES: tuple[str, ...] = ("fashion-mnist", "imagefolder", "synthetic")
 
 
 def check_precision(name: object) -> str:

@@ -8,7 +8,8 @@
   pytorch_model.pt            the same weights as a stock PyTorch model (SUBP convs -> nn.Conv2d
                               with the masked weight, batch norms unfolded): PyTorch's baselines
   subp_model.pt               the SUBP model itself, so `bench --batch` can recompile both builds
-  source.json                 where it came from: checkpoint or recipe, recipe, imposed sparsity
+  source.json                 where it came from: checkpoint or recipe, recipe, imposed sparsity,
+                              precision and calibration data (int8)
 It is built in a temporary sibling directory and renamed into place only when complete.
 """
 
@@ -27,6 +28,7 @@ import torch.fx as fx
 from subp_fx.errors import ConfigError
 from subp_fx.fileio import staged_directory
 from subp_fx.recipes.schema import Recipe, load_recipe
+from subp_fx.tools.calibration_spec import CalibrationSpec
 from subp_fx.train.checkpoint import load_trained
 
 if TYPE_CHECKING:
@@ -106,10 +108,14 @@ def compile_to_directory(
     tune_tiles: bool = False,
     tuning_log: str | Path | None = None,
     progress: Callable[[str], CompileProgress] | None = None,
+    precision: str = "fp32",
+    calibration: CalibrationSpec | None = None,
 ):
     """Compile ``source`` (and its dense twin) and write the artefact directory atomically.
     Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``. ``progress``:
-    makes the observer of each model's compile from its label (``SPARSE_LABEL``, ``DENSE_LABEL``)."""
+    makes the observer of each model's compile from its label (``SPARSE_LABEL``, ``DENSE_LABEL``).
+    ``precision`` / ``calibration``: both builds in that precision, calibrated on the same batches
+    (``CalibrationSpec``, required for int8), recorded in ``source.json``."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.passes import strip_masks
 
@@ -120,6 +126,10 @@ def compile_to_directory(
         )
     example = np.zeros(source.input_shape, dtype=np.float32)
     options = {"target": target, "threads": threads, "tune_tiles": tune_tiles, "tuning_log": tuning_log}
+    options["precision"] = precision
+    if calibration is not None:
+        options["calibration"] = calibration.batches_for(source.input_shape)
+        options["calibration_info"] = calibration.to_json()
     sparse = compile_model(
         source.model, example, **options, progress=progress(SPARSE_LABEL) if progress is not None else None
     )
@@ -142,6 +152,8 @@ def compile_to_directory(
                     "origin": source.origin,
                     "input_shape": list(source.input_shape),
                     "imposed_prune_rate": source.imposed_prune_rate,
+                    "precision": precision,
+                    "calibration": None if calibration is None else calibration.to_json(),
                     "recipe": source.recipe.model_dump(),
                 },
                 indent=2,

@@ -13,7 +13,16 @@ import numpy as np
 import torch
 
 from subp_fx.errors import ConfigError, SubpError
-from subp_fx.tools.artifact import DENSE_DIR, DENSE_LABEL, SPARSE_LABEL, SUBP_MODEL_FILE, load_pytorch_model
+from subp_fx.tools.artifact import (
+    DENSE_DIR,
+    DENSE_LABEL,
+    SPARSE_LABEL,
+    SUBP_MODEL_FILE,
+    load_pytorch_model,
+    read_source,
+)
+from subp_fx.tools.calibration import model_shaped_batches
+from subp_fx.tools.calibration_spec import CalibrationSpec
 
 if TYPE_CHECKING:
     from subp_fx.codegen.progress import CompileProgress
@@ -29,6 +38,7 @@ def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None, progre
     from subp_fx.codegen.api import load_compiled
 
     sparse = load_compiled(out_dir, threads=threads)
+    calibration = artefact_calibration(out_dir)
     has_dense = (out_dir / DENSE_DIR).is_dir()
     if batch is None or batch == sparse.input_shape[0]:
         return sparse, load_compiled(out_dir / DENSE_DIR, threads=sparse.threads) if has_dense else None
@@ -36,25 +46,29 @@ def _contenders_for_batch(out_dir: Path, batch: int, threads: int | None, progre
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     shape = (batch, *sparse.input_shape[1:])
     target, threads = sparse.manifest.target, sparse.threads
+    # The rebuilt pair keeps the artefact's precision, calibrated on the same batches.
+    options = {"target": target, "threads": threads, "precision": sparse.manifest.precision}
+    if calibration is not None:
+        options.update(calibration=calibration.batches_for(shape), calibration_info=calibration.to_json())
 
     def observer(label: str) -> CompileProgress | None:
         return progress(f"{label}, batch {batch}") if progress is not None else None
 
     rebuilt = compile_model(
-        load_pytorch_model(out_dir, SUBP_MODEL_FILE),
-        shape,
-        target=target,
-        threads=threads,
-        progress=observer(SPARSE_LABEL),
+        load_pytorch_model(out_dir, SUBP_MODEL_FILE), shape, **options, progress=observer(SPARSE_LABEL)
     )
     dense = (
-        compile_model(
-            load_pytorch_model(out_dir), shape, target=target, threads=threads, progress=observer(DENSE_LABEL)
-        )
+        compile_model(load_pytorch_model(out_dir), shape, **options, progress=observer(DENSE_LABEL))
         if has_dense
         else None
     )
     return rebuilt, dense
+
+
+def artefact_calibration(out_dir: Path) -> CalibrationSpec | None:
+    """The calibration an int8 artefact was compiled with (``source.json``), else None."""
+    recorded = read_source(out_dir).get("calibration")
+    return CalibrationSpec.from_json(recorded) if recorded else None
 
 
 SPARSE_NAME = "subp_sparse"
@@ -67,10 +81,15 @@ AGREEMENT_TOLERANCE = 1e-3
 # Contenders computing in bf16 or fp16 (OpenVINO's default on CPUs with avx512_bf16) keep 8 or 11
 # mantissa bits: their outputs are checked against this looser bound instead, and say so.
 REDUCED_PRECISION_TOLERANCE = 5e-2
+# int8 (ours and the int8 peers) against fp32 eager: per-tensor activation and per-channel weight
+# rounding left 1.4-2.0% of max |logit| on ResNet-18/50 (ONNX Runtime and OpenVINO int8 QDQ, this
+# project's measurement); an int8 build is checked against its fake-quant reference in the tests.
+INT8_TOLERANCE = 5e-2
 PRECISION_TOLERANCES = {
     "fp32": AGREEMENT_TOLERANCE,
     "bf16": REDUCED_PRECISION_TOLERANCE,
     "fp16": REDUCED_PRECISION_TOLERANCE,
+    "int8": INT8_TOLERANCE,
 }
 
 
@@ -102,7 +121,10 @@ BENCH_FIELDS = {
         "OpenVINO without a precision hint, as a user gets it: bf16 on CPUs with avx512_bf16 (absent where the "
         "default resolves to fp32, which openvino_fp32 already times)"
     ),
-    "precision": "contender -> the arithmetic it computed in (fp32, bf16, fp16)",
+    "precision": (
+        "contender -> the arithmetic it computed in (fp32, bf16, fp16, int8; an int8 peer that left some layers in "
+        "float says so, e.g. int8+fp32); our builds: the artefact's precision"
+    ),
     "peers_skipped": "peer engine -> why it was not run (not installed, or a duplicate of another column)",
     "macs_sparse / macs_dense": (
         "multiply-accumulates per batch actually executed by the sparse / dense build (kernel tables)"
@@ -219,7 +241,11 @@ def bench_compiled(
     label (as for ``compile_to_directory``).
 
     ``peers``: also time ONNX Runtime and OpenVINO on the same dense weights where installed
-    (``tools.peers``; each labelled with the precision it computed in, skipped with a note where absent)."""
+    (``tools.peers``; each labelled with the precision it computed in, skipped with a note where absent).
+
+    An int8 artefact: both our builds are int8; the int8 peers are quantised on the artefact's own
+    calibration batches (``source.json``), and the benchmark input is the first calibration
+    image(s) rather than noise, so that no contender is judged on values outside its ranges."""
     from subp_fx.tools.latency import TORCH_BASELINES, measure_interleaved
 
     out_dir = Path(out_dir)
@@ -227,7 +253,12 @@ def bench_compiled(
     threads = sparse.threads
     torch.set_num_threads(threads)
     shape = tuple(sparse.input_shape)
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    calibration = artefact_calibration(out_dir)
+    calibration_batches = calibration.batches_for(shape) if calibration is not None else None
+    if calibration_batches is not None:
+        example = torch.as_tensor(model_shaped_batches(calibration_batches, shape)[0])
+    else:
+        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     array = example.numpy()
     contenders = {SPARSE_NAME: lambda: sparse(array)}
     macs_sparse = sum(entry.macs for entry in sparse.kernel_table)
@@ -245,12 +276,13 @@ def bench_compiled(
         if peers:
             from subp_fx.tools.peers import peer_contenders
 
-            built = peer_contenders(reference, example, threads, Path(scratch))
+            built = peer_contenders(reference, example, threads, Path(scratch), calibration=calibration_batches)
             peers_skipped = built.skipped
             for name, peer in built.runs.items():
                 contenders[name] = peer.run
                 peer_precision[name] = peer.precision
-        precision = {name: peer_precision.get(name, "fp32") for name in contenders}  # ours and torch's: fp32
+        ours = {SPARSE_NAME: sparse.manifest.precision} | ({DENSE_NAME: dense.manifest.precision} if dense else {})
+        precision = {name: peer_precision.get(name, ours.get(name, "fp32")) for name in contenders}  # torch: fp32
         with torch.inference_mode():
             expected = reference(example)
         # one run each (copied: a runtime may reuse its output buffer), checked before any timing

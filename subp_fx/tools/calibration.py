@@ -1,9 +1,7 @@
-"""Calibration inputs for post-training int8 quantisation: whatever iterable of NCHW float batches
-the caller has, as float32 arrays of exactly the model's input shape.
-
-A model exported for one input shape (as the benchmark peers' ONNX files are) accepts only that
-shape, so the samples are regrouped into batches of the model's batch size. Nothing here imports an
-inference engine.
+"""Calibration inputs for the int8 peers: whatever iterable of NCHW float batches the caller has, as float32 arrays
+of exactly a model's input shape: a model exported for one input shape (as the benchmark peers'
+ONNX files are) accepts only that shape, so the samples are regrouped into batches of the model's
+batch size. Nothing here imports an inference engine.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ def _as_float_array(batch: object, index: int, shape: tuple[int, ...]) -> np.nda
     return array.astype(np.float32, copy=False)
 
 
-def calibration_batches(batches: Iterable[object], shape: Sequence[int]) -> list[np.ndarray]:
+def model_shaped_batches(batches: Iterable[object], shape: Sequence[int]) -> list[np.ndarray]:
     """The samples of ``batches`` (any iterable of NCHW float numpy arrays or torch tensors, any batch
     sizes) as contiguous float32 arrays of exactly ``shape`` (N, C, H, W), in order.
 

@@ -45,7 +45,8 @@ def evaluate_compiled(
 ) -> dict:
     """Top-1 / top-5 / loss of the compiled model on a validation set (the recipe's, unless
     ``kind`` / ``root`` say otherwise); with ``compare_pytorch`` also of the same weights in
-    PyTorch eager, and the largest logit difference between the two."""
+    PyTorch eager (fp32, whatever the artefact's precision: for an int8 artefact the difference is
+    what quantisation costs), and the largest logit difference between the two."""
     from subp_fx.codegen.api import load_compiled
     from subp_fx.train.metrics import RunningSums
 
@@ -65,7 +66,11 @@ def evaluate_compiled(
             reference_sums.add(float(criterion(expected, targets)), expected, targets)
             max_logit_diff = max(max_logit_diff, float((expected - logits).abs().max()))
             max_logit = max(max_logit, float(expected.abs().max()))
-    result = {"compiled": RunningSums.summary(sums.as_list()), "threads": compiled.threads}
+    result = {
+        "compiled": RunningSums.summary(sums.as_list()),
+        "threads": compiled.threads,
+        "precision": compiled.manifest.precision,
+    }
     if reference is not None:
         result["pytorch"] = RunningSums.summary(reference_sums.as_list())
         result["max_abs_logit_diff"] = max_logit_diff

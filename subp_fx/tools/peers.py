@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from subp_fx.tools.calibration import calibration_batches
+from subp_fx.tools.calibration import model_shaped_batches
 
 ONNX_OPSET = 17
 
@@ -75,7 +75,7 @@ def quantize_qdq(onnx_path: Path, calibration: list[np.ndarray], out_path: Path)
     ``quant_pre_process`` (symbolic shape inference, graph optimisation, ONNX shape inference), then
     ``quantize_static`` with per-channel symmetric int8 weights, per-tensor asymmetric uint8
     activations and MinMax ranges over ``calibration`` (arrays of the model's input shape, as
-    :func:`subp_fx.tools.calibration.calibration_batches` returns). The pre-processed model is
+    :func:`subp_fx.tools.calibration.model_shaped_batches` returns). The pre-processed model is
     written beside ``out_path``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -249,7 +249,7 @@ def peer_contenders(
 
     The int8 peers run one QDQ model quantised here from the fp32 export (:func:`quantize_qdq`) with
     ``calibration``: any iterable of NCHW float batches (numpy arrays or tensors) with ``example``'s
-    C, H and W (see :func:`subp_fx.tools.calibration.calibration_batches`, which refuses bad ones
+    C, H and W (see :func:`subp_fx.tools.calibration.model_shaped_batches`, which refuses bad ones
     with a DataError). Without ``calibration`` they are skipped with a note.
     """
     wanted = list(PEER_ENGINES) if engines is None else engines
@@ -273,7 +273,7 @@ def peer_contenders(
         return result
     onnx_path = export_onnx(model, example, Path(workdir) / "model.onnx")
     if any(PEER_ENGINES[name].int8 for name in wanted):
-        batches = calibration_batches(calibration, tuple(example.shape))
+        batches = model_shaped_batches(calibration, tuple(example.shape))
         started = time.perf_counter()
         qdq_path = quantize_qdq(onnx_path, batches, Path(workdir) / "model.int8.onnx")
         result.quantize_s = time.perf_counter() - started

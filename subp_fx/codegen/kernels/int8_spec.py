@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvGeometry
+from subp_fx.quantize.plan import INT8_BLOCK_SIZES  # one registry: the plan decides with it
 
 # Input channels per kept group: one 32-bit word of uint8 activations, one VNNI dot product.
 GROUP = 4
-INT8_BLOCK_SIZES = (16, 32)
 RESIDUAL_KINDS = ("none", "float32", "uint8")
 OUT_DTYPES = ("float32", "uint8")
 

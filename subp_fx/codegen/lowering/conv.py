@@ -28,7 +28,6 @@ import torch.nn as nn
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.layout import slice_channels_primfunc
 from subp_fx.codegen.kernels.packing import dense_as_block_sparse, grouped_as_block_sparse
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import cheapest_block_size
@@ -36,6 +35,8 @@ from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.lowering.int8 import DENSE_INT8_BLOCK_SIZE, emit_int8_conv
+from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 from subp_fx.codegen.lowering.weights import float32_array
 from subp_fx.codegen.runtime.kernel_table import DENSE, DEPTHWISE, GROUPED, SPARSE
 
@@ -87,12 +88,12 @@ def dense_block_size(out_channels: int) -> tuple[int, int]:
 
 def pack_dense(weight: np.ndarray, bias: np.ndarray | None, block_size: int | None = None) -> KernelWeights:
     """A dense (C_out, C_in, kh, kw) weight as K = C_in block-sparse weights (padded if needed),
-    in blocks of ``block_size`` output channels (default: :func:`dense_block_size`'s)."""
+    in blocks of ``block_size`` output channels (default: :func:`dense_block_size`'s; C_out is
+    padded up to a multiple of a given one)."""
     out_channels = weight.shape[0]
     N, padded = dense_block_size(out_channels)
     N = N if block_size is None else block_size
-    if padded % N != 0:
-        raise ValueError(f"block_size={N} does not divide the {padded} (padded) output channels")
+    padded = -(-padded // N) * N
     if padded != out_channels:
         weight = np.concatenate([weight, np.zeros((padded - out_channels, *weight.shape[1:]), np.float32)])
         bias = None if bias is None else np.concatenate([bias, np.zeros(padded - out_channels, np.float32)])
@@ -238,7 +239,10 @@ def _emit_block_sparse_kernel(
     weights: KernelWeights,
     layer: _KernelLayer,
 ) -> LoweredTensor:
-    """Call the block-sparse kernel on an NHWC feature map; returns the NHWC (sliced) output."""
+    """Call the block-sparse kernel on an NHWC feature map; returns the NHWC (sliced) output.
+    An int8 build's planned convs go to the int8 kernel instead (``lowering.int8``)."""
+    if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
+        return emit_int8_conv(ctx, node, weights, layer)
     epilogue: Epilogue = ctx.epilogue(node)
     batch, _, _, in_channels = data.stored_shape
     spec = _kernel_spec(
@@ -261,15 +265,7 @@ def _emit_block_sparse_kernel(
         arguments,
         spec.out_shape,
     )
-    if weights.padded_out_channels != weights.out_channels:
-        keep = weights.out_channels
-        output = ctx.program.call(
-            ("slice_channels", spec.out_shape, keep),
-            f"slice_channels_{spec.out_channels}to{keep}",
-            lambda: slice_channels_primfunc(spec.out_shape, keep, ctx.lanes),
-            [output],
-            (*spec.out_shape[:3], keep),
-        )
+    output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
     kh, kw = layer.kernel_size
     ctx.record_kernel(
         node,
@@ -325,6 +321,8 @@ def _emit_dense_kernel(
 ) -> LoweredTensor:
     """A dense (C_out, C_in, kh, kw) conv on the block-sparse kernel, with the
     :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
+    if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
+        return emit_int8_conv(ctx, node, pack_dense(weight, bias, DENSE_INT8_BLOCK_SIZE), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
     block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)

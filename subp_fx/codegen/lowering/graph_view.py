@@ -32,11 +32,16 @@ def canonical_order(rank: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class LoweredTensor:
     """A tensor of the compiled program: its Relax expression, its torch-order shape, and
-    ``order``: stored axis ``j`` is torch axis ``order[j]`` (None: :func:`canonical_order`)."""
+    ``order``: stored axis ``j`` is torch axis ``order[j]`` (None: :func:`canonical_order`).
+
+    ``dtype`` is how it is stored: ``"float32"``, or ``"uint8"`` for an int8 build's quantised
+    activations, whose ``quant`` (``quantize.ActivationQuant``) says what the bytes mean."""
 
     expr: Any  # relax.Expr
     shape: tuple[int, ...]
     order: tuple[int, ...] | None = None
+    dtype: str = "float32"
+    quant: Any = None
 
     @property
     def axis_order(self) -> tuple[int, ...]:

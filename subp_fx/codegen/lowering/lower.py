@@ -29,11 +29,12 @@ import tvm
 from tvm.target import Target
 
 from subp_fx.codegen.defaults import DEFAULT_TARGET
-from subp_fx.codegen.kernels.isa import vector_isa
+from subp_fx.codegen.kernels.isa import int8_path, vector_isa
 from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
@@ -43,6 +44,7 @@ from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import UnsupportedOpError
 from subp_fx.passes.trace import trace
+from subp_fx.quantize import ActivationRanges, plan_int8
 
 INPUT_LAYOUT = "NCHW"
 ACTIVATION_LAYOUT = "NHWC"
@@ -122,6 +124,8 @@ def _walk(ctx: LoweringContext, progress: CompileProgress) -> LoweredTensor:
             ctx.values[node] = rule_for(ctx.view, conv).lower(ctx, conv)
         elif node not in deferred:
             ctx.values[node] = rule_for(ctx.view, node).lower(ctx, node)
+        if node in ctx.values:
+            after_lowered(ctx, node)
     raise UnsupportedOpError("the model's graph has no output node; a traced forward returns one tensor")
 
 
@@ -132,6 +136,7 @@ def lower_graph(
     tune_tiles: bool = False,
     tuning_log: TuningLog | None = None,
     progress: CompileProgress | None = None,
+    activation_ranges: ActivationRanges | None = None,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
@@ -141,6 +146,8 @@ def lower_graph(
     tiling cost model's choice (slower to compile, sometimes faster to run); with a
     ``tuning_log`` the shapes it has are not timed again and new timings are added to it (in
     memory: the caller saves it). ``progress`` learns the node count and advances per node lowered.
+    ``activation_ranges`` (``quantize.calibrate`` on ``gm``) makes an int8 build: the convs
+    ``quantize.plan_int8`` picks run on the int8 kernel (``lowering.int8``).
     """
     target = target if isinstance(target, Target) else parse_target(target)
     traced = trace(gm)
@@ -154,6 +161,8 @@ def lower_graph(
         view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles, tuning_log=tuning_log
     )
     ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
+    if activation_ranges is not None:
+        ctx.int8 = Int8Lowering.build(view, plan_int8(traced, activation_ranges), ctx.epilogues, int8_path(target))
     with program.function():
         result = _walk(ctx, progress)
         program.finish(result.expr)

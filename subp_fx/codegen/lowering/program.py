@@ -65,10 +65,12 @@ class RelaxProgram:
         make: Callable[[], tirx.PrimFunc],
         arguments: list[relax.Expr],
         out_shape: tuple[int, ...],
+        out_dtype: str = DTYPE,
     ) -> relax.Var:
-        """Emit ``call_tir`` of the keyed kernel on ``arguments``; returns the output variable."""
+        """Emit ``call_tir`` of the keyed kernel on ``arguments``; returns the output variable
+        (``out_dtype``: float32, or uint8 for an int8 build's quantised activations)."""
         function = self.kernel(key, name, make)
-        return self._builder.emit(relax.call_tir(function, arguments, relax.TensorType(tuple(out_shape), DTYPE)))
+        return self._builder.emit(relax.call_tir(function, arguments, relax.TensorType(tuple(out_shape), out_dtype)))
 
     def reshape(self, value: relax.Expr, shape: tuple[int, ...]) -> relax.Var:
         """A reshape of a contiguous tensor: lowered by Relax to a view, no copy, no kernel."""

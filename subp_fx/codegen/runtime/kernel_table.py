@@ -42,6 +42,9 @@ class KernelEntry:
     tile: str
     epilogue: str
     dense_reason: str | None = None
+    # "fp32", or "int8/<path>": the int8 kernel and the instruction path it was built with
+    # (e.g. "int8/avx512-vnni"), chosen from the target.
+    precision: str = "fp32"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +64,7 @@ def epilogue_text(bias: bool, residual: bool, activation: str) -> str:
     return "+".join(parts) or "none"
 
 
-_COLUMNS = ("layer", "kind", "K/C_in", "kernel", "out", "N", "MMACs", "tile", "epilogue", "why dense")
+_COLUMNS = ("layer", "kind", "K/C_in", "kernel", "out", "N", "MMACs", "precision", "tile", "epilogue", "why dense")
 
 
 def _row(entry: KernelEntry) -> tuple[str, ...]:
@@ -74,6 +77,7 @@ def _row(entry: KernelEntry) -> tuple[str, ...]:
         f"{entry.out_channels}@{entry.out_hw[0]}x{entry.out_hw[1]}",
         "-" if entry.block_size is None else str(entry.block_size),
         f"{entry.macs / 1e6:.1f}",
+        entry.precision,
         entry.tile,
         entry.epilogue,
         entry.dense_reason or "",

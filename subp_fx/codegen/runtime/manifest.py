@@ -6,7 +6,9 @@ also useful to a human deciding whether an artefact fits a machine. Fields:
 - ``format`` / ``format_version``: ``"subp-fx-compiled"`` / 1;
 - ``library``, ``entry``: the shared library's file name and the VM function to call;
 - ``input_shape``, ``input_layout`` ("NCHW"), ``activation_layout`` ("NHWC", inside the model),
-  ``output_shape``, ``dtype`` ("float32");
+  ``output_shape``, ``dtype`` ("float32": the input and output; inside, see ``precision``);
+- ``precision``: what the convs compute in: ``"fp32"``, or ``"int8"`` (the eligible convs run on
+  int8 kernels; ``calibration`` then says which data set their activation ranges);
 - ``target``: the TVM target as a JSON object (``tvm.target.Target(target)`` rebuilds it);
 - ``threads``: the thread count the model was compiled (and tiles chosen) for;
 - ``kernels``: the per-layer kernel table (``KernelEntry.to_json``);
@@ -81,7 +83,6 @@ class GraphPassReport:
             f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
             f"{self.folded_pads} zero pad(s) folded into conv padding, "
             f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks",
-            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks, "
             f"{self.folded_shape_nodes} shape node(s) folded to constants, "
             f"{self.fused_channel_shuffles} channel shuffle(s) fused",
         ]
@@ -92,6 +93,16 @@ class GraphPassReport:
             )
             text += [f"  {name}: {why}" for name, why in self.unfolded_batchnorms.items()]
         return text
+
+
+def describe_calibration(calibration: dict[str, Any]) -> str:
+    """e.g. "128 images in 8 batch(es) from fashion-mnist" for a manifest's ``calibration``."""
+    images = calibration.get("calibrated_images", "?")
+    images = f"{images} images in {calibration.get('calibrated_batches', '?')} batch(es)"
+    source = calibration.get("source")
+    if source is None:
+        return images + " given by the caller"
+    return images + f" from {source}" + (f" {calibration['root']}" if calibration.get("root") else "")
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,8 @@ class Manifest:
     input_layout: str = "NCHW"
     activation_layout: str = "NHWC"
     dtype: str = "float32"
+    precision: str = "fp32"
+    calibration: dict[str, Any] | None = None
     library: str = LIBRARY_FILE
     entry: str = ENTRY_FUNCTION
 
@@ -122,6 +135,8 @@ class Manifest:
             "activation_layout": self.activation_layout,
             "output_shape": list(self.output_shape),
             "dtype": self.dtype,
+            "precision": self.precision,
+            "calibration": self.calibration,
             "target": self.target,
             "threads": self.threads,
             "kernels": [entry.to_json() for entry in self.kernels],
@@ -156,6 +171,8 @@ class Manifest:
                 input_layout=str(data.get("input_layout", "NCHW")),
                 activation_layout=str(data.get("activation_layout", "NHWC")),
                 dtype=str(data.get("dtype", "float32")),
+                precision=str(data.get("precision", "fp32")),
+                calibration=dict(data["calibration"]) if data.get("calibration") else None,
                 library=str(data.get("library", LIBRARY_FILE)),
                 entry=str(data.get("entry", ENTRY_FUNCTION)),
             )
@@ -163,8 +180,11 @@ class Manifest:
             raise ArtifactError(f"{source} is malformed: {type(error).__name__}: {error}") from None
 
     def report(self) -> str:
-        """The compile report: the kernel table, then what the graph passes did."""
-        return "\n".join([format_kernel_table(self.kernels), *self.graph_passes.lines()])
+        """The compile report: the precision, the kernel table, then what the graph passes did."""
+        calibration = "" if not self.calibration else f" (calibrated on {describe_calibration(self.calibration)})"
+        return "\n".join(
+            [f"precision: {self.precision}{calibration}", format_kernel_table(self.kernels), *self.graph_passes.lines()]
+        )
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

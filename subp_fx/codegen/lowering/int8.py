@@ -1,0 +1,229 @@
+"""The int8 part of a lowering: which tensors are stored as uint8, and the int8 conv calls.
+
+An int8 build follows ``quantize.plan_int8``'s plan (the eligible convs, and the activation
+parameters of every tensor that feeds one). Its semantics, which ``quantize.reference`` computes
+eagerly: each planned tensor is replaced, for *all* its uses, by its fake-quantised value; each
+int8 conv computes in integers from the uint8 input and int8 weights. How the lowering keeps to
+that while moving as few bytes as it can:
+
+- a planned tensor that an int8 conv's fused epilogue produces is *stored* uint8 (the kernel
+  re-quantises in its write-back) when every reader can read uint8: an int8 conv's data input,
+  or an int8 conv's residual (dequantised in that kernel's epilogue). In ResNets that is every
+  block's output: activations cross memory as bytes, a quarter of fp32's traffic;
+- any other planned tensor is produced in fp32 as in an fp32 build, then quantised once by a
+  ``quantize`` kernel for its int8 readers; if some reader needs fp32 (a pooling, an fp32
+  conv's residual, the output), that reader gets the dequantised copy, so every reader sees the
+  same fake-quantised value the reference computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch.fx as fx
+
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_int8_primfunc, int8_heuristic_tile
+from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec
+from subp_fx.codegen.kernels.isa import Int8Path
+from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc
+from subp_fx.codegen.lowering.fusion import Epilogue
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
+from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
+from subp_fx.quantize import ActivationQuant, Int8Plan, quantize_kernel_weights
+from subp_fx.quantize.plan import conv_input
+
+if TYPE_CHECKING:
+    from subp_fx.codegen.lowering.context import LoweringContext
+
+UINT8 = "uint8"
+FLOAT32 = "float32"
+
+
+def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, Epilogue]) -> bool:
+    """Whether every user of ``node`` reads it as uint8: an int8 conv's data, or the residual
+    of an int8 conv's fused epilogue."""
+    residual_of = {
+        absorbed: epilogue
+        for epilogue in epilogues.values()
+        if epilogue.residual is node and str(epilogue.conv.target) in plan.convs
+        for absorbed in epilogue.absorbed[:1]  # the add is the first node an epilogue absorbs
+    }
+    for user in node.users:
+        if user.op == "call_module" and str(user.target) in plan.convs and user.args[0] is node:
+            continue
+        if user in residual_of:
+            continue
+        return False
+    return True
+
+
+@dataclass
+class Int8Lowering:
+    """The plan, and the uint8 form of each planned tensor as it is lowered.
+
+    ``stored_uint8``: names of the nodes whose producer (an int8 conv's epilogue) writes uint8
+    directly; ``quantized``: node name -> its uint8 tensor; ``path``: the int8 kernels'
+    instruction path on this target (e.g. ``avx512-vnni``), for the kernel table.
+    """
+
+    plan: Int8Plan
+    stored_uint8: frozenset[str]
+    path: Int8Path
+    epilogues: dict[fx.Node, Epilogue]
+    quantized: dict[str, LoweredTensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, view: GraphView, plan: Int8Plan, epilogues: dict[fx.Node, Epilogue], path: Int8Path) -> Int8Lowering:
+        # The result node of each int8 conv call (its fused epilogue's last node, or the conv),
+        # where the kernel can store uint8: not when C_out is padded and sliced after the call.
+        results: dict[fx.Node, fx.Node] = {}
+        for node in view.nodes:
+            if node.op == "call_module" and str(node.target) in plan.convs:
+                if view.module(node).out_channels % DENSE_INT8_BLOCK_SIZE == 0:
+                    results[node] = node
+        for epilogue in epilogues.values():
+            if epilogue.conv in results:
+                del results[epilogue.conv]
+                results[epilogue.result_node] = epilogue.conv
+        stored = frozenset(
+            node.name
+            for node in results
+            if node.name in plan.activations and _uint8_readers_only(node, plan, epilogues)
+        )
+        return cls(plan, stored, path, epilogues)
+
+    def is_int8_conv(self, node: fx.Node) -> bool:
+        return node.op == "call_module" and str(node.target) in self.plan.convs
+
+
+# N of a dense conv run on the int8 kernel (C_out padded up to a multiple of it when needed): one
+# zmm of int32 lanes per pixel on AVX-512, two ymm on AVX2.
+DENSE_INT8_BLOCK_SIZE = 16
+
+
+def quant_params(quant: ActivationQuant) -> np.ndarray:
+    """The (2,) float32 [scale, zero_point] buffer the int8 kernels read."""
+    return np.array([quant.scale, quant.zero_point], dtype=np.float32)
+
+
+def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:
+    """Once ``node`` is lowered: if it is a planned tensor produced in fp32, quantise it once
+    for its int8 readers, and give its fp32 readers (if any) the dequantised copy, so that
+    every reader sees the fake-quantised value (the module docstring)."""
+    int8: Int8Lowering | None = ctx.int8
+    if int8 is None or node.name not in int8.plan.activations:
+        return
+    value = ctx.values[node]
+    quant = int8.plan.activations[node.name]
+    if value.dtype == UINT8:
+        int8.quantized[node.name] = value
+        return
+    feature = ctx.tensor(node)
+    shape = feature.stored_shape
+    size = "x".join(map(str, shape))
+    params = ctx.program.constant(quant_params(quant))
+    quantized = ctx.program.call(
+        ("quantize", shape), f"quantize_{size}", lambda: quantize_primfunc(shape), [feature.expr, params], shape, UINT8
+    )
+    int8.quantized[node.name] = LoweredTensor(quantized, feature.shape, dtype=UINT8, quant=quant)
+    if not _uint8_readers_only(node, int8.plan, int8.epilogues):
+        restored = ctx.program.call(
+            ("dequantize", shape), f"dequantize_{size}", lambda: dequantize_primfunc(shape), [quantized, params], shape
+        )
+        ctx.values[node] = LoweredTensor(restored, feature.shape)
+
+
+def _kernel_name(spec: Int8ConvSpec, kind: str) -> str:
+    kh, kw = spec.kernel_size
+    parts = [f"{kind}_int8", f"conv{kh}x{kw}s{spec.stride[0]}", f"b{spec.batch}", f"{spec.height}x{spec.width}"]
+    parts += [f"{spec.in_channels}to{spec.out_channels}", f"G{spec.kept_groups}N{spec.block_size}"]
+    parts += [f"residual_{spec.residual}"] * (spec.residual != "none")
+    parts += [spec.activation] * (spec.activation != "none")
+    parts += ["u8out"] * (spec.out_dtype == UINT8)
+    return "_".join(parts)
+
+
+def emit_int8_conv(ctx: LoweringContext, node: fx.Node, weights, layer) -> LoweredTensor:
+    """``node`` (an int8 conv of the plan) on the int8 kernel: ``weights`` are its fp32
+    ``conv.KernelWeights`` (sparse, or dense with K = C_in), quantised here
+    (``quantize.quantize_kernel_weights``); ``layer`` its ``conv._KernelLayer``. Reads the
+    uint8 form of its input and, for a fused residual, of the residual when there is one;
+    stores uint8 when the plan's storage says so (:class:`Int8Lowering`)."""
+    int8: Int8Lowering = ctx.int8
+    program = ctx.program
+    epilogue: Epilogue = ctx.epilogue(node)
+    data = int8.quantized[conv_input(node).name]
+    batch, height, width, in_channels = data.stored_shape
+    packed = quantize_kernel_weights(weights.values, weights.indices, weights.bias, in_channels, data.quant)
+    residual_kind, residual_arguments = "none", []
+    if epilogue.residual is not None:
+        residual = int8.quantized.get(epilogue.residual.name)
+        if residual is not None:
+            residual_kind = UINT8
+            residual_arguments = [residual.expr, program.constant(quant_params(residual.quant))]
+        else:
+            residual_kind, residual_arguments = FLOAT32, [ctx.tensor(epilogue.residual).expr]
+    result = epilogue.result_node
+    out_dtype = UINT8 if result.name in int8.stored_uint8 else FLOAT32
+    spec = Int8ConvSpec(
+        batch=batch,
+        height=height,
+        width=width,
+        in_channels=in_channels,
+        out_channels=weights.padded_out_channels,
+        block_size=weights.block_size,
+        kept_groups=packed.values.shape[1],
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        input_zero_point=int(data.quant.zero_point),
+        residual=residual_kind,
+        activation=epilogue.activation,
+        out_dtype=out_dtype,
+    )
+    tile = int8_heuristic_tile(spec, int8.path)
+    arguments = [data.expr] + [
+        program.constant(array) for array in (packed.values, packed.group_starts, packed.scale, packed.bias)
+    ]
+    arguments += residual_arguments
+    out_quant = int8.plan.activations[result.name] if out_dtype == UINT8 else None
+    arguments += [program.constant(quant_params(out_quant))] if out_quant is not None else []
+    key = ("block_sparse_conv2d_int8", spec, tile, int8.path.name)
+    output = program.call(
+        key,
+        _kernel_name(spec, layer.kind),
+        lambda: block_sparse_conv2d_int8_primfunc(spec, tile, int8.path),
+        arguments,
+        spec.out_shape,
+        out_dtype,
+    )
+    output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
+    kh, kw = layer.kernel_size
+    kept = spec.kept_groups * 4
+    ctx.record_kernel(
+        node,
+        key,
+        bias=True,
+        residual=residual_kind != "none",
+        activation=spec.activation,
+        kind=layer.kind,
+        op="conv2d",
+        in_channels=in_channels,
+        kept_per_row=kept,
+        out_channels=weights.out_channels,
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        out_hw=(spec.out_height, spec.out_width),
+        block_size=spec.block_size,
+        macs=batch * spec.out_height * spec.out_width * weights.out_channels * kept * kh * kw,
+        tile=f"1x{tile.cols}px {tile.parallel}",
+        dense_reason=layer.dense_reason,
+        precision=f"int8/{int8.path.name}" + ("->u8" if out_dtype == UINT8 else ""),
+    )
+    shape = (batch, weights.out_channels, spec.out_height, spec.out_width)
+    return LoweredTensor(output, shape, dtype=out_dtype, quant=out_quant)
+
+
+__all__ = ["DENSE_INT8_BLOCK_SIZE", "UINT8", "Int8Lowering", "after_lowered", "emit_int8_conv", "quant_params"]
