@@ -194,3 +194,74 @@ class TimmStyleNet(nn.Module):
         x = self.conv(x) + x
         x = self.fuse(self.up(x))
         return self.head(x.mean((2, 3)).reshape(x.size(0), -1))
+
+
+# Layers in timm's style: subclasses of torch.nn layers with a forward of their own, which
+# torch.fx traces into (functional calls on get_attr weights), and a net built from them.
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's norm + act layer: a shape assert, F.batch_norm on its own buffers, then the act."""
+
+    def __init__(self, channels: int, act: type[nn.Module] = nn.SiLU, eps: float = 1e-3, affine: bool = True):
+        super().__init__(channels, eps=eps, affine=affine)
+        self.act = act()
+
+    def forward(self, x):
+        torch._assert(x.ndim == 4, "expected a 4-d input")
+        x = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+        )
+        return self.act(x)
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm's Conv2dSame: TF "same" padding computed from the input size, then F.conv2d."""
+
+    def forward(self, x):
+        x = same_padding(x, self.kernel_size[0], self.stride[0])
+        return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
+
+
+class ConvTorchSame(nn.Conv2d):
+    """F.conv2d with torch's own padding='same' (stride 1; an even kernel pads one side more)."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, 1, "same", self.dilation, self.groups)
+
+
+class Linear(nn.Linear):
+    """timm's Linear: F.linear on its own weights."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class TimmNormActNet(nn.Module):
+    """A MobileNetV3 / EfficientNet-like net of timm-style layers: stride-2 "same" convs (asymmetric
+    pads), a stride-1 one (symmetric pad), a depthwise conv, an even-kernel conv with torch's
+    padding='same', batch norm + act layers, squeeze-excite on x.mean((2, 3), keepdim=True), a
+    residual, a mean pool and a functional Linear head. fx cannot trace it symbolically (the
+    "same" padding does Python arithmetic on x.shape)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = Conv2dSame(3, 16, 3, stride=2, bias=False)
+        self.bn1 = BatchNormAct2d(16)
+        self.dw = Conv2dSame(16, 16, 3, groups=16, bias=False)
+        self.bn2 = BatchNormAct2d(16, act=nn.Hardswish)
+        self.se = SqueezeExcite(16)
+        self.pw = nn.Conv2d(16, 32, 1, bias=False)
+        self.bn3 = BatchNormAct2d(32, act=nn.Identity)
+        self.down = Conv2dSame(32, 32, 3, stride=2, bias=False)
+        self.bn4 = BatchNormAct2d(32, act=nn.ReLU)
+        self.even = ConvTorchSame(32, 32, 2)
+        self.head = Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.bn1(self.stem(x))
+        x = self.pw(self.se(self.bn2(self.dw(x))))
+        x = self.bn3(x)
+        x = self.bn4(self.down(x))
+        x = torch.relu(self.even(x)) + x
+        return self.head(torch.flatten(x.mean((2, 3), keepdim=True), 1))

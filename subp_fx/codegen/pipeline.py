@@ -4,14 +4,15 @@ target, ``target.compile_target``, before any other work):
 0. ``capture``: ``passes.capture.capture_for_compile``: torch.fx ``symbolic_trace``, or, for a
    forward it cannot follow (Python logic on shapes), a concrete trace on the example input,
    exact for the compiled (static) input shape;
-1. ``fold``: ``passes.fold_batchnorm`` merges each eval-mode batch norm into its conv, then
-   ``passes.fold_layer_scale`` each constant per-channel multiply (ConvNeXt's layer scale) into
-   the layer feeding it, and ``passes.fold_pad`` each symmetric zero pad feeding a conv into
-   that conv's padding;
-2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``;
-   then, for the one static input shape compiled for, ``passes.fold_static_shapes`` makes every
-   Python value computed from shapes (``x.size(0)``, ``c // groups``) a constant, and
-   ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
+1. ``fold``: for the one static input shape compiled for, ``passes.fold_static_shapes`` makes
+   every Python value computed from shapes (``x.size(0)``, ``c // groups``, ``x.ndim == 4``
+   asserts) a constant; ``passes.modularize_functional`` makes each ``F.batch_norm`` /
+   ``F.conv2d`` / ``F.linear`` on the model's own weights (layers fx traced into: timm's
+   ``BatchNormAct2d``, ``Conv2dSame``, ``Linear``) a ``nn.BatchNorm2d`` / ``nn.Conv2d`` /
+   ``nn.Linear`` call; then ``passes.fold_batchnorm`` merges each eval-mode batch norm into its
+   conv, and ``passes.fold_pad`` each symmetric zero pad feeding a conv into that conv's padding;
+2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``,
+   then ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
 2b. ``calibrate`` (``precision="int8"`` only): ``quantize.calibrate`` runs that graph in PyTorch
    on the calibration batches and records every tensor's range; the lowering then plans
    (``quantize.plan_int8``) which convs run on int8 kernels and which tensors are stored as
@@ -71,6 +72,11 @@ from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fo
 from subp_fx.passes.fold_pad import FOLDED_PADS_META_KEY, fold_zero_pads
 from subp_fx.passes.fold_static_shapes import FOLDED_SHAPES_META_KEY, fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import FUSED_SHUFFLES_META_KEY, fuse_channel_shuffles
+from subp_fx.passes.modularize_functional import (
+    LEFT_FUNCTIONAL_META_KEY,
+    MODULARIZED_META_KEY,
+    modularize_functional,
+)
 from subp_fx.quantize import calibrate, check_precision
 
 # The Relax ops our lowering emits; anything else reaching the build is a lowering bug.
@@ -151,11 +157,14 @@ def inference_graph(model, example_input: Any, capture: str = "auto") -> Inferen
     example = _example_tensor(example_input)
     shape = tuple(example.shape)
     captured = capture_for_compile(model, example, method=capture)
-    folded = fold_batchnorm(captured.model)
+    # Shapes first: a shape assert reading a conv's output (timm's norm layers check x.ndim)
+    # would otherwise be a second user of that output and keep its batch norm from folding.
+    static = fold_static_shapes(captured.model, shape)
+    modular = modularize_functional(static, shape)
+    folded = fold_batchnorm(modular)
     unpadded = fold_zero_pads(folded)
     converted = convert(unpadded)
-    static = fold_static_shapes(converted, shape)
-    shuffled = fuse_channel_shuffles(static, shape)
+    shuffled = fuse_channel_shuffles(converted, shape)
     report = GraphPassReport(
         folded_batchnorms=len(folded.meta[FOLDED_META_KEY]),
         unfolded_batchnorms=dict(folded.meta[UNFOLDED_META_KEY]),
@@ -165,6 +174,8 @@ def inference_graph(model, example_input: Any, capture: str = "auto") -> Inferen
         folded_pads=len(unpadded.meta[FOLDED_PADS_META_KEY]),
         folded_shape_nodes=static.meta[FOLDED_SHAPES_META_KEY],
         fused_channel_shuffles=shuffled.meta[FUSED_SHUFFLES_META_KEY],
+        modularized_calls=len(modular.meta[MODULARIZED_META_KEY]),
+        functional_left=dict(modular.meta[LEFT_FUNCTIONAL_META_KEY]),
     )
     return InferenceGraph(shuffled, report)
 

@@ -8,6 +8,7 @@ from subp_fx.passes.fold_layer_scale import fold_layer_scale
 from subp_fx.passes.fold_static_shapes import fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import fuse_channel_shuffles
 from subp_fx.passes.impose_random_masks import impose_random_masks
+from subp_fx.passes.modularize_functional import modularize_functional
 from subp_fx.passes.prepare import prepare, subp_modules
 from subp_fx.passes.select import ConvDecision, select_convs
 from subp_fx.passes.strip_masks import strip_masks
@@ -34,5 +35,6 @@ __all__ = [
     "fold_static_shapes",
     "fuse_channel_shuffles",
     "impose_random_masks",
+    "modularize_functional",
     "strip_masks",
 ]

@@ -102,9 +102,14 @@ def test_build_runs_the_pinned_passes_to_a_working_executable():
 
 
 def test_graph_pass_report_round_trips_through_the_manifest():
-    manifest = Manifest((1, 3, 8, 8), (1, 4), {"kind": "llvm"}, 1, graph_passes=GraphPassReport(2, {"bn": "why"}, 3))
+    passes = GraphPassReport(2, {"bn": "why"}, 3, modularized_calls=4, functional_left={"conv2d": "a reason"})
+    manifest = Manifest((1, 3, 8, 8), (1, 4), {"kind": "llvm"}, 1, graph_passes=passes)
     again = Manifest.from_json(manifest.to_json(), "test")
     assert again.graph_passes == manifest.graph_passes
+    lines = passes.lines()
+    assert "4 functional batch norm / conv / linear call(s) made module calls" in lines[1]
+    assert "1 functional batch norm / conv / linear call(s) left as they are:" in lines
+    assert "  conv2d: a reason" in lines
     assert Manifest.from_json(
         {k: v for k, v in manifest.to_json().items() if k != "graph_passes"}, "old"
     ).graph_passes == (GraphPassReport())

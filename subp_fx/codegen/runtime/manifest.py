@@ -12,9 +12,10 @@ also useful to a human deciding whether an artefact fits a machine. Fields:
 - ``target``: the TVM target as a JSON object (``tvm.target.Target(target)`` rebuilds it);
 - ``threads``: the thread count the model was compiled (and tiles chosen) for;
 - ``kernels``: the per-layer kernel table (``KernelEntry.to_json``);
-- ``graph_passes``: what the graph passes did before lowering: batch norms folded, those left
-  unfolded with the reason (they run as a separate per-channel kernel), SUBP convs converted,
-  shape nodes folded to constants, channel shuffles fused;
+- ``graph_passes``: what the graph passes did before lowering: functional batch norms / convs /
+  linears made module calls and those left with the reason, batch norms folded, those left unfolded with
+  the reason (they run as a separate per-channel kernel), SUBP convs converted, shape nodes folded
+  to constants, channel shuffles fused;
 - ``tvm_version``, ``subp_fx_version``, ``compile_seconds``.
 
 Pure Python (json), no TVM.
@@ -39,9 +40,9 @@ ENTRY_FUNCTION = "main"
 
 @dataclass(frozen=True)
 class GraphPassReport:
-    """How the model was captured (``passes.capture``: method and why) and what ``fold_batchnorm``,
-    ``fold_zero_pads``, ``convert``, ``fold_static_shapes`` and ``fuse_channel_shuffles`` did to it
-    before it was lowered."""
+    """How the model was captured (``passes.capture``: method and why) and what
+    ``fold_static_shapes``, ``modularize_functional``, ``fold_batchnorm``, ``fold_zero_pads``,
+    ``convert`` and ``fuse_channel_shuffles`` did to it before it was lowered."""
 
     folded_batchnorms: int = 0
     unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
@@ -51,6 +52,8 @@ class GraphPassReport:
     folded_pads: int = 0
     folded_shape_nodes: int = 0
     fused_channel_shuffles: int = 0
+    modularized_calls: int = 0
+    functional_left: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,8 @@ class GraphPassReport:
             "folded_pads": self.folded_pads,
             "folded_shape_nodes": self.folded_shape_nodes,
             "fused_channel_shuffles": self.fused_channel_shuffles,
+            "modularized_calls": self.modularized_calls,
+            "functional_left": dict(self.functional_left),
         }
 
     @classmethod
@@ -75,17 +80,23 @@ class GraphPassReport:
             folded_pads=int(data.get("folded_pads", 0)),
             folded_shape_nodes=int(data.get("folded_shape_nodes", 0)),
             fused_channel_shuffles=int(data.get("fused_channel_shuffles", 0)),
+            modularized_calls=int(data.get("modularized_calls", 0)),
+            functional_left={str(name): str(why) for name, why in data.get("functional_left", {}).items()},
         )
 
     def lines(self) -> list[str]:
         text = [
             f"capture: {self.capture}" + (f" ({self.capture_reason})" if self.capture_reason else ""),
-            f"graph passes: {self.folded_batchnorms} batch norm(s) folded into their convs, "
+            f"graph passes: {self.folded_shape_nodes} shape node(s) folded to constants, "
+            f"{self.modularized_calls} functional batch norm / conv / linear call(s) made module calls, "
+            f"{self.folded_batchnorms} batch norm(s) folded into their convs, "
             f"{self.folded_pads} zero pad(s) folded into conv padding, "
-            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks",
-            f"{self.folded_shape_nodes} shape node(s) folded to constants, "
+            f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks, "
             f"{self.fused_channel_shuffles} channel shuffle(s) fused",
         ]
+        if self.functional_left:
+            text.append(f"{len(self.functional_left)} functional batch norm / conv / linear call(s) left as they are:")
+            text += [f"  {name}: {why}" for name, why in self.functional_left.items()]
         if self.unfolded_batchnorms:
             text.append(
                 f"{len(self.unfolded_batchnorms)} batch norm(s) left unfolded (each runs as its own "

@@ -16,7 +16,7 @@ from subp_fx.codegen.pipeline import compile  # noqa: E402
 from subp_fx.errors import UnsupportedOpError  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 from tests.codegen.lowering.test_more_ops import RELATIVE_TOLERANCE, _check  # noqa: E402
-from tests.toy_models import TimmStyleNet, randomise_batchnorms  # noqa: E402
+from tests.toy_models import TimmNormActNet, TimmStyleNet, randomise_batchnorms  # noqa: E402
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -33,6 +33,28 @@ def test_untraceable_timm_style_model_compiles_sparse_and_matches_eager(batch):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = sparse(x).numpy()
+    got = compiled(x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_timm_style_norm_act_and_same_conv_layers_compile_folded_and_match_eager(sparse):
+    torch.manual_seed(0)
+    model = randomise_batchnorms(TimmNormActNet())
+    if sparse:
+        model = impose_random_masks(model, 0.5, 16).eval()
+    shape = (2, 3, 16, 16)
+    compiled = compile(model, shape, threads=1)
+    passes = compiled.manifest.graph_passes
+    # 4 BatchNormAct2d, 3 Conv2dSame, 1 padding='same' conv, 1 Linear; every batch norm folded, the
+    # depthwise conv's symmetric "same" pad folded (the stride-2 ones pad one side: the pad kernel).
+    assert passes.modularized_calls == 9 and passes.functional_left == {}
+    assert passes.folded_batchnorms == 4 and passes.unfolded_batchnorms == {} and passes.folded_pads == 1
+    assert passes.converted_convs == (2 if sparse else 0)  # pw and the SE's expand (the others N=16 cannot block)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x).numpy()
     got = compiled(x)
     np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
 
