@@ -1,6 +1,6 @@
 """Markdown tables of `bench_compiled` results, shared by the benchmark scripts: one column per
 contender with its precision in the header, and the ratios users ask about (sparse vs the fastest
-fp32 dense engine, our dense build vs it, the FLOP-ratio ideal)."""
+dense engine of the same precision as ours, our dense build vs it, the FLOP-ratio ideal)."""
 
 from __future__ import annotations
 
@@ -26,44 +26,54 @@ TITLES = {
 }
 
 
-def best_fp32_peer(result: dict) -> tuple[str, float] | None:
-    """(name, median ms) of the fastest dense engine that is not ours and computes in fp32."""
-    precision = result.get("precision", {})
+def our_precision(result: dict) -> str:
+    return result.get("precision", {}).get("subp_sparse", "fp32")
+
+
+def best_peer(result: dict, precision: str | None = None) -> tuple[str, float] | None:
+    """(name, median ms) of the fastest dense engine that is not ours and computes in ``precision``
+    (default: the precision our sparse build computed in)."""
+    wanted = our_precision(result) if precision is None else precision
+    computed = result.get("precision", {})
     peers = [
         (name, r["median_ms"])
         for name, r in result["results"].items()
-        if name not in OURS and precision.get(name, "fp32") == "fp32"
+        if name not in OURS and computed.get(name, "fp32") == wanted
     ]
     return min(peers, key=lambda pair: pair[1]) if peers else None
 
 
 def reduced_precision_columns(rows: list[dict]) -> list[str]:
-    """Contenders of any row that computed in another precision than fp32 (OpenVINO's bf16 default)."""
+    """Contenders of any row that computed in another precision than fp32 (OpenVINO's bf16
+    default, the int8 peers), ours excepted (they have their own columns)."""
     names = []
     for row in rows:
         for name, precision in row.get("precision", {}).items():
-            if precision != "fp32" and name not in names:
+            if precision != "fp32" and name not in names and name not in OURS:
                 names.append(name)
     return names
+
+
+def _column_precision(rows: list[dict], name: str) -> str:
+    seen = {row.get("precision", {}).get(name, "fp32") for row in rows if name in row["results"]}
+    return "/".join(sorted(seen)) or "fp32"
 
 
 def latency_table(rows: list[dict], label: str, label_of) -> str:
     """One line per result: ``label_of(row)`` in the first column (titled ``label``), then medians."""
     extra = reduced_precision_columns(rows)
     columns = [*COLUMNS, *extra]
-    titles = [
-        f"{TITLES.get(name, name)} ({'fp32' if name in COLUMNS else name.rsplit('_', 1)[-1]})" for name in columns
-    ]
+    titles = [f"{TITLES.get(name, name)} ({_column_precision(rows, name)})" for name in columns]
     lines = [
         f"| {label} | batch | threads | "
         + " | ".join(titles)
-        + " | fastest fp32 peer | sparse vs it | our dense vs it | sparse vs our dense | FLOP ideal |",
+        + " | fastest peer in our precision | sparse vs it | our dense vs it | sparse vs our dense | FLOP ideal |",
         "|" + "---|" * (len(columns) + 8),
     ]
     for row in rows:
         results = row["results"]
         cells = [f"{results[name]['median_ms']:.2f}" if name in results else "-" for name in columns]
-        best = best_fp32_peer(row)
+        best = best_peer(row)
         sparse = results["subp_sparse"]["median_ms"]
         dense = results.get("subp_dense", {}).get("median_ms")
         if best:

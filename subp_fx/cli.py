@@ -298,6 +298,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from subp_fx.codegen.api import load_compiled
+    from subp_fx.codegen.runtime.profile import format_profile, profile_model
+    from subp_fx.tools.artifact import DENSE_DIR
+
+    check_output_file(args.json, "--json", "nothing was profiled")
+    directory = Path(args.artefact) / DENSE_DIR if args.dense else Path(args.artefact)
+    compiled = load_compiled(directory, threads=args.threads)
+    profile = profile_model(compiled, runs=args.runs)
+    print(f"{directory} ({compiled.manifest.precision}, {compiled.threads} threads, input {compiled.input_shape})")
+    print(format_profile(profile, top=args.top))
+    if args.json:
+        _write_json(args.json, profile.to_json())
+    return 0
+
+
 def _add_quiet_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-q",
@@ -450,6 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--explain", action="store_true", help="print what every JSON field means and exit")
     _add_quiet_argument(bench)
     bench.set_defaults(handler=_cmd_bench)
+
+    profile = commands.add_parser(
+        "profile", help="where a compiled model's time goes: every kernel call timed inside a real run"
+    )
+    profile.add_argument("artefact", help="directory written by `subp-fx compile`")
+    profile.add_argument("--dense", action="store_true", help="profile the artefact's dense build instead")
+    profile.add_argument("--threads", type=_positive_int, help="TVM runtime threads (default: the artefact's)")
+    profile.add_argument("--runs", type=_positive_int, default=20, help="timed runs, medians reported (default 20)")
+    profile.add_argument("--top", type=_positive_int, help="only the K slowest calls (default: every call, in order)")
+    profile.add_argument("--json", metavar="FILE", help="write every call and the totals as JSON")
+    profile.set_defaults(handler=_cmd_profile)
     return parser
 
 

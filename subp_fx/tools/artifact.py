@@ -60,11 +60,17 @@ def _is_recipe(path: Path) -> bool:
 
 
 def load_compile_source(
-    source: str, batch: int = 1, image_size: int | None = None, impose_sparsity: float | None = None, seed: int = 0
+    source: str,
+    batch: int = 1,
+    image_size: int | None = None,
+    impose_sparsity: float | None = None,
+    seed: int = 0,
+    recipe_overrides: tuple[str, ...] = (),
 ) -> CompileSource:
     """A checkpoint (trained masks) or a recipe (random weights; random uniform masks at the
     recipe's prune rate, or at ``impose_sparsity``) as an eval-mode GraphModule to compile.
-    Weights and masks drawn for a recipe depend only on ``seed``."""
+    Weights and masks drawn for a recipe depend only on ``seed``. ``recipe_overrides``: ``--set``
+    style assignments applied to a recipe (e.g. ``sparsity.input_group=4``)."""
     from subp_fx.passes import impose_random_masks, prepare
     from subp_fx.recipes.model import nominal_input_shape, recipe_model
 
@@ -79,7 +85,7 @@ def load_compile_source(
     if image_size is not None and image_size < 8:
         raise ConfigError(f"--image-size must be >= 8, got {image_size}")
     if _is_recipe(path):
-        recipe = load_recipe(path)
+        recipe = load_recipe(path, recipe_overrides)
         # The same command must give the same artefact: the random weights come from ``seed`` too.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -43,10 +43,22 @@ def test_invalid_parameters_are_refused_naming_the_field(scale, zero_point, matc
 def test_quantize_rounds_half_to_even_and_saturates():
     quant = ActivationQuant(0.5, 10)
     x = torch.tensor([0.25, 0.75, -0.25, -0.75, 1000.0, -1000.0])
-    # x / 0.5 = 0.5 -> 0, 1.5 -> 2, -0.5 -> -0, -1.5 -> -2; then + 10 and clamp to [0, 255]
+    # x * 2 = 0.5 -> 0, 1.5 -> 2, -0.5 -> -0, -1.5 -> -2; then + 10 and clamp to [0, 255]
     assert quant.quantize(x).tolist() == [10, 12, 10, 8, 255, 0]
     assert quant.quantize(x).dtype == torch.uint8
     assert quant.quantize(x.numpy()).tolist() == [10, 12, 10, 8, 255, 0]
+
+
+def test_quantize_multiplies_by_the_float32_reciprocal():
+    # For these two values x * float32(1/s) and x / s round to different codes (found by search):
+    # the kernels multiply, so the reference must too.
+    quant = ActivationQuant(float(np.float32(3 / 255)), 0)
+    x = np.array([2.8058825, 0.7235294], dtype=np.float32)
+    divided = np.rint(x / np.float32(quant.scale))
+    multiplied = np.rint(x * (np.float32(1) / np.float32(quant.scale)))
+    assert (divided != multiplied).all()
+    np.testing.assert_array_equal(quant.quantize(x), multiplied.astype(np.uint8))
+    np.testing.assert_array_equal(quant.quantize(torch.from_numpy(x)).numpy(), multiplied.astype(np.uint8))
 
 
 def test_torch_and_numpy_agree_and_fake_quant_is_within_half_a_step():

@@ -61,6 +61,7 @@ from subp_fx.codegen.kernels.int8_spec import GROUP, Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path, int8_path
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, guarded_bounds
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PARALLEL_PIXELS
+from subp_fx.codegen.kernels.quantize import quantization_level, to_uint8
 from subp_fx.codegen.kernels.spec import ConvTile
 from subp_fx.codegen.kernels.tiling import preferred_parallel
 
@@ -179,10 +180,7 @@ class _Builder:
         value = activations.expression(spec.activation)(value)
         if spec.out_dtype == "uint8":
             params = buffers["out_params"]
-            # Divide (not multiply by a reciprocal) and round half to even, as torch's quantize.
-            level = tirx.nearbyint(value / params[0]) + params[1]
-            level = tirx.min(tirx.max(level, tirx.const(0.0, FLOAT)), tirx.const(255.0, FLOAT))
-            value = tirx.Cast("uint8", level)
+            value = to_uint8(quantization_level(value, params))
         return value
 
     def _write_back(self, b, r, oh, ow0, cols: int, acc) -> list[tirx.Stmt]:

@@ -7,7 +7,7 @@ The arithmetic (fixed; the torch side's calibration and packing produce exactly 
     y   = float32(acc) * scale[co] + bias[co]           (the zero-point correction is folded into bias)
     y   = y + residual                                   (fp32, or uint8 dequantised: (float32(q) - zp_r) * s_r)
     y   = act(y)
-    out = y  (float32)   or   clamp(nearbyint(y / s_out) + zp_out, 0, 255)  (uint8, round half to even)
+    out = y  (float32)   or   clamp(rint(y * float32(1 / s_out)) + zp_out, 0, 255)  (uint8, ties to even)
 
 ``data`` is uint8 NHWC with a per-tensor zero point (padding reads it, so padded taps add
 ``zp_x * w``, which the folded bias cancels); ``values`` int8 (R, Kg, kh, kw, N, 4): each block-row

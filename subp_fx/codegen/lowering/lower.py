@@ -19,6 +19,7 @@ reason) and what is supported, before anything is built.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -168,7 +169,8 @@ def lower_graph(
         program.finish(result.expr)
     # Fused groups are emitted at their last node; the table lists layers in the model's order.
     position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
-    table = sorted(ctx.kernel_table, key=lambda entry: position[entry.layer])
+    emitted = [dataclasses.replace(entry, call_order=order) for order, entry in enumerate(ctx.kernel_table)]
+    table = sorted(emitted, key=lambda entry: position[entry.layer])
     return LoweredModel(program.module(), table, view.input_shape, result.shape, target)
 
 

@@ -45,6 +45,9 @@ class KernelEntry:
     # "fp32", or "int8/<path>": the int8 kernel and the instruction path it was built with
     # (e.g. "int8/avx512-vnni"), chosen from the target.
     precision: str = "fp32"
+    # Its place among the model's conv / linear calls as they execute (a fused conv runs where
+    # its epilogue's last node stands, so this can differ from the table's model order).
+    call_order: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -109,7 +109,7 @@ def _check(spec: Int8ConvSpec, target, seed: int = 0, tile=None, unit_scale: boo
         ulp = np.finfo(np.float32).eps * max(1.0, float(np.abs(y).max()))
         np.testing.assert_allclose(out, y, rtol=0, atol=4 * ulp)
     else:
-        ratio = y / OUT_PARAMS[0]
+        ratio = y * (np.float32(1) / np.float32(OUT_PARAMS[0]))
         expected = np.clip(np.rint(ratio) + OUT_PARAMS[1], 0, 255)
         tie = np.abs(np.abs(ratio - np.floor(ratio)) - 0.5) < 1e-3
         difference = np.abs(out.astype(np.int64) - expected.astype(np.int64))

@@ -1,4 +1,5 @@
-"""The quantise / dequantise kernels against numpy (round half to even, clamped)."""
+"""The quantise / dequantise kernels against numpy (``x * float32(1 / scale)``, round half to
+even, clamped: ``quantize.params``' arithmetic)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ tvm = pytest.importorskip("tvm")
 from subp_fx.codegen.errors import KernelSpecError  # noqa: E402
 from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc  # noqa: E402
 from subp_fx.codegen.target import parse_target  # noqa: E402
+from subp_fx.quantize.params import ActivationQuant  # noqa: E402
 
 TARGET = parse_target("llvm -mcpu=native")
 
@@ -30,9 +32,12 @@ def test_quantize_rounds_half_to_even_and_clamps(shape, zero_point):
     data.flat[:4] = [0.125, 0.375, -0.625, 1e6]  # ties (x / 0.25 = 0.5, 1.5, -2.5) and an overflow
     params = np.array([scale, zero_point], np.float32)
     out = _run(quantize_primfunc(shape), [data, params], shape, "uint8")
-    expected = np.clip(np.rint(data / scale) + zero_point, 0, 255).astype(np.uint8)
+    expected = np.clip(np.rint(data * (np.float32(1) / scale)) + zero_point, 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(out, expected)
+    # 0.5 -> 0, 1.5 -> 2, -2.5 -> -2
     assert out.flat[0] == np.uint8(zero_point) and out.flat[1] == np.uint8(zero_point + 2)
+    assert out.flat[2] == np.uint8(max(zero_point - 2, 0))
+    np.testing.assert_array_equal(out, ActivationQuant(float(scale), int(zero_point)).quantize(data))
 
 
 def test_dequantize_matches_numpy():
