@@ -181,7 +181,9 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     **{function: _CHANNEL_SHUFFLE for function in channel_lowering.CHANNEL_SHUFFLE_FUNCTIONS},
     **{function: _SPLIT for function in channel_lowering.SPLIT_FUNCTIONS},
     operator.getitem: NodeRule(
-        "a part of a chunk/split", channel_lowering.lower_getitem, channel_lowering.getitem_problem
+        "a part of a chunk/split, or a slice of a tensor (contiguous channels, any step on batch / H / W)",
+        channel_lowering.lower_getitem,
+        channel_lowering.getitem_problem,
     ),
     torch.permute: _PERMUTE,
     F.layer_norm: _LAYER_NORM,

@@ -196,3 +196,25 @@ def test_adaptive_average_pool_to_any_size_matches_eager(size, out):
 
     torch.manual_seed(0)
     _check(Adaptive(), (2, 3, size, size + 1))
+
+
+class LeakyNet(nn.Module):
+    """timm's CSP blocks: conv -> LeakyReLU (fused into the conv), and a leaky ReLU after an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.act = nn.LeakyReLU()
+        self.head = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return F.leaky_relu(self.head(y) + y)
+
+
+def test_leaky_relu_at_the_default_slope_matches_eager_and_fuses_into_the_conv():
+    torch.manual_seed(0)
+    model = LeakyNet().eval()
+    _check(model, (2, 3, 6, 5))
+    compiled = compile(model, (2, 3, 6, 5), threads=1)
+    assert compiled.kernel_table[0].epilogue == "bias+leaky_relu"
