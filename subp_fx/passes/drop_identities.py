@@ -1,4 +1,4 @@
-"""The ``drop_identities`` pass: module calls that return their input unchanged leave the graph.
+"""The ``drop_identities`` pass: calls that return their input unchanged leave the graph.
 
 ``nn.Identity`` placeholders (timm's MLP ``norm`` when there is none, a block's ``shortcut``)
 and eval-mode dropout sit between a layer and what the folding passes look for after it:
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.ops import StochasticDepth
 
 from subp_fx.passes.trace import trace
@@ -34,10 +36,36 @@ _EVAL_IDENTITY = (
 )
 
 
+# Functional dropouts: each -> (position, name, default) of its training flag. The identity when
+# the traced call passed training=False (``F.dropout(x, p, training=self.training)`` in eval).
+_DROPOUT_FUNCTIONS = {
+    **{
+        function: (2, "training", True)
+        for function in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+    },
+    torch.dropout: (2, "train", None),
+}
+
+
 def _is_identity(module: nn.Module) -> bool:
     if type(module) in _ALWAYS_IDENTITY:
         return True
     return type(module) in _EVAL_IDENTITY and not module.training
+
+
+def _identity_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """The tensor an identity call returns unchanged, or None when ``node`` is no such call."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node):
+        return None
+    if node.op == "call_module":
+        identity = len(node.args) == 1 and not node.kwargs and _is_identity(gm.get_submodule(node.target))
+        return source if identity else None
+    if node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS:
+        position, name, default = _DROPOUT_FUNCTIONS[node.target]
+        training = node.kwargs.get(name, node.args[position] if len(node.args) > position else default)
+        return source if training is False else None
+    return None
 
 
 def drop_identities(gm: nn.Module) -> fx.GraphModule:
@@ -45,9 +73,12 @@ def drop_identities(gm: nn.Module) -> fx.GraphModule:
 
     Removes: ``call_module`` nodes of exactly ``nn.Identity``, and of exactly ``nn.Dropout`` (1d,
     2d, 3d, alpha, feature-alpha) or torchvision's ``StochasticDepth`` in eval mode, called
-    with one positional tensor argument. Leaves alone: those modules in training mode, subclasses,
-    calls with other arguments, and functional dropout. The modules stay on the model (they may
-    be called elsewhere). Refuses nothing.
+    with one positional tensor argument; functional dropout (``F.dropout`` and its 1d / 2d / 3d /
+    alpha / feature-alpha forms, ``torch.dropout``) called with ``training=False`` (GhostNet's
+    ``F.dropout(x, p, training=self.training)`` traced in eval mode). Leaves alone: those modules
+    in training mode, subclasses, module calls with other arguments, functional dropout whose
+    training flag is True, left out (``F.dropout`` defaults to True) or computed in the graph. The
+    modules stay on the model (they may be called elsewhere). Refuses nothing.
 
     ``gm`` is not modified: the result is built from a deep copy (a plain ``nn.Module`` is traced
     first). ``meta[DROPPED_IDENTITIES_META_KEY]`` lists the removed calls' node names.
@@ -55,11 +86,10 @@ def drop_identities(gm: nn.Module) -> fx.GraphModule:
     gm = trace(copy.deepcopy(gm))
     dropped: list[str] = []
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+        source = _identity_input(gm, node)
+        if source is None:
             continue
-        if not isinstance(node.args[0], fx.Node) or not _is_identity(gm.get_submodule(node.target)):
-            continue
-        node.replace_all_uses_with(node.args[0])
+        node.replace_all_uses_with(source)
         gm.graph.erase_node(node)
         dropped.append(node.name)
     gm.graph.lint()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.ops import StochasticDepth
 
 from subp_fx.passes import trace
@@ -31,6 +32,8 @@ class WithIdentities(nn.Module):
 
     def forward(self, x):
         y = self.drop2d(self.drop(self.norm(self.conv(x))))
+        y = F.dropout(y, 0.2, training=self.training)  # GhostNet's
+        y = F.dropout2d(y, 0.1, False) + F.dropout(y, 0.0)  # training left out: True, kept
         return self.kept(self.scaled(self.depth(y))) + self.norm(x).sum()
 
 
@@ -44,7 +47,8 @@ def test_identity_and_eval_dropout_calls_are_removed():
     traced = trace(model, leaf_modules=["Scaled", "StochasticDepth"])  # fx traces into both by default
     gm = drop_identities(traced)
     assert _module_calls(gm) == ["conv", "scaled", "kept"]
-    assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["norm", "drop", "drop2d", "depth", "norm_1"]
+    assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["norm", "drop", "drop2d", "dropout", "dropout2d", "depth", "norm_1"]
+    assert [node.target for node in gm.graph.nodes if node.op == "call_function"].count(F.dropout) == 1
     model.kept.eval()
     gm.get_submodule("kept").eval()
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
@@ -64,4 +68,4 @@ def test_identity_and_eval_dropout_calls_are_removed():
 
 def test_training_mode_dropout_stays():
     gm = drop_identities(WithIdentities().train())
-    assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["norm", "norm_1"]
+    assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["norm", "dropout2d", "norm_1"]  # dropout2d: training=False
