@@ -10,6 +10,7 @@ each fold see the layer itself; the lowering would have passed them through anyw
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 import torch.fx as fx
@@ -47,6 +48,20 @@ _DROPOUT_FUNCTIONS = {
 }
 
 
+# x + 0, x - 0, x * 1, x / 1 (and 0 + x, 1 * x) with a literal number: FastViT's MobileOne block
+# adds a Python 0 where a branch is absent. Operand positions that may hold the neutral value.
+_NEUTRAL_OPERANDS = {
+    operator.add: (0, (0, 1)),
+    torch.add: (0, (0, 1)),
+    operator.sub: (0, (1,)),
+    torch.sub: (0, (1,)),
+    operator.mul: (1, (0, 1)),
+    torch.mul: (1, (0, 1)),
+    operator.truediv: (1, (1,)),
+    torch.div: (1, (1,)),
+}
+
+
 def _is_identity(module: nn.Module) -> bool:
     if type(module) in _ALWAYS_IDENTITY:
         return True
@@ -55,6 +70,8 @@ def _is_identity(module: nn.Module) -> bool:
 
 def _identity_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     """The tensor an identity call returns unchanged, or None when ``node`` is no such call."""
+    if node.op == "call_function" and node.target in _NEUTRAL_OPERANDS and len(node.args) == 2 and not node.kwargs:
+        return _neutral_operation_input(node)
     source = node.args[0] if node.args else None
     if not isinstance(source, fx.Node):
         return None
@@ -68,6 +85,18 @@ def _identity_input(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     return None
 
 
+def _neutral_operation_input(node: fx.Node) -> fx.Node | None:
+    """The tensor operand of ``x + 0`` / ``x * 1``-like calls (a new tensor equal to ``x``), unless
+    a user changes the result in place (it would then change ``x`` as well)."""
+    neutral, positions = _NEUTRAL_OPERANDS[node.target]
+    for position in positions:
+        value, operand = node.args[position], node.args[1 - position]
+        if type(value) in (int, float) and value == neutral and isinstance(operand, fx.Node):
+            in_place = any(str(getattr(user.target, "__name__", user.target)).endswith("_") for user in node.users)
+            return None if in_place else operand
+    return None
+
+
 def drop_identities(gm: nn.Module) -> fx.GraphModule:
     """Remove each call of an identity module: its users read its input instead.
 
@@ -78,7 +107,10 @@ def drop_identities(gm: nn.Module) -> fx.GraphModule:
     ``F.dropout(x, p, training=self.training)`` traced in eval mode). Leaves alone: those modules
     in training mode, subclasses, module calls with other arguments, functional dropout whose
     training flag is True, left out (``F.dropout`` defaults to True) or computed in the graph. The
-    modules stay on the model (they may be called elsewhere). Refuses nothing.
+    modules stay on the model (they may be called elsewhere). Also removes ``x + 0``, ``0 + x``,
+    ``x - 0``, ``x * 1``, ``1 * x``, ``x / 1`` with a literal Python number (``operator`` or
+    ``torch`` functions, no keywords) unless a user of the result changes it in place. Refuses
+    nothing.
 
     ``gm`` is not modified: the result is built from a deep copy (a plain ``nn.Module`` is traced
     first). ``meta[DROPPED_IDENTITIES_META_KEY]`` lists the removed calls' node names.

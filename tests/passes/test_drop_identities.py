@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -69,3 +71,23 @@ def test_identity_and_eval_dropout_calls_are_removed():
 def test_training_mode_dropout_stays():
     gm = drop_identities(WithIdentities().train())
     assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["norm", "dropout2d", "norm_1"]  # dropout2d: training=False
+
+
+class NeutralArithmetic(nn.Module):
+    """FastViT's ``out = scale_out + identity_out`` with ``identity_out = 0``, and its kin."""
+
+    def forward(self, x):
+        y = (0 + x) * 1 - 0
+        z = torch.mul(1.0, y / 1) + 2  # + 2 is no identity
+        w = x * 1
+        w.add_(1)  # in place: x * 1 stays, else x itself would change
+        return z + w + x * 0
+
+
+def test_neutral_arithmetic_with_literal_numbers_is_removed_unless_changed_in_place():
+    gm = drop_identities(NeutralArithmetic())
+    assert gm.meta[DROPPED_IDENTITIES_META_KEY] == ["add", "mul", "sub", "truediv", "mul_1"]
+    remaining = [(node.target, node.args[1:]) for node in gm.graph.nodes if node.op == "call_function"]
+    assert (operator.add, (2,)) in remaining and (operator.mul, (0,)) in remaining and (operator.mul, (1,)) in remaining
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(gm(x.clone()), NeutralArithmetic()(x.clone()))

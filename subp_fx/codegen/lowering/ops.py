@@ -126,6 +126,46 @@ def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     return LoweredTensor(output, left.shape, left.order)
 
 
+# --- subtract -----------------------------------------------------------------------------------
+
+SUB_FUNCTIONS: tuple[Callable, ...] = (operator.sub, operator.isub, torch.sub)
+SUB_METHODS: tuple[str, ...] = ("sub", "sub_")
+
+
+def _sub_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    arguments = bind_arguments(node, ("input", "other"), {"alpha": 1})
+    left, right = arguments.get("input"), arguments.get("other")
+    if arguments["alpha"] != 1 or not (view.is_tensor(left) and view.is_tensor(right)):
+        return None
+    return (left, right) if view.shape(left) == view.shape(right) else None
+
+
+def sub_problem(view: GraphView, node: fx.Node) -> str | None:
+    if _sub_operands(view, node) is None:
+        shapes = _operand_descriptions(view, node)
+        return (
+            f"subtracts {shapes[1]} from {shapes[0]}; "
+            "only the difference of two tensors of one shape (no alpha, no broadcasting) is supported"
+        )
+    return None
+
+
+def lower_sub(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    """FastViT's ``mixer(x) - norm(x)``: both operands in the left one's storage order."""
+    operands = _sub_operands(ctx.view, node)
+    order = ctx.stored(operands[0]).axis_order
+    left, right = (ctx.tensor(operand, order) for operand in operands)
+    shape = left.stored_shape
+    output = ctx.program.call(
+        ("sub", shape),
+        f"sub_{_shape_text(shape)}",
+        lambda: broadcast_binary_primfunc(shape, shape, "sub", ctx.lanes),
+        [left.expr, right.expr],
+        shape,
+    )
+    return LoweredTensor(output, left.shape, left.order)
+
+
 # --- pooling ------------------------------------------------------------------------------------
 
 
