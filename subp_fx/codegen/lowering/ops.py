@@ -110,20 +110,21 @@ def add_problem(view: GraphView, node: fx.Node) -> str | None:
     return None
 
 
-def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    operands = add_operands(ctx.view, node)
-    # Both operands in the left one's storage order (the right one transposed only if it differs).
+def _emit_same_shape_binary(ctx: LoweringContext, operands, op: str, build: Callable) -> LoweredTensor:
+    """``op`` of two same-shape tensors by the kernel ``build(stored shape)`` returns: both
+    operands in the left one's storage order (the right one transposed only if it differs)."""
     order = ctx.stored(operands[0]).axis_order
     left, right = (ctx.tensor(operand, order) for operand in operands)
     shape = left.stored_shape
     output = ctx.program.call(
-        ("add", shape),
-        f"add_{_shape_text(shape)}",
-        lambda: add_primfunc(shape, ctx.lanes),
-        [left.expr, right.expr],
-        shape,
+        (op, shape), f"{op}_{_shape_text(shape)}", lambda: build(shape), [left.expr, right.expr], shape
     )
     return LoweredTensor(output, left.shape, left.order)
+
+
+def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    operands = add_operands(ctx.view, node)
+    return _emit_same_shape_binary(ctx, operands, "add", lambda shape: add_primfunc(shape, ctx.lanes))
 
 
 # --- subtract -----------------------------------------------------------------------------------
@@ -151,19 +152,13 @@ def sub_problem(view: GraphView, node: fx.Node) -> str | None:
 
 
 def lower_sub(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    """FastViT's ``mixer(x) - norm(x)``: both operands in the left one's storage order."""
-    operands = _sub_operands(ctx.view, node)
-    order = ctx.stored(operands[0]).axis_order
-    left, right = (ctx.tensor(operand, order) for operand in operands)
-    shape = left.stored_shape
-    output = ctx.program.call(
-        ("sub", shape),
-        f"sub_{_shape_text(shape)}",
-        lambda: broadcast_binary_primfunc(shape, shape, "sub", ctx.lanes),
-        [left.expr, right.expr],
-        shape,
+    """FastViT's ``mixer(x) - norm(x)``."""
+    return _emit_same_shape_binary(
+        ctx,
+        _sub_operands(ctx.view, node),
+        "sub",
+        lambda shape: broadcast_binary_primfunc(shape, shape, "sub", ctx.lanes),
     )
-    return LoweredTensor(output, left.shape, left.order)
 
 
 # --- pooling ------------------------------------------------------------------------------------
