@@ -265,3 +265,75 @@ class TimmNormActNet(nn.Module):
         x = self.bn4(self.down(x))
         x = torch.relu(self.even(x)) + x
         return self.head(torch.flatten(x.mean((2, 3), keepdim=True), 1))
+
+
+# Blocks in the style of timm's ConvNeXt (layer scale as ``gamma.reshape(1, -1, 1, 1)`` after a
+# 1x1-conv MLP ending in a dropout), MixNet (one batch norm after a concat of convs of several
+# kernel sizes) and GhostNet (a concat of a conv and its cheap depthwise copy, sliced to
+# ``out_chs``), and a net of them.
+
+
+class TimmConvNeXtBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.fc1 = nn.Conv2d(channels, 4 * channels, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(4 * channels, channels, 1)
+        self.drop = nn.Dropout(0.1)
+        self.gamma = nn.Parameter(torch.rand(channels) + 0.5)
+        self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        y = self.norm(self.conv_dw(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        y = self.drop(self.fc2(self.act(self.fc1(y))))
+        return y.mul(self.gamma.reshape(1, -1, 1, 1)) + self.shortcut(x)
+
+
+class MixedConvBn(nn.Module):
+    def __init__(self, in_channels: int, out_splits: tuple[int, ...]):
+        super().__init__()
+        self.in_split = in_channels // len(out_splits)
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(self.in_split, out, 2 * i + 3, padding=i + 1, bias=False) for i, out in enumerate(out_splits)]
+        )
+        self.bn = nn.BatchNorm2d(sum(out_splits))
+
+    def forward(self, x):
+        parts = torch.split(x, self.in_split, dim=1)
+        return F.silu(self.bn(torch.cat([conv(parts[i]) for i, conv in enumerate(self.convs)], dim=1)))
+
+
+class GhostConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.out_channels = out_channels
+        half = -(-out_channels // 2)
+        self.primary = nn.Conv2d(in_channels, half, 1, bias=False)
+        self.primary_bn = nn.BatchNorm2d(half)
+        self.cheap = nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False)
+        self.cheap_bn = nn.BatchNorm2d(half)
+
+    def forward(self, x):
+        x1 = F.relu(self.primary_bn(self.primary(x)))
+        x2 = F.relu(self.cheap_bn(self.cheap(x1)))
+        return torch.cat([x1, x2], dim=1)[:, : self.out_channels, :, :]
+
+
+class OtherLibrariesNet(nn.Module):
+    """Stem, a MixNet block (16 -> 16 + 16 over 3x3 and 5x5), a GhostNet conv to an odd 33 channels
+    (padded back to 48 by a 1x1 conv), a ConvNeXt block, mean pool, a head."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1)
+        self.mixed = MixedConvBn(32, (16, 16))
+        self.ghost = GhostConv(32, 33)
+        self.widen = nn.Conv2d(33, 48, 1)
+        self.block = TimmConvNeXtBlock(48)
+        self.head = nn.Linear(48, num_classes)
+
+    def forward(self, x):
+        x = self.widen(self.ghost(self.mixed(self.stem(x))))
+        return self.head(self.block(x).mean((2, 3)))

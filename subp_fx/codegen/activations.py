@@ -22,6 +22,10 @@ from tvm import tirx
 
 from subp_fx.codegen.kernels.loops import DTYPE
 
+# torch's default LeakyReLU slope, the one timm's CSP / DarkNet models use: the only slope compiled
+# (an activation is a fixed expression; another slope would be another entry).
+LEAKY_RELU_SLOPE = 0.01
+
 
 def identity(value):
     return value
@@ -33,6 +37,11 @@ def relu(value):
 
 def relu6(value):
     return tirx.min(tirx.max(value, tirx.const(0.0, DTYPE)), tirx.const(6.0, DTYPE))
+
+
+def leaky_relu(value):
+    """max(x, 0.01 x): torch's LeakyReLU at its default slope (the max form holds for slopes < 1)."""
+    return tirx.max(value, value * tirx.const(LEAKY_RELU_SLOPE, DTYPE))
 
 
 def hardswish(value):
@@ -212,6 +221,14 @@ ACTIVATIONS: dict[str, Activation] = {
             methods=("relu", "relu_"),
         ),
         Activation("relu6", relu6, fusable=True, modules=(nn.ReLU6,), functions=(F.relu6,)),
+        Activation(
+            "leaky_relu",
+            leaky_relu,
+            fusable=True,
+            modules=(nn.LeakyReLU,),
+            functions=(F.leaky_relu,),
+            variant=Variant("negative_slope", 1, 0.01, LEAKY_RELU_SLOPE),
+        ),
         # Fused: MobileNetV3's (depthwise) conv -> hardswish and its SE gate's conv -> hardsigmoid,
         # EfficientNet's / RegNetY's conv -> SiLU and SE conv -> sigmoid. Each is plain vector
         # arithmetic in the register tile (sigmoid / SiLU: about 25 flops and one divide a value),

@@ -6,11 +6,16 @@ target, ``target.compile_target``, before any other work):
    exact for the compiled (static) input shape;
 1. ``fold``: for the one static input shape compiled for, ``passes.fold_static_shapes`` makes
    every Python value computed from shapes (``x.size(0)``, ``c // groups``, ``x.ndim == 4``
-   asserts) a constant; ``passes.modularize_functional`` makes each ``F.batch_norm`` /
-   ``F.conv2d`` / ``F.linear`` on the model's own weights (layers fx traced into: timm's
-   ``BatchNormAct2d``, ``Conv2dSame``, ``Linear``) a ``nn.BatchNorm2d`` / ``nn.Conv2d`` /
-   ``nn.Linear`` call; then ``passes.fold_batchnorm`` merges each eval-mode batch norm into its
-   conv, and ``passes.fold_pad`` each symmetric zero pad feeding a conv into that conv's padding;
+   asserts) a constant; ``passes.fold_constants`` evaluates every tensor computed from the
+   model's constants alone (``gamma.reshape(1, -1, 1, 1)``, a standardised weight) once and
+   reads it as a constant; ``passes.drop_identities`` removes ``nn.Identity`` and eval-mode
+   dropout calls (so the folds below see the layer itself); ``passes.modularize_functional``
+   makes each ``F.batch_norm`` / ``F.conv2d`` / ``F.linear`` on the model's own weights (layers
+   fx traced into: timm's ``BatchNormAct2d``, ``Conv2dSame``, ``Linear``) a ``nn.BatchNorm2d`` /
+   ``nn.Conv2d`` / ``nn.Linear`` call; then ``passes.fold_batchnorm`` merges each eval-mode batch
+   norm into its conv (or the convs a channel concat joins), ``passes.fold_layer_scale`` each
+   constant per-channel multiply (ConvNeXt's layer scale) into the layer feeding it, and
+   ``passes.fold_pad`` each symmetric zero pad feeding a conv into that conv's padding;
 2. ``convert``: ``passes.convert`` turns each SUBP conv into the compact ``BlockSparseConv2d``,
    then ``passes.fuse_channel_shuffles`` makes each view -> transpose -> view shuffle one node;
 2b. ``calibrate`` (``precision="int8"`` only): ``quantize.calibrate`` runs that graph in PyTorch
@@ -68,7 +73,10 @@ from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import ConfigError, UnsupportedOpError
 from subp_fx.passes.capture import capture_for_compile
 from subp_fx.passes.convert import CONVERTED_META_KEY, convert
+from subp_fx.passes.drop_identities import DROPPED_IDENTITIES_META_KEY, drop_identities
 from subp_fx.passes.fold_batchnorm import FOLDED_META_KEY, UNFOLDED_META_KEY, fold_batchnorm
+from subp_fx.passes.fold_constants import FOLDED_CONSTANTS_META_KEY, fold_constants
+from subp_fx.passes.fold_layer_scale import FOLDED_LAYER_SCALES_META_KEY, fold_layer_scale
 from subp_fx.passes.fold_pad import FOLDED_PADS_META_KEY, fold_zero_pads
 from subp_fx.passes.fold_static_shapes import FOLDED_SHAPES_META_KEY, fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import FUSED_SHUFFLES_META_KEY, fuse_channel_shuffles
@@ -160,9 +168,12 @@ def inference_graph(model, example_input: Any, capture: str = "auto") -> Inferen
     # Shapes first: a shape assert reading a conv's output (timm's norm layers check x.ndim)
     # would otherwise be a second user of that output and keep its batch norm from folding.
     static = fold_static_shapes(captured.model, shape)
-    modular = modularize_functional(static, shape)
+    constant = fold_constants(static)
+    plain = drop_identities(constant)
+    modular = modularize_functional(plain, shape)
     folded = fold_batchnorm(modular)
-    unpadded = fold_zero_pads(folded)
+    scaled = fold_layer_scale(folded, shape)
+    unpadded = fold_zero_pads(scaled)
     converted = convert(unpadded)
     shuffled = fuse_channel_shuffles(converted, shape)
     report = GraphPassReport(
@@ -173,6 +184,9 @@ def inference_graph(model, example_input: Any, capture: str = "auto") -> Inferen
         capture_reason=captured.reason,
         folded_pads=len(unpadded.meta[FOLDED_PADS_META_KEY]),
         folded_shape_nodes=static.meta[FOLDED_SHAPES_META_KEY],
+        folded_constants=len(constant.meta[FOLDED_CONSTANTS_META_KEY]),
+        folded_layer_scales=len(scaled.meta[FOLDED_LAYER_SCALES_META_KEY]),
+        dropped_identities=len(plain.meta[DROPPED_IDENTITIES_META_KEY]),
         fused_channel_shuffles=shuffled.meta[FUSED_SHUFFLES_META_KEY],
         modularized_calls=len(modular.meta[MODULARIZED_META_KEY]),
         functional_left=dict(modular.meta[LEFT_FUNCTIONAL_META_KEY]),

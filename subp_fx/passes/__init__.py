@@ -2,8 +2,10 @@
 and what it refuses."""
 
 from subp_fx.passes.convert import ConvertedConv, convert
+from subp_fx.passes.drop_identities import drop_identities
 from subp_fx.passes.dry_run import ConvPlan, DryRunReport, dry_run, format_dry_run
 from subp_fx.passes.fold_batchnorm import fold_batchnorm
+from subp_fx.passes.fold_constants import fold_constants
 from subp_fx.passes.fold_layer_scale import fold_layer_scale
 from subp_fx.passes.fold_static_shapes import fold_static_shapes
 from subp_fx.passes.fuse_channel_shuffle import fuse_channel_shuffles
@@ -30,7 +32,9 @@ __all__ = [
     "update_masks",
     "ConvertedConv",
     "convert",
+    "drop_identities",
     "fold_batchnorm",
+    "fold_constants",
     "fold_layer_scale",
     "fold_static_shapes",
     "fuse_channel_shuffles",

@@ -56,12 +56,22 @@ def _call_counts(gm: fx.GraphModule) -> dict[str, int]:
     return counts
 
 
-def _unfoldable_reason(gm: fx.GraphModule, bn_node: fx.Node, calls: dict[str, int]) -> str | None:
-    """Why this BatchNorm2d call cannot be folded into its input, or None if it can."""
-    bn = gm.get_submodule(bn_node.target)
-    source = bn_node.args[0] if len(bn_node.args) == 1 and not bn_node.kwargs else None
+def _concat_inputs(node: fx.Node) -> list | None:
+    """The tensors of a ``torch.cat`` on dim 1 (the channels: a BatchNorm2d input is 4-d), else None."""
+    if node.op != "call_function" or node.target is not torch.cat:
+        return None
+    names = ("tensors", "dim")
+    bound = {"dim": 0, **dict(zip(names, node.args)), **node.kwargs}
+    tensors = bound.get("tensors")
+    if set(bound) - set(names) or bound["dim"] not in (1, -3) or not isinstance(tensors, (list, tuple)):
+        return None
+    return list(tensors)
+
+
+def _conv_reason(gm: fx.GraphModule, source, calls: dict[str, int], bn_node: fx.Node) -> str | None:
+    """Why the batch norm cannot be folded into the conv call ``source`` (None when it can)."""
     if not isinstance(source, fx.Node) or source.op != "call_module":
-        return "its input is not the output of a module call"
+        return "its input is not the output of a module call (or a channel concat of such calls)"
     conv = gm.get_submodule(source.target)
     if type(conv) not in _OUTPUT_CHANNEL_WEIGHT:
         return (
@@ -72,25 +82,50 @@ def _unfoldable_reason(gm: fx.GraphModule, bn_node: fx.Node, calls: dict[str, in
         return f"the output of {source.target!r} has other users, which need it without batch norm"
     if calls[source.target] != 1 or calls[bn_node.target] != 1:
         return f"{source.target!r} or the batch norm is called more than once (shared weights)"
+    return None
+
+
+def _unfoldable_reason(gm: fx.GraphModule, bn_node: fx.Node, calls: dict[str, int]) -> str | None:
+    """Why this BatchNorm2d call cannot be folded into its input, or None if it can."""
+    bn = gm.get_submodule(bn_node.target)
+    source = bn_node.args[0] if len(bn_node.args) == 1 and not bn_node.kwargs else None
+    parts = _concat_inputs(source) if isinstance(source, fx.Node) else None
+    if parts is None:
+        reason = _conv_reason(gm, source, calls, bn_node)
+    elif len(source.users) != 1:
+        reason = "the channel concat feeding it has other users, which need it without batch norm"
+    elif len(set(parts)) != len(parts):
+        reason = "the channel concat feeding it joins one tensor more than once"
+    else:
+        reason = next((why for part in parts if (why := _conv_reason(gm, part, calls, bn_node))), None)
+        if reason is None and sum(gm.get_submodule(part.target).out_channels for part in parts) != bn.num_features:
+            reason = "the convs the channel concat joins do not have the batch norm's channel count"
+    if reason is not None:
+        return reason
     if not bn.track_running_stats or bn.running_mean is None:
         return "it has no running statistics (it normalises with batch statistics even in eval mode)"
     return None
 
 
-@torch.no_grad()
-def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
-    # bn(conv(x)) = scale * (conv_no_bias(x) + bias - mean) + beta, scale = gamma / sqrt(var + eps);
-    # computed in float64 and rounded once.
+def _scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) in float64 with bn(y) = scale * y + shift per channel."""
+    # scale = gamma / sqrt(var + eps), shift = beta - mean * scale
     mean = bn.running_mean.double()
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
     beta = torch.zeros_like(mean)
     if bn.affine:
         scale = scale * bn.weight.double()
         beta = bn.bias.double()
-    old_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    return scale, beta - mean * scale
+
+
+@torch.no_grad()
+def _fold(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    # bn(conv(x)) = scale * conv_no_bias(x) + (scale * bias + shift): computed in float64, rounded once.
+    old_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
     weight, per_output_channel = _OUTPUT_CHANNEL_WEIGHT[type(conv)](conv)
     weight.mul_(scale.to(weight.dtype).reshape(per_output_channel))
-    new_bias = ((old_bias - mean) * scale + beta).to(device=weight.device, dtype=weight.dtype)
+    new_bias = (old_bias * scale + shift).to(device=weight.device, dtype=weight.dtype)
     if conv.bias is None:
         conv.bias = nn.Parameter(new_bias)
     else:
@@ -117,17 +152,22 @@ def fold_batchnorm(gm: nn.Module) -> fx.GraphModule:
     """Fold every eval-mode ``BatchNorm2d`` into the conv that feeds it.
 
     Rewrites: each ``call_module`` BatchNorm2d whose only input is the output of an ``nn.Conv2d``,
-    ``SUBPConv2d`` or ``BlockSparseConv2d`` call that has no other user. The conv's weight (or
-    ``values``) is scaled per output channel and its bias (created if absent) absorbs the BN's
-    shift; the BN node is removed (its users read the conv) and the BN module deleted. A SUBP
+    ``SUBPConv2d`` or ``BlockSparseConv2d`` call that has no other user, or a ``torch.cat`` on
+    the channels (dim 1) of such calls (timm's MixedConv2d: convs of several kernel sizes, one
+    batch norm after) that has no other user and whose convs' channels add up to the BN's. The
+    conv's weight (or ``values``) is scaled per output channel and its bias (created if absent)
+    absorbs the BN's shift (each conv of a concat by its own slice of the BN's channels); the BN
+    node is removed (its users read the conv or the concat) and the BN module deleted. A SUBP
     conv keeps its block mask unchanged. A non-affine BN folds too (gamma 1, beta 0).
-    Leaves alone, recorded with the reason: a BN fed by anything else, by a conv whose output
-    has other users, by a conv or BN called more than once, or without running statistics.
+    Leaves alone, recorded with the reason: a BN fed by anything else, by a conv (or a concat)
+    whose output has other users, by a conv or BN called more than once, by a concat joining a
+    tensor twice, or without running statistics.
     Refuses: a foldable BN in training mode (``ConversionError`` naming it: folding freezes the
     running statistics, so call ``.eval()`` first); this pass never changes a module's mode.
 
     ``gm`` is not modified: the result is built from a deep copy (a plain ``nn.Module`` is traced
-    first). The result's ``meta[FOLDED_META_KEY]`` maps each folded BN's name to its conv's name,
+    first). The result's ``meta[FOLDED_META_KEY]`` maps each folded BN's name to its conv's name
+    (the convs of a concat joined by ``+``),
     ``meta[UNFOLDED_META_KEY]`` each BatchNorm2d left in the graph to the reason.
     """
     gm = trace(copy.deepcopy(gm))
@@ -141,12 +181,19 @@ def fold_batchnorm(gm: nn.Module) -> fx.GraphModule:
         )
     folded: dict[str, str] = {}
     for bn_node in foldable:
-        conv_node = bn_node.args[0]
-        _fold(gm.get_submodule(conv_node.target), gm.get_submodule(bn_node.target))
-        bn_node.replace_all_uses_with(conv_node)
+        source = bn_node.args[0]
+        scale, shift = _scale_shift(gm.get_submodule(bn_node.target))
+        convs = _concat_inputs(source) or [source]
+        start = 0
+        for conv_node in convs:
+            conv = gm.get_submodule(conv_node.target)
+            stop = start + conv.out_channels
+            _fold(conv, scale[start:stop], shift[start:stop])
+            start = stop
+        bn_node.replace_all_uses_with(source)
         gm.graph.erase_node(bn_node)
         gm.delete_submodule(bn_node.target)
-        folded[bn_node.target] = conv_node.target
+        folded[bn_node.target] = "+".join(conv_node.target for conv_node in convs)
     gm.graph.lint()
     gm.recompile()
     gm.meta[FOLDED_META_KEY] = folded

@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.passes.fold_batchnorm import output_channel_weight
+from subp_fx.passes.fold_static_shapes import tensor_ranks
 from subp_fx.passes.node_args import graph_constant, module_call_counts, normalised_permutation, permute_dims
 from subp_fx.passes.trace import trace
 
@@ -58,8 +59,9 @@ def _scale_vector(
     return constant.detach().reshape(-1).expand(channels) if constant.numel() in (1, channels) else None
 
 
-def _fold_plan(gm: fx.GraphModule, mul: fx.Node, calls: dict[str, int]):
-    """(layer node, module, scale vector, multiplied node) when ``mul`` folds, else None."""
+def _fold_plan(gm: fx.GraphModule, mul: fx.Node, calls: dict[str, int], ranks: dict[fx.Node, int]):
+    """(layer node, module, scale vector, multiplied node) when ``mul`` folds, else None.
+    ``ranks``: the rank of each tensor node, where known (empty without an example shape)."""
     is_mul = (mul.op == "call_function" and mul.target in _MUL_FUNCTIONS) or (
         mul.op == "call_method" and mul.target == "mul"
     )
@@ -86,7 +88,7 @@ def _fold_plan(gm: fx.GraphModule, mul: fx.Node, calls: dict[str, int]):
         # The layer's output channel axis, counted from the end: a Linear's last, a conv's third
         # last ((B, C, H, W) or unbatched (C, H, W)); through a permute of rank r, where it went.
         from_end = -1 if type(module) is nn.Linear else -3
-        rank = None
+        rank = ranks.get(tensor)
         if dims is not None:
             rank = len(dims)
             if rank < -from_end:
@@ -110,14 +112,17 @@ def _scale_layer(module: nn.Module, scale: torch.Tensor) -> None:
         module.bias.copy_((module.bias.double() * scale).to(module.bias.dtype))
 
 
-def fold_layer_scale(gm: nn.Module) -> fx.GraphModule:
+def fold_layer_scale(gm: nn.Module, example_input_shape: tuple[int, ...] | None = None) -> fx.GraphModule:
     """Fold each constant per-channel multiply of a layer's output into that layer.
 
     Rewrites: a two-operand multiply (``*``, ``torch.mul``, ``Tensor.mul``) of a graph constant
     (``get_attr``) and the output of an ``nn.Linear`` or a conv (``nn.Conv2d``, ``SUBPConv2d``,
     ``BlockSparseConv2d``), directly or through one ``permute``, where the constant varies only
     along the layer's output-channel axis (as the multiply broadcasts it, e.g. ConvNeXt's
-    (C, 1, 1) layer scale after the permute back to (B, C, H, W)) and adds no axes. The layer's
+    (C, 1, 1) layer scale after the permute back to (B, C, H, W)) and adds no axes: it has at
+    most as many axes as the layer's output where that rank is known (through a permute, or on
+    ``example_input_shape``, where the graph is run once: timm's ``gamma.reshape(1, -1, 1, 1)``
+    times a conv's (B, C, H, W) output), else as many as the axes from the channel on. The layer's
     weight and bias are scaled per output channel (in float64, rounded once; a SUBP conv's
     block mask is unchanged); the multiply is removed and its users read its tensor operand;
     a constant left unused loses its ``get_attr`` node (the attribute stays on its module).
@@ -130,9 +135,10 @@ def fold_layer_scale(gm: nn.Module) -> fx.GraphModule:
     """
     gm = trace(copy.deepcopy(gm))
     calls = module_call_counts(gm)
+    ranks = tensor_ranks(gm, example_input_shape) if example_input_shape is not None else {}
     folded: dict[str, str] = {}
     for mul in list(gm.graph.nodes):
-        plan = _fold_plan(gm, mul, calls)
+        plan = _fold_plan(gm, mul, calls, ranks)
         if plan is None:
             continue
         layer_node, module, scale, tensor = plan

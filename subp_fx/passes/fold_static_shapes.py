@@ -132,6 +132,28 @@ def run_example(interpreter: fx.Interpreter, example_input_shape: tuple[int, ...
         ) from None
 
 
+class _RankRecorder(fx.Interpreter):
+    """Runs the graph once, keeping the rank of each tensor node's value."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.ranks: dict[fx.Node, int] = {}
+
+    def run_node(self, node: fx.Node) -> Any:
+        value = super().run_node(node)
+        if isinstance(value, torch.Tensor):
+            self.ranks[node] = value.dim()
+        return value
+
+
+def tensor_ranks(gm: fx.GraphModule, example_input_shape: tuple[int, ...]) -> dict[fx.Node, int]:
+    """The rank of every tensor-valued node of ``gm`` on an input of ``example_input_shape``
+    (run once on zeros; ``CompiledInputError`` as :func:`run_example` for a shape it does not run on)."""
+    recorder = _RankRecorder(gm)
+    run_example(recorder, example_input_shape)
+    return recorder.ranks
+
+
 def fold_static_shapes(gm: torch.nn.Module, example_input_shape: tuple[int, ...]) -> fx.GraphModule:
     """Replace every node that computes a Python value from static shapes by that value.
 
@@ -189,4 +211,4 @@ def shape_queries(gm: fx.GraphModule) -> list[fx.Node]:
     return [node for node in gm.graph.nodes if query(node)]
 
 
-__all__ = ["FOLDED_SHAPES_META_KEY", "fold_static_shapes", "run_example", "shape_queries"]
+__all__ = ["FOLDED_SHAPES_META_KEY", "fold_static_shapes", "run_example", "shape_queries", "tensor_ranks"]

@@ -21,7 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from subp_fx.passes.fold_static_shapes import run_example
+from subp_fx.passes.fold_static_shapes import tensor_ranks
 from subp_fx.passes.node_args import graph_constant
 from subp_fx.passes.trace import trace
 
@@ -65,20 +65,6 @@ def _pair(value: Any) -> tuple[int, int] | None:
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
         return (value[0], value[1])
     return None
-
-
-class _RankRecorder(fx.Interpreter):
-    """Runs the graph once, keeping the rank of each tensor node's value."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm)
-        self.ranks: dict[fx.Node, int] = {}
-
-    def run_node(self, node: fx.Node) -> Any:
-        value = super().run_node(node)
-        if isinstance(value, torch.Tensor):
-            self.ranks[node] = value.dim()
-        return value
 
 
 def _constants(gm: fx.GraphModule, bound: dict[str, Any], names: tuple[str, ...], optional: tuple[str, ...]):
@@ -260,8 +246,7 @@ def modularize_functional(gm: nn.Module, example_input_shape: tuple[int, ...]) -
     the reason.
     """
     gm = trace(copy.deepcopy(gm))
-    recorder = _RankRecorder(gm)
-    run_example(recorder, example_input_shape)
+    ranks = tensor_ranks(gm, example_input_shape)
     modularized: dict[str, str] = {}
     left: dict[str, str] = {}
     for node in list(gm.graph.nodes):
@@ -275,7 +260,7 @@ def modularize_functional(gm: nn.Module, example_input_shape: tuple[int, ...]) -
             module, detail = _linear_module(node, gm)
             kind = "linear"
         else:
-            module, detail = _batch_norm_module(node, gm, recorder.ranks)
+            module, detail = _batch_norm_module(node, gm, ranks)
             kind = "bn"
         if module is None:
             left[node.name] = detail

@@ -54,15 +54,20 @@ def test_spelled_finds_the_activation_a_node_calls(op, target, name):
         ("call_function", F.gelu, None, ("x", "tanh"), {}, "gelu_tanh"),
         ("call_function", F.gelu, None, ("x",), {"approximate": "tanh"}, "gelu_tanh"),
         ("call_function", F.gelu, None, ("x",), {"approximate": "other"}, None),
+        ("call_module", nn.LeakyReLU, nn.LeakyReLU(), (), {}, "leaky_relu"),
+        ("call_module", nn.LeakyReLU, nn.LeakyReLU(0.1), (), {}, None),  # only torch's default slope
+        ("call_function", F.leaky_relu, None, ("x",), {}, "leaky_relu"),
+        ("call_function", F.leaky_relu, None, ("x", 0.2), {}, None),
     ],
 )
-def test_spelled_tells_gelus_two_forms_apart_by_their_approximate_argument(op, target, module, args, kwargs, name):
+def test_spelled_tells_variants_apart_by_their_arguments(op, target, module, args, kwargs, name):
     found = activations.spelled(op, target, module, args, kwargs)
     assert (found.name if found is not None else None) == name
 
 
 def test_only_fusable_activations_reach_the_conv_kernel_spec():
-    fusable = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "gelu_tanh")
+    fusable = ("none", "relu", "relu6", "leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu")
+    fusable += ("gelu_tanh",)
     assert activations.FUSABLE_ACTIVATIONS == fusable
     BlockSparseConvSpec(1, 4, 4, 8, 16, 16, 8, activation="silu")
     expected = f"activation must be one of {', '.join(fusable)}, got 'tanh'"
@@ -75,7 +80,8 @@ def test_expressions_compute_the_torch_activation():
     from tvm import te
 
     values = np.linspace(-8, 8, 33, dtype=np.float32)
-    for name, reference in (("relu", torch.relu), ("relu6", F.relu6), ("hardswish", F.hardswish), ("none", None)):
+    references = (("relu", torch.relu), ("relu6", F.relu6), ("leaky_relu", F.leaky_relu), ("hardswish", F.hardswish))
+    for name, reference in (*references, ("none", None)):
         x = te.placeholder((33,), "float32", name="x")
         activate = activations.expression(name)
         out = te.compute((33,), lambda i: activate(x[i]), name="out")  # noqa: B023 (used at once)

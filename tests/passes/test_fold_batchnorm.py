@@ -226,3 +226,60 @@ def test_conv_subclass_with_its_own_forward_is_not_folded():
     gm = fold_batchnorm(traced)
     assert "a StandardisedConv, not one of Conv2d, SUBPConv2d, BlockSparseConv2d" in gm.meta[UNFOLDED_META_KEY]["bn"]
     assert type(gm.get_submodule("bn")) is nn.BatchNorm2d
+
+
+class _MixedConv(nn.Module):
+    """timm's MixedConv2d: the input split on channels, convs of three kernel sizes (odd channel
+    counts), concatenated, one batch norm after; ``reuse`` gives the concat a second user."""
+
+    def __init__(self, reuse: bool = False):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(3, 5, 3, padding=1), nn.Conv2d(3, 4, 5, padding=2, bias=False), nn.Conv2d(2, 7, 1)]
+        )
+        self.bn = nn.BatchNorm2d(16)
+        self.reuse = reuse
+
+    def forward(self, x):
+        parts = torch.split(x, [3, 3, 2], dim=1)
+        y = torch.cat([conv(parts[i]) for i, conv in enumerate(self.convs)], 1)
+        return self.bn(y) + y if self.reuse else self.bn(y)
+
+
+def test_a_batch_norm_after_a_channel_concat_of_convs_folds_into_each_conv_by_its_slice():
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(_MixedConv(), seed=12).eval()
+    gm = fold_batchnorm(model)
+    assert gm.meta[FOLDED_META_KEY] == {"bn": "convs.0+convs.1+convs.2"}
+    assert _count_calls(gm, nn.BatchNorm2d) == 0
+    assert gm.get_submodule("convs.1").bias is not None  # created
+    x = torch.randn(2, 8, 6, 5, generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        _assert_close_to_scale(gm(x), model(x))
+
+
+class _ConcatWithInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.bn(torch.cat([self.conv(x), x], dim=1))
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        (_MixedConv(reuse=True), "the channel concat feeding it has other users"),
+        (_ConcatWithInput(), "its input is not the output of a module call"),
+    ],
+)
+def test_a_concat_that_cannot_fold_is_left_alone_with_a_reason(model, reason):
+    model = _randomise_batchnorm(model, seed=14).eval()
+    gm = fold_batchnorm(model)
+    assert gm.meta[FOLDED_META_KEY] == {}
+    assert reason in gm.meta[UNFOLDED_META_KEY]["bn"]
+    x = torch.randn(1, 8 if isinstance(model, _MixedConv) else 4, 5, 5, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))

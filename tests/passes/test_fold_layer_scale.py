@@ -84,13 +84,19 @@ def test_a_constant_along_another_axis_is_left_alone(scale_shape):
     _assert_same(model, folded)
 
 
-def test_a_4d_constant_on_a_conv_is_left_alone_as_it_could_add_an_axis():
-    # Conv2d also takes unbatched (C, H, W) inputs, where (1, C, 1, 1) broadcasts to 4-d; the
-    # pass knows no shapes, so it folds only what is exact for both.
+def test_a_4d_constant_on_a_conv_folds_only_when_the_example_shape_says_the_output_is_4d():
+    # Conv2d also takes unbatched (C, H, W) inputs, where (1, C, 1, 1) broadcasts to 4-d: without
+    # shapes the pass folds only what is exact for both; with an example input it knows the rank.
     model = ConvScale((1, 8, 1, 1)).eval()
     folded = fold_layer_scale(model)
     assert _multiplies(folded) == 1
     _assert_same(model, folded)
+    folded = fold_layer_scale(model, (2, 6, 5, 3))
+    assert _multiplies(folded) == 0
+    assert folded.meta[FOLDED_LAYER_SCALES_META_KEY] == {"mul": "conv"}
+    _assert_same(model, folded)
+    unbatched = fold_layer_scale(model, (6, 5, 3))
+    assert _multiplies(unbatched) == 1  # (1, 8, 1, 1) * (8, 5, 3) adds an axis
 
 
 def test_a_layer_whose_output_has_other_users_is_left_alone():

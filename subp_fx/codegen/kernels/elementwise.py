@@ -49,7 +49,7 @@ def channel_affine_primfunc(shape: tuple[int, ...], lanes: int) -> tirx.PrimFunc
 
 
 # Binary ops of the elementwise kernels: name -> (a, b) -> a op b.
-BINARY_OPS = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b}
+BINARY_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}
 
 
 def broadcast_binary_primfunc(

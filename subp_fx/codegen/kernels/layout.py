@@ -1,5 +1,5 @@
-"""Layout kernels: NCHW <-> NHWC transposes, any transpose, channel slice, channel concat, channel shuffle (all
-channels last).
+"""Layout kernels: NCHW <-> NHWC transposes, any transpose, channel slice and strided slice, channel concat,
+channel shuffle (all channels last).
 
 The compiled model keeps activations NHWC from its input to its logits: the only transpose is
 :func:`nchw_to_nhwc_primfunc` on the input (and :func:`nhwc_to_nchw_primfunc` where a 4-d tensor
@@ -59,9 +59,34 @@ def slice_channels_primfunc(
     batch, height, width, channels = shape_nhwc
     if not (0 <= start and keep > 0 and start + keep <= channels):
         raise ValueError(f"channels {start}..{start + keep} are not within the {channels} of {shape_nhwc}")
+    return strided_slice_primfunc(shape_nhwc, (0, 0, 0, start), (1, 1, 1), (batch, height, width, keep), lanes)
+
+
+def strided_slice_primfunc(
+    shape_nhwc: tuple[int, int, int, int],
+    begin: tuple[int, int, int, int],
+    steps: tuple[int, int, int],
+    out_shape_nhwc: tuple[int, int, int, int],
+    lanes: int,
+) -> tirx.PrimFunc:
+    """(B, H, W, C) -> ``out_shape_nhwc``: output [b, h, w, c] is input [begin_b + b * step_b,
+    begin_h + h * step_h, begin_w + w * step_w, begin_c + c]: a strided slice of batch, rows and
+    columns (``steps``, each >= 1) and a contiguous range of channels (step 1, so the copy stays
+    vectorised over channels). Refuses (``ValueError``) a slice reaching outside the input."""
+    for axis, (size, first, step, count) in enumerate(zip(shape_nhwc, begin, (*steps, 1), out_shape_nhwc)):
+        if not (step >= 1 and count >= 1 and 0 <= first and first + (count - 1) * step < size):
+            raise ValueError(
+                f"axis {axis} (of NHWC): {count} element(s) from {first} in steps of {step} are not within the "
+                f"{size} of {shape_nhwc}"
+            )
     x = te.placeholder(shape_nhwc, DTYPE, name="x")
-    out = te.compute((batch, height, width, keep), lambda b, h, w, c: x[b, h, w, start + c], name="slice_channels")
-    return _scheduled([x, out], keep, lanes)
+    (b0, h0, w0, c0), (sb, sh, sw) = begin, steps
+    out = te.compute(
+        out_shape_nhwc,
+        lambda b, h, w, c: x[b0 + b * sb, h0 + h * sh, w0 + w * sw, c0 + c],
+        name="slice_channels",
+    )
+    return _scheduled([x, out], out_shape_nhwc[3], lanes)
 
 
 def shuffle_channels_primfunc(

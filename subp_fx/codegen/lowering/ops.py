@@ -110,20 +110,55 @@ def add_problem(view: GraphView, node: fx.Node) -> str | None:
     return None
 
 
-def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
-    operands = add_operands(ctx.view, node)
-    # Both operands in the left one's storage order (the right one transposed only if it differs).
+def _emit_same_shape_binary(ctx: LoweringContext, operands, op: str, build: Callable) -> LoweredTensor:
+    """``op`` of two same-shape tensors by the kernel ``build(stored shape)`` returns: both
+    operands in the left one's storage order (the right one transposed only if it differs)."""
     order = ctx.stored(operands[0]).axis_order
     left, right = (ctx.tensor(operand, order) for operand in operands)
     shape = left.stored_shape
     output = ctx.program.call(
-        ("add", shape),
-        f"add_{_shape_text(shape)}",
-        lambda: add_primfunc(shape, ctx.lanes),
-        [left.expr, right.expr],
-        shape,
+        (op, shape), f"{op}_{_shape_text(shape)}", lambda: build(shape), [left.expr, right.expr], shape
     )
     return LoweredTensor(output, left.shape, left.order)
+
+
+def lower_add(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    operands = add_operands(ctx.view, node)
+    return _emit_same_shape_binary(ctx, operands, "add", lambda shape: add_primfunc(shape, ctx.lanes))
+
+
+# --- subtract -----------------------------------------------------------------------------------
+
+SUB_FUNCTIONS: tuple[Callable, ...] = (operator.sub, operator.isub, torch.sub)
+SUB_METHODS: tuple[str, ...] = ("sub", "sub_")
+
+
+def _sub_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    arguments = bind_arguments(node, ("input", "other"), {"alpha": 1})
+    left, right = arguments.get("input"), arguments.get("other")
+    if arguments["alpha"] != 1 or not (view.is_tensor(left) and view.is_tensor(right)):
+        return None
+    return (left, right) if view.shape(left) == view.shape(right) else None
+
+
+def sub_problem(view: GraphView, node: fx.Node) -> str | None:
+    if _sub_operands(view, node) is None:
+        shapes = _operand_descriptions(view, node)
+        return (
+            f"subtracts {shapes[1]} from {shapes[0]}; "
+            "only the difference of two tensors of one shape (no alpha, no broadcasting) is supported"
+        )
+    return None
+
+
+def lower_sub(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    """FastViT's ``mixer(x) - norm(x)``."""
+    return _emit_same_shape_binary(
+        ctx,
+        _sub_operands(ctx.view, node),
+        "sub",
+        lambda shape: broadcast_binary_primfunc(shape, shape, "sub", ctx.lanes),
+    )
 
 
 # --- pooling ------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ _ACTIVATION_MODULES = _activation_spellings("modules")
 _ACTIVATION_FUNCTIONS = _activation_spellings("functions")
 _ACTIVATION_METHODS = _activation_spellings("methods")
 _ADD = NodeRule("add of two same-shape tensors", op_lowering.lower_add, op_lowering.add_problem)
+_SUB = NodeRule("subtract of two same-shape tensors", op_lowering.lower_sub, op_lowering.sub_problem)
 _FLATTEN = NodeRule("flatten/view/reshape to (B, features)", op_lowering.lower_flatten, op_lowering.flatten_problem)
 _IDENTITY = NodeRule("identity", op_lowering.lower_passthrough)
 _ADAPTIVE_AVG_POOL = NodeRule(
@@ -167,6 +168,7 @@ MODULE_RULES: dict[type, NodeRule] = {
 
 FUNCTION_RULES: dict[Callable, NodeRule] = {
     **{function: _ADD for function in ADD_FUNCTIONS},
+    **{function: _SUB for function in op_lowering.SUB_FUNCTIONS},
     **_ACTIVATION_FUNCTIONS,
     torch.flatten: _FLATTEN,
     F.adaptive_avg_pool2d: _ADAPTIVE_AVG_POOL,
@@ -181,7 +183,9 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     **{function: _CHANNEL_SHUFFLE for function in channel_lowering.CHANNEL_SHUFFLE_FUNCTIONS},
     **{function: _SPLIT for function in channel_lowering.SPLIT_FUNCTIONS},
     operator.getitem: NodeRule(
-        "a part of a chunk/split", channel_lowering.lower_getitem, channel_lowering.getitem_problem
+        "a part of a chunk/split, or a slice of a tensor (contiguous channels, any step on batch / H / W)",
+        channel_lowering.lower_getitem,
+        channel_lowering.getitem_problem,
     ),
     torch.permute: _PERMUTE,
     F.layer_norm: _LAYER_NORM,
@@ -189,6 +193,7 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
 
 METHOD_RULES: dict[str, NodeRule] = {
     **{method: _ADD for method in ADD_METHODS},
+    **{method: _SUB for method in op_lowering.SUB_METHODS},
     **_ACTIVATION_METHODS,
     "flatten": _FLATTEN,
     "view": _FLATTEN,

@@ -41,8 +41,9 @@ ENTRY_FUNCTION = "main"
 @dataclass(frozen=True)
 class GraphPassReport:
     """How the model was captured (``passes.capture``: method and why) and what
-    ``fold_static_shapes``, ``modularize_functional``, ``fold_batchnorm``, ``fold_zero_pads``,
-    ``convert`` and ``fuse_channel_shuffles`` did to it before it was lowered."""
+    ``fold_static_shapes``, ``fold_constants``, ``drop_identities``, ``modularize_functional``, ``fold_batchnorm``,
+    ``fold_layer_scale``, ``fold_zero_pads``, ``convert`` and ``fuse_channel_shuffles`` did to
+    it before it was lowered."""
 
     folded_batchnorms: int = 0
     unfolded_batchnorms: dict[str, str] = field(default_factory=dict)
@@ -54,6 +55,9 @@ class GraphPassReport:
     fused_channel_shuffles: int = 0
     modularized_calls: int = 0
     functional_left: dict[str, str] = field(default_factory=dict)
+    folded_constants: int = 0
+    folded_layer_scales: int = 0
+    dropped_identities: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,9 @@ class GraphPassReport:
             "fused_channel_shuffles": self.fused_channel_shuffles,
             "modularized_calls": self.modularized_calls,
             "functional_left": dict(self.functional_left),
+            "folded_constants": self.folded_constants,
+            "folded_layer_scales": self.folded_layer_scales,
+            "dropped_identities": self.dropped_identities,
         }
 
     @classmethod
@@ -82,14 +89,20 @@ class GraphPassReport:
             fused_channel_shuffles=int(data.get("fused_channel_shuffles", 0)),
             modularized_calls=int(data.get("modularized_calls", 0)),
             functional_left={str(name): str(why) for name, why in data.get("functional_left", {}).items()},
+            folded_constants=int(data.get("folded_constants", 0)),
+            folded_layer_scales=int(data.get("folded_layer_scales", 0)),
+            dropped_identities=int(data.get("dropped_identities", 0)),
         )
 
     def lines(self) -> list[str]:
         text = [
             f"capture: {self.capture}" + (f" ({self.capture_reason})" if self.capture_reason else ""),
             f"graph passes: {self.folded_shape_nodes} shape node(s) folded to constants, "
+            f"{self.folded_constants} tensor(s) computed from constants alone evaluated once, "
+            f"{self.dropped_identities} identity / eval-mode dropout call(s) removed, "
             f"{self.modularized_calls} functional batch norm / conv / linear call(s) made module calls, "
             f"{self.folded_batchnorms} batch norm(s) folded into their convs, "
+            f"{self.folded_layer_scales} constant per-channel multiply(ies) folded into their layers, "
             f"{self.folded_pads} zero pad(s) folded into conv padding, "
             f"{self.converted_convs} SUBP conv(s) converted to 1xN blocks, "
             f"{self.fused_channel_shuffles} channel shuffle(s) fused",

@@ -1,5 +1,6 @@
-"""kernels.layout's channel kernels on small odd shapes: the shuffle gather and the slice at an
-offset against numpy / torch, each parallel over pixels and vectorised over channels."""
+"""kernels.layout's channel kernels on small odd shapes: the shuffle gather, the slice at an
+offset and the strided slice against numpy / torch, each parallel over pixels and vectorised over
+channels."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
-from subp_fx.codegen.kernels.layout import shuffle_channels_primfunc, slice_channels_primfunc  # noqa: E402
+from subp_fx.codegen.kernels.layout import (  # noqa: E402
+    shuffle_channels_primfunc,
+    slice_channels_primfunc,
+    strided_slice_primfunc,
+)
 from subp_fx.codegen.target import parse_target  # noqa: E402
 
 TARGET = parse_target("llvm -mcpu=native")
@@ -64,3 +69,29 @@ def test_channel_ranges_outside_the_input_are_refused():
         slice_channels_primfunc((1, 2, 2, 30), 20, LANES, 20)
     with pytest.raises(ValueError, match="cannot shuffle channels 0..30 of .* in 4 groups"):
         shuffle_channels_primfunc((1, 2, 2, 30), 4, LANES)
+
+
+@pytest.mark.parametrize(
+    ("shape", "begin", "steps", "out_shape"),
+    [
+        ((2, 7, 5, 30), (0, 1, 0, 3), (1, 2, 2), (2, 3, 3, 16)),  # odd rows / even columns, channels 3..19
+        ((3, 4, 6, 9), (1, 0, 0, 0), (2, 1, 1), (1, 4, 6, 9)),  # every other image from the second
+        ((1, 9, 8, 5), (0, 2, 3, 0), (1, 3, 4), (1, 3, 2, 5)),  # steps past the last element
+    ],
+)
+def test_strided_slice_matches_numpy(shape, begin, steps, out_shape):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    function = strided_slice_primfunc(shape, begin, steps, out_shape, LANES)
+    _assert_scheduled(function)
+    (b, h, w, c), (sb, sh, sw) = begin, steps
+    nb, nh, nw, nc = out_shape
+    expected = x[b : b + nb * sb : sb, h : h + nh * sh : sh, w : w + nw * sw : sw, c : c + nc]
+    assert expected.shape == out_shape
+    np.testing.assert_array_equal(_run(function, x, out_shape), expected)
+
+
+def test_strided_slices_reaching_outside_the_input_are_refused():
+    with pytest.raises(ValueError, match=r"axis 1 \(of NHWC\): 4 element\(s\) from 1 in steps of 2 are not within"):
+        strided_slice_primfunc((1, 7, 5, 8), (0, 1, 0, 0), (1, 2, 1), (1, 4, 5, 8), LANES)
+    with pytest.raises(ValueError, match="axis 3"):
+        strided_slice_primfunc((1, 7, 5, 8), (0, 0, 0, 4), (1, 1, 1), (1, 7, 5, 5), LANES)

@@ -1,5 +1,7 @@
-"""Compiling models symbolic_trace cannot trace (concrete capture), and the pad / nearest-upsample
-ops such models use, each against PyTorch eager (max abs error <= 1e-4 x max |logit|)."""
+"""Compiling models symbolic_trace cannot trace (concrete capture), models in other libraries'
+styles (timm's norm-act layers, ConvNeXt / MixNet / GhostNet blocks), and the pad /
+nearest-upsample ops such models use, each against PyTorch eager (max abs error <= 1e-4 x max
+|logit|)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from subp_fx.codegen.pipeline import compile  # noqa: E402
 from subp_fx.errors import UnsupportedOpError  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 from tests.codegen.lowering.test_more_ops import RELATIVE_TOLERANCE, _check  # noqa: E402
-from tests.toy_models import TimmNormActNet, TimmStyleNet, randomise_batchnorms  # noqa: E402
+from tests.toy_models import OtherLibrariesNet, TimmNormActNet, TimmStyleNet, randomise_batchnorms  # noqa: E402
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -37,26 +39,45 @@ def test_untraceable_timm_style_model_compiles_sparse_and_matches_eager(batch):
     np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
 
 
+def _compiled_with_random_statistics(model: nn.Module, sparse: bool, shape: tuple[int, ...]):
+    """(model, compiled): ``model`` with random batch-norm statistics, SUBP at 50% N=16 if
+    ``sparse``, compiled for ``shape``; the compiled output checked against eager."""
+    torch.manual_seed(0)
+    model = randomise_batchnorms(model)
+    if sparse:
+        model = impose_random_masks(model, 0.5, 16).eval()
+    compiled = compile(model, shape, threads=1)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = compiled(x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
+    return model, compiled
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 @pytest.mark.parametrize("sparse", [False, True])
 def test_timm_style_norm_act_and_same_conv_layers_compile_folded_and_match_eager(sparse):
     torch.manual_seed(0)
-    model = randomise_batchnorms(TimmNormActNet())
-    if sparse:
-        model = impose_random_masks(model, 0.5, 16).eval()
-    shape = (2, 3, 16, 16)
-    compiled = compile(model, shape, threads=1)
+    _, compiled = _compiled_with_random_statistics(TimmNormActNet(), sparse, (2, 3, 16, 16))
     passes = compiled.manifest.graph_passes
     # 4 BatchNormAct2d, 3 Conv2dSame, 1 padding='same' conv, 1 Linear; every batch norm folded, the
     # depthwise conv's symmetric "same" pad folded (the stride-2 ones pad one side: the pad kernel).
     assert passes.modularized_calls == 9 and passes.functional_left == {}
     assert passes.folded_batchnorms == 4 and passes.unfolded_batchnorms == {} and passes.folded_pads == 1
     assert passes.converted_convs == (2 if sparse else 0)  # pw and the SE's expand (the others N=16 cannot block)
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = model(x).numpy()
-    got = compiled(x)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=RELATIVE_TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_convnext_mixnet_and_ghostnet_style_blocks_fold_and_match_eager(sparse):
+    torch.manual_seed(0)
+    _, compiled = _compiled_with_random_statistics(OtherLibrariesNet(), sparse, (2, 3, 16, 16))
+    passes = compiled.manifest.graph_passes
+    assert passes.folded_constants == 1  # gamma.reshape(1, -1, 1, 1)
+    assert passes.dropped_identities == 2  # the block's dropout and its identity shortcut
+    assert passes.folded_layer_scales == 1  # into fc2, seen through the dropout
+    assert passes.folded_batchnorms == 3 and passes.unfolded_batchnorms == {}  # the concat's, GhostConv's two
+    assert passes.converted_convs == (5 if sparse else 0)  # the two mixed convs, widen, fc1, fc2
 
 
 class _PadsAndUpsamples(nn.Module):

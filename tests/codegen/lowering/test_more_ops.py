@@ -196,3 +196,57 @@ def test_adaptive_average_pool_to_any_size_matches_eager(size, out):
 
     torch.manual_seed(0)
     _check(Adaptive(), (2, 3, size, size + 1))
+
+
+class LeakyNet(nn.Module):
+    """timm's CSP blocks: conv -> LeakyReLU (fused into the conv), and a leaky ReLU after an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.act = nn.LeakyReLU()
+        self.head = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return F.leaky_relu(self.head(y) + y)
+
+
+def test_leaky_relu_at_the_default_slope_matches_eager_and_fuses_into_the_conv():
+    torch.manual_seed(0)
+    model = LeakyNet().eval()
+    _check(model, (2, 3, 6, 5))
+    compiled = compile(model, (2, 3, 6, 5), threads=1)
+    assert compiled.kernel_table[0].epilogue == "bias+leaky_relu"
+
+
+class DifferenceNet(nn.Module):
+    """FastViT's RepMixer: ``x + layer_scale * (mixer(x) - norm(x))``, with MobileOne's ``+ 0`` for
+    an absent branch, and a difference of permuted (B, H, W, C) tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mixer = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.norm = nn.Conv2d(16, 16, 1)
+        self.layer_scale = nn.Parameter(torch.rand(16, 1, 1) + 0.5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x)) + 0
+        x = x + self.layer_scale * (self.mixer(x) - self.norm(x))
+        y = x.permute(0, 2, 3, 1)
+        return torch.sub(y, torch.relu(y)).permute(0, 3, 1, 2)
+
+
+def test_subtracting_same_shape_tensors_matches_eager():
+    torch.manual_seed(0)
+    _check(DifferenceNet(), (2, 3, 6, 5))
+
+
+def test_a_broadcast_subtract_is_refused():
+    class Broadcast(nn.Module):
+        def forward(self, x):
+            return x - x.mean((2, 3), keepdim=True)
+
+    with pytest.raises(UnsupportedOpError, match=r"subtracts \(1, 3, 1, 1\) from \(1, 3, 4, 4\); only the difference"):
+        compile(Broadcast().eval(), (1, 3, 4, 4), threads=1)
