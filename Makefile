@@ -1,6 +1,7 @@
 # Two entry points that set everything up on a fresh machine and are cheap the second time:
 #   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml), compile
-#                  it to 1xN block-sparse CPU code with TVM, and check its accuracy against PyTorch
+#                  it to 1xN block-sparse CPU code with TVM (fp32, then int8 calibrated on Fashion-MNIST),
+#                  and check its accuracy against PyTorch; prints the two builds side by side
 #   make test   -> the lint gate (ruff, configured in pyproject.toml), then the test suite
 PYTHON ?= python3.11
 VENV := .venv
@@ -32,6 +33,9 @@ demo: setup
 	$(VENV)/bin/subp-fx prune recipes/fashion-mnist-demo.yaml --force --set output.dir=$(DEMO_OUT)
 	$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled --force
 	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled --compare-pytorch --json $(DEMO_OUT)/compiled-eval.json
+	$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled-int8 --force \
+		--precision int8 --calibration-data fashion-mnist
+	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled-int8 --compare-pytorch --json $(DEMO_OUT)/compiled-int8-eval.json
 	$(VENV)/bin/python benchmarks/demo_result.py $(DEMO_OUT) --out $(DEMO_OUT)
 
 test: setup
