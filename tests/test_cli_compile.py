@@ -95,6 +95,15 @@ def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
     bench = json.loads((tmp_path / "b3.json").read_text())
     assert bench["input_shape"] == [3, 3, 16, 16] and bench["batch"] == 3 and "subp_dense" in bench["results"]
 
+    # where the time goes, inside the model: every layer of the kernel table is a timed call
+    status, printed, _ = run_cli(capsys, "profile", out, "--runs", 2, "--json", tmp_path / "p.json")
+    assert status == 0 and "uninstrumented" in printed and "features.0.0" in printed
+    profile = json.loads((tmp_path / "p.json").read_text())
+    layers = {call["layer"] for call in profile["calls"] if call["layer"]}
+    assert layers == {entry["layer"] for entry in manifest["kernels"]} and profile["latency_us"] > 0
+    status, printed, _ = run_cli(capsys, "profile", out, "--dense", "--runs", 1, "--top", 3)
+    assert status == 0 and "dense" in printed.splitlines()[0] and len(printed.splitlines()) == 1 + 1 + 3 + 1
+
 
 def test_existing_output_is_refused_and_kept(trained, tmp_path, capsys):
     out = tmp_path / "compiled"

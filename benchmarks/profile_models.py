@@ -1,0 +1,65 @@
+"""In-model profiles of paper configurations: where each build's time goes, call by call.
+
+For each configuration (random weights, random uniform masks at the recipe's prune rate; with
+``--precision int8`` in aligned groups of 4 input channels), compile the sparse model and run
+``codegen.runtime.profile.profile_model``: every kernel call of a real run timed through the VM's
+instrument hook, matched to its layer, and the sum checked against the uninstrumented latency.
+Writes ``benchmarks/results/profile_<config>_<precision>.{md,json}``.
+
+    python benchmarks/profile_models.py --configs resnet50-2.0g-n16 --precision int8
+
+Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from paper_configs import CONFIGS, REPO, RESULTS, describe_machine, machine_line  # benchmarks/ is on sys.path
+
+
+def profile_config(name: str, precision: str, runs: int) -> tuple[dict, str]:
+    from subp_fx.codegen.api import compile as compile_model
+    from subp_fx.codegen.runtime.profile import format_profile, profile_model
+    from subp_fx.tools.artifact import load_compile_source
+    from subp_fx.tools.calibration_spec import CalibrationSpec
+
+    int8 = precision == "int8"
+    overrides = ("sparsity.input_group=4",) if int8 else ()
+    source = load_compile_source(str(REPO / "recipes" / CONFIGS[name]), recipe_overrides=overrides)
+    options = {}
+    if int8:
+        calibration = CalibrationSpec("synthetic")
+        options = {
+            "precision": "int8",
+            "calibration": calibration.batches_for(source.input_shape),
+            "calibration_info": calibration.to_json(),
+        }
+    compiled = compile_model(source.model, source.input_shape, **options)
+    profile = profile_model(compiled, runs=runs)
+    return profile.to_json(), format_profile(profile)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["resnet50-2.0g-n16"], choices=list(CONFIGS))
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    machine = describe_machine()
+    for name in args.configs:
+        record, text = profile_config(name, args.precision, args.runs)
+        stem = args.out / f"profile_{name}_{args.precision}"
+        stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "config": name, **record}, indent=2))
+        header = f"# In-model profile: {name}, {args.precision}, batch 1, sparse build\n\n{machine_line(machine)}\n\n"
+        stem.with_suffix(".md").write_text(header + "```\n" + text + "\n```\n")
+        print(header + text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
