@@ -53,10 +53,10 @@ def main() -> int:
     machine = describe_machine()
     for name in args.configs:
         record, text = profile_config(name, args.precision, args.runs)
-        stem = args.out / f"profile_{name}_{args.precision}"
-        stem.with_suffix(".json").write_text(json.dumps({"machine": machine, "config": name, **record}, indent=2))
+        stem = f"profile_{name}_{args.precision}"  # config names hold dots: no with_suffix
+        (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "config": name, **record}, indent=2))
         header = f"# In-model profile: {name}, {args.precision}, batch 1, sparse build\n\n{machine_line(machine)}\n\n"
-        stem.with_suffix(".md").write_text(header + "```\n" + text + "\n```\n")
+        (args.out / f"{stem}.md").write_text(header + "```\n" + text + "\n```\n")
         print(header + text, flush=True)
     return 0
 
