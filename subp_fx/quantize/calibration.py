@@ -140,11 +140,6 @@ def _check_images(images: torch.Tensor, index: int, chw: tuple[int, ...] | None,
             f"calibration batch {index} has images of (C, H, W) = {tuple(images.shape[1:])}, but the model is "
             f"compiled for (C, H, W) = {chw}; give calibration images of that channel count and size"
         )
-    if batch is not None and images.shape[0] % batch:
-        raise CalibrationError(
-            f"calibration batch {index} holds {images.shape[0]} images, not a multiple of the compiled batch "
-            f"{batch} (the graph's shapes are fixed for it); use a batch size that is a multiple of {batch}"
-        )
     if not bool(torch.isfinite(images).all()):
         raise CalibrationError(f"calibration batch {index} holds non-finite values (NaN or inf); give finite images")
 
@@ -168,11 +163,12 @@ def calibrate(
     ``batches``: any iterable of NCHW float tensors / numpy arrays, or of (images, labels) pairs
     (the images are used). ``example_shape``: the compiled input's (C, H, W), or (B, C, H, W): then
     every batch is also run in slices of B images, because an inference graph whose shape
-    arithmetic was folded for batch B (``fold_static_shapes``) only runs at that batch size.
+    arithmetic was folded for batch B (``fold_static_shapes``) only runs at that batch size; a
+    last, short slice is filled up with its own images again, which leaves every range as it is.
 
     Refuses (``CalibrationError`` naming the batch and what is valid): an empty iterable, a batch
-    that is not a 4-d float tensor, images whose (C, H, W) differ from ``example_shape``, a batch
-    size that is not a multiple of B, non-finite inputs, or a node that computes non-finite
+    that is not a 4-d float tensor, images whose (C, H, W) differ from ``example_shape``,
+    non-finite inputs, or a node that computes non-finite
     values. ``gm``'s modules are run in eval mode and their modes restored afterwards.
     """
     _single_placeholder(gm)
@@ -187,6 +183,10 @@ def calibrate(
             images = _images_of(item, index)
             _check_images(images, index, chw, batch)
             for chunk in images.split(batch or images.shape[0]):
+                if batch is not None and chunk.shape[0] < batch:
+                    # The graph runs at batch B only: fill the short chunk with its own images again
+                    # (a repeated image cannot move a min or a max).
+                    chunk = chunk[torch.arange(batch) % chunk.shape[0]]
                 _RangeRecorder(gm, ranges, shapes).run(chunk)
             count, images_run = count + 1, images_run + images.shape[0]
     finally:

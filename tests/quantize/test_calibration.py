@@ -93,7 +93,6 @@ def test_module_modes_are_restored_after_running_in_eval_mode():
         ([torch.randn(0, 4, 6, 6)], None, "no images"),
         (["images"], None, "is a str"),
         ([(torch.randn(2, 4, 6, 6),)], None, "1 items"),
-        ([torch.randn(3, 4, 6, 6)], (2, 4, 6, 6), "multiple of the compiled batch 2"),
         ([torch.randn(2, 4, 6, 6)], (4, 6), r"\(C, H, W\) or \(B, C, H, W\)"),
     ],
 )
@@ -118,3 +117,12 @@ def test_a_graph_with_two_inputs_is_refused():
 
     with pytest.raises(CalibrationError, match="2 inputs"):
         calibrate(trace(TwoInputs()), _batches(1))
+
+
+def test_a_batch_that_the_compiled_batch_does_not_divide_is_filled_up_with_its_own_images():
+    images = torch.randn(5, 4, 6, 6, generator=torch.Generator().manual_seed(3))
+    whole = calibrate(_graph(), [images])
+    sliced = calibrate(_graph(), [images], example_shape=(3, 4, 6, 6))  # slices of 3, 2 (+1 repeated)
+    assert sliced.ranges.keys() == whole.ranges.keys() and sliced.images == 5
+    for name, (low, high) in whole.ranges.items():
+        assert sliced.ranges[name] == pytest.approx((low, high), rel=1e-5, abs=1e-6), name
