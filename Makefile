@@ -38,10 +38,18 @@ demo: setup
 	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled-int8 --compare-pytorch --json $(DEMO_OUT)/compiled-int8-eval.json
 	$(VENV)/bin/python benchmarks/demo_result.py $(DEMO_OUT) --out $(DEMO_OUT)
 
+# The suite runs in two processes. In one process, after ~1100 tests had loaded TVM, torch, ONNX
+# Runtime and OpenVINO libraries and threads, tests/tools/test_benchmark.py's first test died with
+# SIGSEGV inside native code (no Python frame; reproduced twice, 2026-11-30); the same tests pass
+# alone and after every subset of the earlier tests tried. The cause is not found yet (see the
+# closing note of that stop); tools/ and train/ run in a fresh process meanwhile.
+SPLIT := tests/tools tests/train
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q $(addprefix --ignore=,$(SPLIT))
+	$(VENV)/bin/python -m pytest -q $(SPLIT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -35,7 +35,7 @@ from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.lowering.int8 import DENSE_INT8_BLOCK_SIZE, emit_int8_conv
+from subp_fx.codegen.lowering.int8 import dense_int8_block_size, emit_int8_conv
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 from subp_fx.codegen.lowering.weights import float32_array
 from subp_fx.codegen.runtime.kernel_table import DENSE, DEPTHWISE, GROUPED, SPARSE
@@ -322,7 +322,7 @@ def _emit_dense_kernel(
     """A dense (C_out, C_in, kh, kw) conv on the block-sparse kernel, with the
     :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
     if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
-        return emit_int8_conv(ctx, node, pack_dense(weight, bias, DENSE_INT8_BLOCK_SIZE), layer)
+        return emit_int8_conv(ctx, node, pack_dense(weight, bias, dense_int8_block_size(weight.shape[0])), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
     block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
