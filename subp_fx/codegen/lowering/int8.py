@@ -101,8 +101,8 @@ class Int8Lowering:
 # N of a dense conv run on the int8 kernel: 32 where it divides C_out, else 16 (C_out padded up
 # to a multiple of 16 when needed). N=32 (7-pixel tiles of 2 zmm) loads half the broadcasts per
 # vpdpbusd of N=16 (14 pixels of 1 zmm); timed alone (Ice Lake, 2 threads, machine loaded):
-# ResNet stem 7x7/2 4->64 at 224: 311 against 859 us; 1x1 256->64 at 56: 103 / 153; 1x1
-# 512->2048 at 7: 94 / 158; 3x3 64->64 at 56: 176 / 188.
+# 1x1 256->64 at 56: 103 against 153 us; 1x1 512->2048 at 7: 94 / 158; 3x3 64->64 at 56: 176 /
+# 188; a 7x7/2 4->64 stem-shaped conv at 224: 311 / 859 (stems stay fp32: see quantize.plan).
 DENSE_INT8_BLOCK_SIZE = 16
 WIDE_DENSE_INT8_BLOCK_SIZE = 32
 
