@@ -79,8 +79,11 @@ def add_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | No
     is_add = (node.op == "call_function" and node.target in ADD_FUNCTIONS) or (
         node.op == "call_method" and node.target in ADD_METHODS
     )
-    if not is_add:
-        return None
+    return same_shape_operands(view, node) if is_add else None
+
+
+def same_shape_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """A binary op's (input, other) when both are tensors of one shape and alpha is 1, else None."""
     arguments = bind_arguments(node, ("input", "other"), {"alpha": 1})
     left, right = arguments.get("input"), arguments.get("other")
     if arguments["alpha"] != 1 or not (view.is_tensor(left) and view.is_tensor(right)):

@@ -45,7 +45,7 @@ from subp_fx.codegen.kernels.pooling import (
     max_pool2d_primfunc,
 )
 from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.lowering.fusion import add_operands, applied_activation
+from subp_fx.codegen.lowering.fusion import add_operands, applied_activation, same_shape_operands
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor, bind_arguments
 
 
@@ -133,16 +133,8 @@ SUB_FUNCTIONS: tuple[Callable, ...] = (operator.sub, operator.isub, torch.sub)
 SUB_METHODS: tuple[str, ...] = ("sub", "sub_")
 
 
-def _sub_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    arguments = bind_arguments(node, ("input", "other"), {"alpha": 1})
-    left, right = arguments.get("input"), arguments.get("other")
-    if arguments["alpha"] != 1 or not (view.is_tensor(left) and view.is_tensor(right)):
-        return None
-    return (left, right) if view.shape(left) == view.shape(right) else None
-
-
 def sub_problem(view: GraphView, node: fx.Node) -> str | None:
-    if _sub_operands(view, node) is None:
+    if same_shape_operands(view, node) is None:
         shapes = _operand_descriptions(view, node)
         return (
             f"subtracts {shapes[1]} from {shapes[0]}; "
@@ -155,7 +147,7 @@ def lower_sub(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     """FastViT's ``mixer(x) - norm(x)``."""
     return _emit_same_shape_binary(
         ctx,
-        _sub_operands(ctx.view, node),
+        same_shape_operands(ctx.view, node),
         "sub",
         lambda shape: broadcast_binary_primfunc(shape, shape, "sub", ctx.lanes),
     )
