@@ -205,13 +205,18 @@ class Activation:
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     variant: Variant | None = None
+    # (lo, hi) when the activation is min(max(x, lo), hi) (None: no bound on that side), else None.
+    # A uint8 store applies such an activation to the rounded integer levels instead of the float
+    # values, which is exact (rounding after a positive scale is monotone) and cheaper
+    # (kernels.quantize.requantized_uint8).
+    clamp: tuple[float | None, float | None] | None = None
 
 
 # "none" is the identity epilogue of a kernel with nothing fused; it has no torch spelling.
 ACTIVATIONS: dict[str, Activation] = {
     activation.name: activation
     for activation in (
-        Activation("none", identity, fusable=True),
+        Activation("none", identity, fusable=True, clamp=(None, None)),
         Activation(
             "relu",
             relu,
@@ -219,8 +224,9 @@ ACTIVATIONS: dict[str, Activation] = {
             modules=(nn.ReLU,),
             functions=(torch.relu, torch.relu_, F.relu),
             methods=("relu", "relu_"),
+            clamp=(0.0, None),
         ),
-        Activation("relu6", relu6, fusable=True, modules=(nn.ReLU6,), functions=(F.relu6,)),
+        Activation("relu6", relu6, fusable=True, modules=(nn.ReLU6,), functions=(F.relu6,), clamp=(0.0, 6.0)),
         Activation(
             "leaky_relu",
             leaky_relu,

@@ -61,7 +61,7 @@ from subp_fx.codegen.kernels.int8_spec import GROUP, Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path, int8_path
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, guarded_bounds
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PARALLEL_PIXELS
-from subp_fx.codegen.kernels.quantize import quantization_level, to_uint8
+from subp_fx.codegen.kernels.quantize import requantized_uint8
 from subp_fx.codegen.kernels.spec import ConvTile
 from subp_fx.codegen.kernels.tiling import preferred_parallel
 
@@ -177,11 +177,9 @@ class _Builder:
         elif spec.residual == "uint8":
             params = buffers["residual_params"]
             value = value + (tirx.Cast(FLOAT, buffers["residual"][b, oh, ow, co]) - params[1]) * params[0]
-        value = activations.expression(spec.activation)(value)
         if spec.out_dtype == "uint8":
-            params = buffers["out_params"]
-            value = to_uint8(quantization_level(value, params))
-        return value
+            return requantized_uint8(value, buffers["out_params"], spec.activation)
+        return activations.expression(spec.activation)(value)
 
     def _write_back(self, b, r, oh, ow0, cols: int, acc) -> list[tirx.Stmt]:
         spec, lanes = self.spec, self.path.lanes

@@ -14,36 +14,60 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx
 
+from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.loops import schedule_flat_parallel_vector
 
 FLOAT = "float32"
+UINT8_CEILING = 255
 # float32 lanes of an AVX-512 register: the vector chunk (a narrower unit splits it).
 _LANES = 16
 
 
-def quantization_level(value, params):
-    """``rint(value * float32(1 / scale)) + zero_point`` (float32) for a ``params`` buffer
-    ``[scale, zero_point]``: the reciprocal is one scalar divide, the same IEEE operation as
-    ``quantize.params.ActivationQuant.inverse_scale``.
+# Levels are clamped to this before the float -> int32 conversion: a level of 2^31 or more would
+# convert to INT_MIN (x86's "integer indefinite") and store as 0; anything above 255 stores 255.
+_LEVEL_CEILING = 256.0
 
-    ``tirx.round``, not ``tirx.nearbyint``: TVM lowers ``round`` to LLVM's ``nearbyint`` too
-    (``vrndscaleps $12``: the current rounding mode, round half to even), but its vectoriser
-    cannot vectorise a ``nearbyint`` call: the 56x56x64 quantise loop fell to scalar code that
-    LLVM re-vectorised with gathers and byte extracts, 950 us against 29 us (Ice Lake, 2 threads).
-    """
+
+def _rounded_level(value, inverse):
+    """``rint(value * inverse)`` as int32 (round half to even), ``value * inverse`` first clamped
+    to ``_LEVEL_CEILING``. ``llvm.lrint`` is one ``vcvtps2dq`` (the current rounding mode: to
+    nearest even) where ``tirx.round`` then a cast took ``vrndscaleps`` + ``vcvttps2dq``; and TVM
+    cannot vectorise ``tirx.nearbyint`` at all (a 56x56x64 quantise fell to scalar code that
+    LLVM re-vectorised with gathers: 950 us against 29 us, Ice Lake, 2 threads)."""
+    scaled = tirx.min(value * inverse, tirx.const(_LEVEL_CEILING, FLOAT))
+    return tirx.call_llvm_pure_intrin("int32", "llvm.lrint", scaled)
+
+
+def requantized_uint8(value, params, activation: str = "none"):
+    """The uint8 code of ``act(value)`` for a ``params`` buffer ``[scale, zero_point]``:
+    exactly ``clamp(rint(act(value) * float32(1 / scale)) + zero_point, 0, 255)``, the arithmetic
+    of ``quantize.params.ActivationQuant.quantize`` (a product by the float32 reciprocal, not a
+    divide: ``vdivps`` cost 5x ``vmulps``).
+
+    An activation that is a clamp (``Activation.clamp``: none, ReLU, ReLU6) is applied to the
+    rounded int32 levels instead: ``rint(max(y, 0) * inv) = max(rint(y * inv), 0)`` and the same
+    for an upper bound, because multiplying by a positive float32 and rounding are both monotone;
+    the bounds' own levels are rounded by the same operations. With the zero point added in int32
+    and the 0..255 clamp folded into those bounds, a ReLU epilogue's store is ``vmulps``,
+    ``vminps``, ``vcvtps2dq``, ``vpaddd``, ``vpmaxsd``, ``vpmovusdb`` (AVX-512, read in the
+    assembly) where the float form took ``vmaxps``, ``vmulps``, ``vrndscaleps``, ``vaddps``, ``vmaxps``, ``vminps``,
+    ``vcvttps2dq``, ``vpmovdb``. Other activations are applied to the float value first."""
+    clamp = activations.ACTIVATIONS[activation].clamp
+    if clamp is None:
+        value, clamp = activations.expression(activation)(value), (None, None)
     inverse = tirx.const(1.0, FLOAT) / params[0]
-    return tirx.round(value * inverse) + params[1]
-
-
-def to_uint8(level):
-    """A float32 quantisation level (already rounded) clamped to 0..255 and stored as uint8.
-
-    Through int32: LLVM truncates an int32 vector to bytes with one ``vpmovdb``, while a direct
-    float -> uint8 cast was extracted byte by byte (128 ``vpextrb`` in a 16-lane quantise loop).
-    """
-    clamped = tirx.min(tirx.max(level, tirx.const(0.0, FLOAT)), tirx.const(255.0, FLOAT))
-    return tirx.Cast("uint8", tirx.Cast("int32", clamped))
+    zero_point = tirx.Cast("int32", params[1])
+    lo, hi = clamp
+    floor = zero_point if lo == 0.0 else tirx.const(0, "int32")
+    if lo not in (None, 0.0):
+        floor = tirx.max(floor, _rounded_level(tirx.const(lo, FLOAT), inverse) + zero_point)
+    code = tirx.max(_rounded_level(value, inverse) + zero_point, floor)
+    if hi is not None:
+        code = tirx.min(code, _rounded_level(tirx.const(hi, FLOAT), inverse) + zero_point)
+    # code >= floor >= 0 here; as uint32, the 255 ceiling and the byte store become one
+    # ``vpmovusdb`` (unsigned saturation), where an int32 min kept a ``vpminsd``.
+    return tirx.Cast("uint8", tirx.min(tirx.Cast("uint32", code), tirx.const(UINT8_CEILING, "uint32")))
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -66,7 +90,7 @@ def quantize_primfunc(shape: tuple[int, ...]) -> tirx.PrimFunc:
     params = te.placeholder((2,), FLOAT, name="params")
 
     def level(*index):
-        return to_uint8(quantization_level(data[index], params))
+        return requantized_uint8(data[index], params)
 
     return _scheduled([data, params, te.compute(shape, level, name="out")], shape)
 
