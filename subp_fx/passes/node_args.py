@@ -4,7 +4,9 @@ too, so they live below it)."""
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,3 +46,16 @@ def normalised_permutation(dims: tuple | None, rank: int) -> tuple[int, ...] | N
 def module_call_counts(gm: fx.GraphModule) -> Counter:
     """Submodule name -> how many ``call_module`` nodes call it (shared weights count more than once)."""
     return Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+
+
+# The spellings of a tensor add in a traced graph (the lowering fuses them, the int8 plan reads them).
+ADD_FUNCTIONS: tuple[Callable, ...] = (operator.add, operator.iadd, torch.add)
+ADD_METHODS: tuple[str, ...] = ("add", "add_")
+
+
+def is_add(node: fx.Node) -> bool:
+    """Whether ``node`` calls an add (``a + b``, ``torch.add``, ``a.add(b)``, in place or not);
+    its operands are not checked."""
+    return (node.op == "call_function" and node.target in ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ADD_METHODS
+    )

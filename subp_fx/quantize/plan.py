@@ -7,7 +7,9 @@ with the reason (depthwise / grouped, an RGB stem with C_in = 3, ...); linear la
 
 Every tensor (fx node output) that feeds at least one int8 conv is quantised for *all* its uses:
 every consumer reads ``dequantize(quantize(x))``, so the model computes the same thing whichever
-ops the compiler fuses into which kernel.
+ops the compiler fuses into which kernel. So is an int8 conv's output that is only ever added to
+another int8 conv's output (a ResNet downsample branch: ``Int8Plan.residuals``): the conv whose
+kernel fuses the add then reads it as bytes, a quarter of fp32's traffic.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
+from subp_fx.passes.node_args import is_add
 from subp_fx.quantize.calibration import ActivationRanges
 from subp_fx.quantize.params import ActivationQuant
 
@@ -36,12 +39,15 @@ class Int8Plan:
     - ``activations``: node name -> ``ActivationQuant`` of every tensor feeding an int8 conv;
     - ``convs``: int8 conv (its module path, the node's target) -> the name of its input node
       (a key of ``activations``);
-    - ``fp32_convs``: every other ``nn.Conv2d`` / ``BlockSparseConv2d`` call -> why it stays fp32.
+    - ``fp32_convs``: every other ``nn.Conv2d`` / ``BlockSparseConv2d`` call -> why it stays fp32;
+    - ``residuals``: int8 conv outputs quantised because every reader is an add with another int8
+      conv's output (node name -> the names of those adds); also keys of ``activations``.
     """
 
     activations: dict[str, ActivationQuant] = field(default_factory=dict)
     convs: dict[str, str] = field(default_factory=dict)
     fp32_convs: dict[str, str] = field(default_factory=dict)
+    residuals: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def input_quant(self, conv: str) -> ActivationQuant:
         """The uint8 parameters of int8 conv ``conv``'s input (``KeyError`` naming the int8 convs
@@ -124,4 +130,32 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
         source = conv_input(node).name
         plan.convs[node.target] = source
         plan.activations.setdefault(source, ranges.activation_quant(source))
+    for name, adds in _int8_residuals(gm, plan, ranges).items():
+        plan.residuals[name] = adds
+        plan.activations.setdefault(name, ranges.activation_quant(name))
     return plan
+
+
+def _int8_residuals(gm: fx.GraphModule, plan: Int8Plan, ranges: ActivationRanges) -> dict[str, tuple[str, ...]]:
+    """Int8 conv outputs not yet quantised whose every reader is a two-operand add of it and an
+    earlier int8 conv's output that nothing else reads: the lowering fuses such an add into that kernel
+    (``codegen.lowering.fusion``: an add goes to the first conv in graph order), where this
+    output is the residual. Graph order, name -> the adds' names."""
+    order = {node: index for index, node in enumerate(gm.graph.nodes)}
+    int8_outputs = {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
+    residuals: dict[str, tuple[str, ...]] = {}
+    for node in sorted(int8_outputs, key=order.__getitem__):
+        if node.name in plan.activations or node.name not in ranges or not node.users:
+            continue
+        adds = []
+        for user in node.users:
+            operands = [argument for argument in user.args if isinstance(argument, fx.Node)]
+            if not (is_add(user) and len(user.args) == 2 and len(operands) == 2 and not user.kwargs):
+                break
+            other = operands[1] if operands[0] is node else operands[0]
+            if other is node or other not in int8_outputs or order[other] > order[node] or len(other.users) != 1:
+                break
+            adds.append(user.name)
+        else:
+            residuals[node.name] = tuple(adds)
+    return residuals

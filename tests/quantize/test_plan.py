@@ -30,7 +30,11 @@ def test_toy_net_plan_quantises_the_inputs_of_every_eligible_conv_and_says_why_o
         "block.downsample": "relu_3",
         "odd": "relu_5",  # a dense nn.Conv2d: int8 too
     }
-    assert plan.activations == {name: ActivationQuant.from_range(*ranges[name]) for name in plan.convs.values()}
+    # The conv inputs, and the downsample's output: only ever added to conv2's output (the add
+    # conv2's kernel fuses), so it is quantised for that kernel to read as bytes.
+    assert plan.residuals == {"block_downsample": ("add",)}
+    quantised = [*plan.convs.values(), "block_downsample"]
+    assert plan.activations == {name: ActivationQuant.from_range(*ranges[name]) for name in quantised}
     assert list(plan.fp32_convs) == ["stem", "dw", "grouped"]
     assert "C_in=3 (an image stem)" in plan.fp32_convs["stem"]
     assert plan.fp32_convs["dw"].startswith("depthwise (groups=16)")
@@ -88,3 +92,30 @@ def test_a_subp_conv_not_yet_converted_stays_fp32():
     gm = trace(masked)
     plan = plan_int8(gm, calibrate(gm, [torch.randn(1, 16, 4, 4)]))
     assert "SUBPConv2d, not an nn.Conv2d or BlockSparseConv2d" in plan.fp32_convs["0"]
+
+
+class Residuals(nn.Module):
+    """Three adds of int8 conv outputs; only ``a + b`` quantises an operand (``b``, the later:
+    the add goes to ``a``'s kernel). ``c + d``: ``c`` is also read by a mean, so no kernel fuses
+    the add; ``e + f``: ``f`` is also read by a mean, so it is not only a residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d, self.e, self.f = (nn.Conv2d(8, 8, 1) for _ in range(6))
+
+    def forward(self, x):
+        y = torch.relu(self.a(x) + self.b(x))
+        c = self.c(y)
+        z = torch.relu(c + self.d(y))
+        f = self.f(z)
+        return (self.e(z) + f).mean() + c.mean() + f.mean()
+
+
+def test_only_an_int8_conv_output_that_is_only_a_fused_residual_is_quantised():
+    gm = trace(Residuals().eval())
+    ranges = calibrate(gm, [torch.randn(2, 8, 6, 6) for _ in range(2)])
+    plan = plan_int8(gm, ranges)
+    assert set(plan.convs) == {"a", "b", "c", "d", "e", "f"}
+    assert plan.residuals == {"b": ("add",)}
+    assert plan.activations["b"] == ActivationQuant.from_range(*ranges["b"])
+    assert {"c", "d", "f"}.isdisjoint(plan.activations)

@@ -19,15 +19,14 @@ computes after the main branch) is already lowered there.
 from __future__ import annotations
 
 import enum
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.lowering.graph_view import GraphView, bind_arguments
+from subp_fx.passes.node_args import is_add
 
 
 class FusionAbility(enum.IntEnum):
@@ -36,10 +35,6 @@ class FusionAbility(enum.IntEnum):
     NONE = 0
     ACTIVATION = 1
     RESIDUAL = 2  # residual add, then activation
-
-
-ADD_FUNCTIONS: tuple[Callable, ...] = (operator.add, operator.iadd, torch.add)
-ADD_METHODS: tuple[str, ...] = ("add", "add_")
 
 
 @dataclass(frozen=True)
@@ -76,10 +71,7 @@ def activation_of(view: GraphView, node: fx.Node) -> str | None:
 
 def add_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
     """The two operands when ``node`` adds two tensors of one shape (no alpha), else None."""
-    is_add = (node.op == "call_function" and node.target in ADD_FUNCTIONS) or (
-        node.op == "call_method" and node.target in ADD_METHODS
-    )
-    return same_shape_operands(view, node) if is_add else None
+    return same_shape_operands(view, node) if is_add(node) else None
 
 
 def same_shape_operands(view: GraphView, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:

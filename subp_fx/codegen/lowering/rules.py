@@ -30,8 +30,9 @@ from subp_fx.codegen.lowering import ops as op_lowering
 from subp_fx.codegen.lowering import permute as permute_lowering
 from subp_fx.codegen.lowering import resample as resample_lowering
 from subp_fx.codegen.lowering.context import LoweringContext
-from subp_fx.codegen.lowering.fusion import ADD_FUNCTIONS, ADD_METHODS, FusionAbility
+from subp_fx.codegen.lowering.fusion import FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView
+from subp_fx.passes.node_args import ADD_FUNCTIONS, ADD_METHODS
 
 
 def _no_problem(view: GraphView, node: fx.Node) -> str | None:

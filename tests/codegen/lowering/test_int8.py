@@ -140,11 +140,14 @@ def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_convs(toy)
 def test_uint8_storage_where_every_reader_reads_uint8(toy):
     precisions = toy.precisions()
     # block.conv1's output feeds only block.conv2; the block's output (conv2's epilogue: + the
-    # downsample, ReLU) feeds only `odd`: both are written as uint8 by their kernels
+    # downsample, ReLU) feeds only `odd`; the downsample's output is only conv2's residual (the
+    # plan quantises it for that): all three are written as uint8 by their kernels
     stored = {layer for layer, precision in precisions.items() if precision.endswith("->u8")}
-    assert stored == {"block.conv1", "block.conv2"}
-    # pw and odd feed fp32 convs / the pooling; the downsample is conv2's residual (fp32)
-    assert not precisions["pw"].endswith("->u8") and not precisions["block.downsample"].endswith("->u8")
+    assert stored == {"block.conv1", "block.conv2", "block.downsample"}
+    conv2 = next(entry for entry in toy.compiled.kernel_table if entry.layer == "block.conv2")
+    assert "residual_uint8" in conv2.kernel
+    # pw and odd feed fp32 convs / the pooling
+    assert not precisions["pw"].endswith("->u8") and not precisions["odd"].endswith("->u8")
 
 
 def test_a_dense_conv_whose_c_out_is_not_a_multiple_of_16_runs_int8_padded_and_sliced(toy):
