@@ -27,6 +27,8 @@ _EXPORTS = {
     "plan_int8": "subp_fx.quantize.plan",
     "Int8KernelWeights": "subp_fx.quantize.packing",
     "quantize_kernel_weights": "subp_fx.quantize.packing",
+    "DepthwiseInt8Weights": "subp_fx.quantize.packing_depthwise",
+    "quantize_depthwise_weights": "subp_fx.quantize.packing_depthwise",
     "Quantize": "subp_fx.quantize.modules",
     "Dequantize": "subp_fx.quantize.modules",
     "Int8Conv2dReference": "subp_fx.quantize.modules",

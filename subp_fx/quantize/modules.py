@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.quantize.params import ActivationQuant, output_scales, quantize_weight
+from subp_fx.quantize.plan import is_depthwise
 
 
 class _ActivationStep(nn.Module):
@@ -45,13 +46,17 @@ class Int8Conv2dReference(nn.Module):
     """An int8 conv on uint8 input codes: ``acc = conv(q_x - zp, q_w)`` (exact integers, float64),
     ``y = float32(acc * scale + b)`` with ``scale = s_x * s_w`` (float32) and ``b`` the fp32 bias,
     in float64. Zero padding of ``q_x - zp`` is padding ``q_x`` with the zero point, as the kernel
-    does. Build with :meth:`from_conv` from an ``nn.Conv2d`` (groups 1) or ``BlockSparseConv2d``.
+    does. Build with :meth:`from_conv` from an ``nn.Conv2d`` (groups 1, or depthwise: ``groups``
+    = C, weight (C, 1, kh, kw), as the int8 depthwise kernel computes it) or ``BlockSparseConv2d``.
     """
 
-    def __init__(self, codes: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, input_quant, geometry):
+    def __init__(
+        self, codes: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, input_quant, geometry, groups: int = 1
+    ):
         super().__init__()
         self.input_quant = input_quant
         self.stride, self.padding, self.dilation = geometry
+        self.groups = groups
         self.register_buffer("weight_codes", torch.from_numpy(codes.astype(np.int8)))
         self.register_buffer("scale", torch.from_numpy(scale.astype(np.float32)))
         zeros = np.zeros(codes.shape[0], dtype=np.float32)
@@ -64,22 +69,25 @@ class Int8Conv2dReference(nn.Module):
         quantising a block-sparse conv's kept values."""
         if isinstance(conv, BlockSparseConv2d):
             weight = conv.to_dense_weight()
-        elif type(conv) is nn.Conv2d and conv.groups == 1:
+        elif type(conv) is nn.Conv2d and (conv.groups == 1 or is_depthwise(conv)):
             weight = conv.weight
         else:
             raise ValueError(
-                f"an int8 reference conv is made from an nn.Conv2d (groups=1) or a BlockSparseConv2d, got {conv}"
+                "an int8 reference conv is made from an nn.Conv2d (groups=1 or depthwise) or a BlockSparseConv2d, "
+                f"got {conv}"
             )
         codes, scales = quantize_weight(weight)
         bias = None if conv.bias is None else conv.bias.detach().cpu().numpy()
         geometry = (tuple(conv.stride), conv.padding, tuple(conv.dilation))
-        return cls(codes, output_scales(input_quant, scales), bias, input_quant, geometry)
+        groups = conv.groups if isinstance(conv, nn.Conv2d) else 1
+        return cls(codes, output_scales(input_quant, scales), bias, input_quant, geometry, groups)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.dtype != torch.uint8:
             raise TypeError(f"Int8Conv2dReference reads uint8 input codes, got {codes.dtype}")
         centred = codes.to(torch.float64) - self.input_quant.zero_point
-        acc = F.conv2d(centred, self.weight_codes.to(torch.float64), None, self.stride, self.padding, self.dilation)
+        weight = self.weight_codes.to(torch.float64)
+        acc = F.conv2d(centred, weight, None, self.stride, self.padding, self.dilation, self.groups)
         scale = self.scale.to(torch.float64).view(1, -1, 1, 1)
         bias = self.bias.to(torch.float64).view(1, -1, 1, 1)
         return (acc * scale + bias).to(torch.float32)
@@ -87,6 +95,6 @@ class Int8Conv2dReference(nn.Module):
     def extra_repr(self) -> str:
         out_channels, in_channels, kh, kw = self.weight_codes.shape
         return (
-            f"{in_channels}, {out_channels}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}, "
-            f"input zero_point={self.input_quant.zero_point}"
+            f"{in_channels * self.groups}, {out_channels}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, input zero_point={self.input_quant.zero_point}"
         )

@@ -1,9 +1,11 @@
 """``plan_int8``: which convs of an inference graph run in int8, and which tensors get quantised.
 
-A conv runs in int8 when the int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32, or an
+A conv runs in int8 when an int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32, or an
 ``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding, C_in a multiple of 4 (the
-kernel reads 4 input channels as one 32-bit word) and a 4-d input. Every other conv stays fp32,
-with the reason (depthwise / grouped, an RGB stem with C_in = 3, ...); linear layers are fp32.
+kernel reads 4 input channels as one 32-bit word) and a 4-d input; or a depthwise ``nn.Conv2d``
+(``groups == C_in == C_out``) with symmetric zero padding and at most ``DEPTHWISE_MAX_TAPS`` taps
+(the int8 depthwise kernel, :func:`depthwise_problem`). Every other conv stays fp32, with the
+reason (grouped, an RGB stem with C_in = 3, ...); linear layers are fp32.
 
 Every tensor (fx node output) that feeds at least one int8 conv is quantised for *all* its uses:
 every consumer reads ``dequantize(quantize(x))``, so the model computes the same thing whichever
@@ -30,6 +32,9 @@ INPUT_CHANNEL_GROUP = 4  # VNNI multiplies 4 uint8 x int8 pairs per 32-bit lane
 # The N (output channels per block) the int8 kernel takes: one or two vectors of int32 lanes per
 # pixel. Dense convs choose their own N (16); a SUBP layer's N is its model's.
 INT8_BLOCK_SIZES: tuple[int, ...] = (16, 32)
+# The int8 depthwise kernel sums in float32 lanes holding exact integers: every partial sum
+# (|.| <= 255 * 127 * taps) must stay below 2**24.
+DEPTHWISE_MAX_TAPS = (1 << 24) // (255 * 127)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class Int8Plan:
 
     - ``activations``: node name -> ``ActivationQuant`` of every tensor feeding an int8 conv;
     - ``convs``: int8 conv (its module path, the node's target) -> the name of its input node
-      (a key of ``activations``);
+      (a key of ``activations``); depthwise convs (:func:`is_depthwise`) included;
     - ``fp32_convs``: every other ``nn.Conv2d`` / ``BlockSparseConv2d`` call -> why it stays fp32;
     - ``residuals``: int8 conv outputs quantised because every reader is an add with another int8
       conv's output (node name -> the names of those adds); also keys of ``activations``.
@@ -73,12 +78,32 @@ def _type_problem(conv: nn.Module) -> str | None:
     return None
 
 
+def is_depthwise(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a depthwise ``nn.Conv2d``: ``groups == C_in == C_out`` (> 1)."""
+    return isinstance(conv, nn.Conv2d) and 1 < conv.groups == conv.in_channels == conv.out_channels
+
+
+def depthwise_problem(conv: nn.Conv2d) -> str | None:
+    """Why the int8 depthwise kernel cannot compute depthwise conv ``conv``, or None. Any
+    stride and dilation, any channel count (it vectorises over channels, not groups of 4)."""
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r}; the int8 depthwise kernel pads with zeros only"
+    if explicit_padding(conv.padding, tuple(conv.kernel_size), tuple(conv.dilation)) is None:
+        return f"padding={conv.padding!r} is asymmetric; the int8 depthwise kernel pads symmetrically only"
+    taps = conv.kernel_size[0] * conv.kernel_size[1]
+    if taps > DEPTHWISE_MAX_TAPS:
+        return (
+            f"kernel_size={tuple(conv.kernel_size)} has {taps} taps; the int8 depthwise kernel's float32 sums are "
+            f"exact up to {DEPTHWISE_MAX_TAPS}"
+        )
+    return None
+
+
 def _module_problem(conv: nn.Module) -> str | None:
     """Why the int8 kernel cannot compute ``conv`` (whatever its input), or None."""
     if isinstance(conv, nn.Conv2d):
         if conv.groups != 1:
-            kind = "depthwise" if conv.groups == conv.in_channels == conv.out_channels else "grouped"
-            return f"{kind} (groups={conv.groups}); the int8 kernel computes groups=1 convs only"
+            return f"grouped (groups={conv.groups}); the int8 kernels compute groups=1 and depthwise convs only"
         if conv.padding_mode != "zeros":
             return f"padding_mode={conv.padding_mode!r}; the int8 kernel pads with zeros only"
     if isinstance(conv, BlockSparseConv2d) and conv.N not in INT8_BLOCK_SIZES:
@@ -123,7 +148,8 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
         module = gm.get_submodule(node.target)
         if not isinstance(module, (nn.Conv2d, BlockSparseConv2d)):
             continue
-        problem = _type_problem(module) or _module_problem(module) or _node_problem(node, calls, ranges)
+        kernel_problem = depthwise_problem if is_depthwise(module) else _module_problem
+        problem = _type_problem(module) or kernel_problem(module) or _node_problem(node, calls, ranges)
         if problem:
             plan.fp32_convs[node.target] = problem
             continue

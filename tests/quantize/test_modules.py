@@ -68,8 +68,22 @@ def test_the_int8_conv_refuses_float_input_and_convs_it_cannot_compute():
     quant = ActivationQuant(0.5, 0)
     with pytest.raises(TypeError, match="uint8"):
         Int8Conv2dReference.from_conv(nn.Conv2d(4, 4, 1), quant)(torch.zeros(1, 4, 2, 2))
-    with pytest.raises(ValueError, match="groups=1"):
-        Int8Conv2dReference.from_conv(nn.Conv2d(4, 4, 3, groups=4), quant)
+    with pytest.raises(ValueError, match="groups=1 or depthwise"):
+        Int8Conv2dReference.from_conv(nn.Conv2d(8, 8, 3, groups=4), quant)
+
+
+def test_a_depthwise_conv_is_each_channel_convolved_alone():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6)
+    quant = ActivationQuant(float(np.float32(0.03)), 200)
+    codes = torch.randint(0, 256, (2, 6, 7, 7), dtype=torch.uint8)
+    weight, bias = conv.weight.detach().numpy(), conv.bias.detach().numpy()
+    per_channel = [
+        _numpy_int8_conv(codes.numpy()[:, [c]], weight[[c]], bias[[c]], quant, stride=2, padding=1) for c in range(6)
+    ]
+    reference = Int8Conv2dReference.from_conv(conv, quant)
+    assert np.array_equal(reference(codes).numpy(), np.concatenate(per_channel, axis=1))
+    assert "groups=6" in repr(reference)
 
 
 def test_quantize_and_dequantize_modules_apply_their_parameters():

@@ -24,6 +24,7 @@ def test_toy_net_plan_quantises_the_inputs_of_every_eligible_conv_and_says_why_o
     ranges = _calibrated(gm)
     plan = plan_int8(gm, ranges)
     assert plan.convs == {
+        "dw": "relu",  # a depthwise nn.Conv2d: on the int8 depthwise kernel
         "pw": "relu_1",
         "block.conv1": "relu_3",
         "block.conv2": "relu_4",
@@ -35,9 +36,8 @@ def test_toy_net_plan_quantises_the_inputs_of_every_eligible_conv_and_says_why_o
     assert plan.residuals == {"block_downsample": ("add",)}
     quantised = [*plan.convs.values(), "block_downsample"]
     assert plan.activations == {name: ActivationQuant.from_range(*ranges[name]) for name in quantised}
-    assert list(plan.fp32_convs) == ["stem", "dw", "grouped"]
+    assert list(plan.fp32_convs) == ["stem", "grouped"]
     assert "C_in=3 (an image stem)" in plan.fp32_convs["stem"]
-    assert plan.fp32_convs["dw"].startswith("depthwise (groups=16)")
     assert plan.fp32_convs["grouped"].startswith("grouped (groups=4)")
     assert plan.input_quant("block.downsample") is plan.activations["relu_3"]
     assert gm.code == code  # the graph is only read
@@ -119,3 +119,33 @@ def test_only_an_int8_conv_output_that_is_only_a_fused_residual_is_quantised():
     assert plan.residuals == {"b": ("add",)}
     assert plan.activations["b"] == ActivationQuant.from_range(*ranges["b"])
     assert {"c", "d", "f"}.isdisjoint(plan.activations)
+
+
+class Depthwise(nn.Module):
+    """Depthwise convs the int8 depthwise kernel takes (stride 2, dilation, 6 channels) and those it
+    does not (reflect padding, asymmetric padding, 23x23 taps), and a channel multiplier 2 (grouped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.strided = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6)
+        self.dilated = nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6)
+        self.reflect = nn.Conv2d(6, 6, 3, padding=1, groups=6, padding_mode="reflect")
+        self.even = nn.Conv2d(6, 6, 2, padding="same", groups=6)
+        self.huge = nn.Conv2d(6, 6, 23, padding=11, groups=6)
+        self.multiplier = nn.Conv2d(6, 12, 3, padding=1, groups=6)
+
+    def forward(self, x):
+        y = self.dilated(self.strided(x))
+        return self.multiplier(self.huge(self.even(self.reflect(y))))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_depthwise_convs_run_int8_unless_the_depthwise_kernel_cannot_compute_them():
+    gm = trace(Depthwise().eval())
+    plan = plan_int8(gm, calibrate(gm, [torch.randn(2, 6, 12, 12)]))
+    assert plan.convs == {"strided": "x", "dilated": "strided"}
+    reasons = plan.fp32_convs
+    assert "padding_mode='reflect'" in reasons["reflect"] and "depthwise kernel" in reasons["reflect"]
+    assert "asymmetric" in reasons["even"]
+    assert "529 taps" in reasons["huge"] and "exact up to 518" in reasons["huge"]
+    assert reasons["multiplier"].startswith("grouped (groups=6)")

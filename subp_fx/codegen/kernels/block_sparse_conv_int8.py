@@ -59,7 +59,7 @@ from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.int8_dot import WORD, accumulate, prepare_weights
 from subp_fx.codegen.kernels.int8_spec import GROUP, Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path, int8_path
-from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, guarded_bounds
+from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, border_split, guarded_bounds
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PARALLEL_PIXELS
 from subp_fx.codegen.kernels.quantize import requantized_uint8
 from subp_fx.codegen.kernels.spec import ConvTile
@@ -202,12 +202,11 @@ class _Builder:
         init = [
             tirx.BufferStore(acc, zero, [tirx.Ramp(index * lanes, 1, lanes)]) for index in range(cols * self.vectors)
         ]
-        unguarded = self._reduction(b, r, oh, ow0, cols, acc, guarded=False)
-        if any(self.spec.padding):
-            guarded = self._reduction(b, r, oh, ow0, cols, acc, guarded=True)
-            reduction = tirx.IfThenElse(self._tile_is_interior(oh, ow0, cols), unguarded, guarded)
-        else:
-            reduction = unguarded
+        reduction = border_split(
+            any(self.spec.padding),
+            self._tile_is_interior(oh, ow0, cols),
+            lambda guarded: self._reduction(b, r, oh, ow0, cols, acc, guarded),
+        )
         return tirx.SeqStmt([tirx.AllocBuffer(acc), *init, reduction, *self._write_back(b, r, oh, ow0, cols, acc)])
 
     def row(self, b, r, oh) -> tirx.Stmt:

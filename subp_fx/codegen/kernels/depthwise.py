@@ -131,11 +131,13 @@ def depthwise_conv2d_primfunc(spec: DepthwiseConvSpec, lanes: int) -> tirx.PrimF
 
     out = te.compute(spec.out_shape, epilogue, name="out")
     sch = s_tir.Schedule(te.create_prim_func([*arguments, out]))
-    _schedule(sch, spec, tile_cols, lanes)
+    schedule_depthwise(sch, spec, tile_cols, lanes)
     return sch.mod["main"]
 
 
-def _schedule(sch: s_tir.Schedule, spec: DepthwiseConvSpec, tile_cols: int, lanes: int) -> None:
+def schedule_depthwise(sch: s_tir.Schedule, spec: DepthwiseConvSpec, tile_cols: int, lanes: int) -> None:
+    """The schedule (module docstring) of a depthwise kernel whose blocks are "depthwise" (the
+    reduction) and "out" (the epilogue); shared by the fp32 and int8 kernels."""
     conv = sch.get_sblock("depthwise")
     b, oh, ow, c, s, t = sch.get_loops(conv)
     chunk = lane_chunk(spec.channels, lanes)

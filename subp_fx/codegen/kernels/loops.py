@@ -106,3 +106,14 @@ def guarded_bounds(h, w, height: int, width: int, pad: tuple[int, int], last: tu
         _when(last[0] >= height, height),
         _when(last[1] >= width, width),
     )
+
+
+def border_split(padded: bool, interior, reduction) -> tirx.Stmt:
+    """A register tile's reduction split on where its windows lie: ``reduction(False)`` (reads
+    unguarded) when the ``interior`` condition holds, ``reduction(True)`` (each read guarded for
+    the padding) otherwise; only the unguarded one when nothing is ``padded``. Most tiles of a
+    large map are interior, so the bounds tests cost only at the border."""
+    unguarded = reduction(False)
+    if not padded:
+        return unguarded
+    return tirx.IfThenElse(interior, unguarded, reduction(True))

@@ -1,8 +1,11 @@
-"""Lowering of depthwise convs (``nn.Conv2d`` with groups == C_in == C_out) to ``kernels.depthwise``.
+"""Lowering of depthwise convs (``nn.Conv2d`` with groups == C_in == C_out) to ``kernels.depthwise``,
+or in an int8 build, for the depthwise convs the plan puts in int8, to ``kernels.depthwise_int8``.
 
 The (C, 1, kh, kw) weight becomes (kh, kw, C) so a vector of channels is one load; bias and a
 fused activation (``fusion``; e.g. MobileNetV3's hardswish, EfficientNet's SiLU) run in the kernel's
-write-back. One ``KernelEntry`` per layer.
+write-back. The int8 kernel reads its input's uint8 form (``lowering.int8``) and stores uint8 when
+the int8 lowering says every reader of its result reads uint8 (``Int8Lowering.stored_uint8``).
+One ``KernelEntry`` per layer.
 """
 
 from __future__ import annotations
@@ -12,17 +15,24 @@ import torch.nn as nn
 
 from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.kernels.depthwise import DepthwiseConvSpec, depthwise_conv2d_primfunc, depthwise_tile_cols
+from subp_fx.codegen.kernels.depthwise_int8 import DepthwiseInt8Spec, depthwise_int8_primfunc, depthwise_int8_tile_cols
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.graph_view import LoweredTensor
+from subp_fx.codegen.lowering.int8 import UINT8, quant_params
 from subp_fx.codegen.lowering.weights import float32_array
 from subp_fx.codegen.runtime.kernel_table import DEPTHWISE
+from subp_fx.quantize import quantize_depthwise_weights
+from subp_fx.quantize.plan import conv_input
+
+# What the kernel table says an int8 depthwise conv computes in: exact integer sums in float32
+# lanes (kernels.depthwise_int8), not the int8 conv kernel's dot-product path.
+INT8_DEPTHWISE_PRECISION = "int8/fp32-exact-sums"
 
 
-def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
-    data = ctx.tensor(node.args[0])
-    epilogue = ctx.epilogue(node)
-    batch, height, width, channels = data.stored_shape
-    spec = DepthwiseConvSpec(
+def _geometry(conv: nn.Conv2d, stored_shape: tuple[int, ...], activation: str) -> dict:
+    """The ``DepthwiseConvSpec`` fields of ``conv`` on an NHWC input of ``stored_shape``."""
+    batch, height, width, channels = stored_shape
+    return dict(
         batch=batch,
         height=height,
         width=width,
@@ -31,18 +41,17 @@ def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -
         stride=tuple(conv.stride),
         padding=explicit_padding(conv.padding, conv.kernel_size, conv.dilation),
         dilation=tuple(conv.dilation),
-        bias=conv.bias is not None,
-        activation=epilogue.activation,
+        activation=activation,
     )
-    weight = float32_array(conv.weight)[:, 0].transpose(1, 2, 0)  # (C, 1, kh, kw) -> (kh, kw, C)
-    arguments = [data.expr, ctx.program.constant(weight)]
-    arguments += [ctx.program.constant(float32_array(conv.bias))] if conv.bias is not None else []
+
+
+def _kernel_name(spec: DepthwiseConvSpec, prefix: str = "depthwise") -> str:
     kh, kw = spec.kernel_size
-    name = f"depthwise_conv{kh}x{kw}s{spec.stride[0]}_b{batch}_{height}x{width}_{channels}" + (
-        f"_{spec.activation}" if spec.activation != "none" else ""
-    )
-    key = ("depthwise_conv2d", spec)
-    output = ctx.program.call(key, name, lambda: depthwise_conv2d_primfunc(spec, ctx.lanes), arguments, spec.out_shape)
+    name = f"{prefix}_conv{kh}x{kw}s{spec.stride[0]}_b{spec.batch}_{spec.height}x{spec.width}_{spec.channels}"
+    return name + (f"_{spec.activation}" if spec.activation != "none" else "")
+
+
+def _record(ctx: LoweringContext, node: fx.Node, key, spec: DepthwiseConvSpec, conv: nn.Conv2d, tile: str, **fields):
     ctx.record_kernel(
         node,
         key,
@@ -51,15 +60,66 @@ def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -
         activation=spec.activation,
         kind=DEPTHWISE,
         op="conv2d",
-        in_channels=channels,
+        in_channels=spec.channels,
         kept_per_row=1,
-        out_channels=channels,
+        out_channels=spec.channels,
         kernel_size=spec.kernel_size,
         stride=spec.stride,
         out_hw=(spec.out_height, spec.out_width),
         block_size=None,
         macs=spec.macs,
-        tile=f"1x{depthwise_tile_cols(spec.out_width)}px x {min(ctx.lanes, channels)} channels",
+        tile=tile,
         dense_reason=f"depthwise conv (groups={conv.groups}): 1xN blocks need groups=1",
+        **fields,
     )
+
+
+def lower_int8_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
+    """``node`` (a depthwise conv of the int8 plan) on the int8 depthwise kernel: reads the uint8
+    form of its input, weights quantised per channel with the zero point folded into the bias
+    (``quantize.quantize_depthwise_weights``)."""
+    int8 = ctx.int8
+    data = int8.quantized[conv_input(node).name]
+    epilogue = ctx.epilogue(node)
+    result = epilogue.result_node
+    out_dtype = UINT8 if result.name in int8.stored_uint8 else "float32"
+    batch, height, width, channels = data.stored_shape
+    spec = DepthwiseInt8Spec(
+        **_geometry(conv, data.stored_shape, epilogue.activation),
+        input_zero_point=int(data.quant.zero_point),
+        out_dtype=out_dtype,
+    )
+    packed = quantize_depthwise_weights(conv.weight, conv.bias, data.quant)
+    arguments = [data.expr] + [ctx.program.constant(array) for array in (packed.codes, packed.scale, packed.bias)]
+    out_quant = int8.plan.activations[result.name] if out_dtype == UINT8 else None
+    arguments += [ctx.program.constant(quant_params(out_quant))] if out_quant is not None else []
+    cols = depthwise_int8_tile_cols(spec, int8.path)
+    key = ("depthwise_conv2d_int8", spec, cols, int8.path.name)
+    name = _kernel_name(spec, "depthwise_int8") + ("_u8out" if out_dtype == UINT8 else "")
+    output = ctx.program.call(
+        key, name, lambda: depthwise_int8_primfunc(spec, int8.path, cols), arguments, spec.out_shape, out_dtype
+    )
+    lanes = min(int8.path.lanes, channels)
+    precision = INT8_DEPTHWISE_PRECISION + ("->u8" if out_dtype == UINT8 else "")
+    _record(ctx, node, key, spec, conv, f"1x{cols}px x {lanes} channels", precision=precision)
+    shape = (batch, channels, spec.out_height, spec.out_width)
+    return LoweredTensor(output, shape, dtype=out_dtype, quant=out_quant)
+
+
+def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
+    if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
+        return lower_int8_depthwise_conv(ctx, node, conv)
+    data = ctx.tensor(node.args[0])
+    epilogue = ctx.epilogue(node)
+    batch, height, width, channels = data.stored_shape
+    spec = DepthwiseConvSpec(**_geometry(conv, data.stored_shape, epilogue.activation), bias=conv.bias is not None)
+    weight = float32_array(conv.weight)[:, 0].transpose(1, 2, 0)  # (C, 1, kh, kw) -> (kh, kw, C)
+    arguments = [data.expr, ctx.program.constant(weight)]
+    arguments += [ctx.program.constant(float32_array(conv.bias))] if conv.bias is not None else []
+    key = ("depthwise_conv2d", spec)
+    output = ctx.program.call(
+        key, _kernel_name(spec), lambda: depthwise_conv2d_primfunc(spec, ctx.lanes), arguments, spec.out_shape
+    )
+    tile = f"1x{depthwise_tile_cols(spec.out_width)}px x {min(ctx.lanes, channels)} channels"
+    _record(ctx, node, key, spec, conv, tile)
     return LoweredTensor(output, (batch, channels, spec.out_height, spec.out_width))

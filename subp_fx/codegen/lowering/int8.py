@@ -7,9 +7,11 @@ int8 conv computes in integers from the uint8 input and int8 weights. How the lo
 that while moving as few bytes as it can:
 
 - a planned tensor that an int8 conv's fused epilogue produces is *stored* uint8 (the kernel
-  re-quantises in its write-back) when every reader can read uint8: an int8 conv's data input,
-  or an int8 conv's residual (dequantised in that kernel's epilogue). In ResNets that is every
-  block's output: activations cross memory as bytes, a quarter of fp32's traffic;
+  re-quantises in its write-back) when every reader can read uint8: an int8 conv's data input
+  (depthwise int8 convs included), or an int8 conv's residual (dequantised in that kernel's
+  epilogue). In ResNets that is every block's output; in MobileNetV1 every tensor between the
+  stem and the pooling (pointwise -> depthwise -> pointwise): activations cross memory as bytes,
+  a quarter of fp32's traffic;
 - any other planned tensor is produced in fp32 as in an fp32 build, then quantised once by a
   ``quantize`` kernel for its int8 readers; if some reader needs fp32 (a pooling, an fp32
   conv's residual, the output), that reader gets the dequantised copy, so every reader sees the
@@ -32,7 +34,7 @@ from subp_fx.codegen.lowering.fusion import Epilogue
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 from subp_fx.quantize import ActivationQuant, Int8Plan, quantize_kernel_weights
-from subp_fx.quantize.plan import conv_input
+from subp_fx.quantize.plan import conv_input, is_depthwise
 
 if TYPE_CHECKING:
     from subp_fx.codegen.lowering.context import LoweringContext
@@ -59,6 +61,13 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
     return True
 
 
+def _writes_exactly_its_channels(conv) -> bool:
+    """Whether an int8 conv's kernel writes exactly C_out channels, so that it can store uint8
+    (a padded C_out is sliced after the call): a depthwise conv always (its kernel vectorises
+    over any channel count), any other when C_out is a multiple of 16."""
+    return is_depthwise(conv) or conv.out_channels % DENSE_INT8_BLOCK_SIZE == 0
+
+
 @dataclass
 class Int8Lowering:
     """The plan, and the uint8 form of each planned tensor as it is lowered.
@@ -81,7 +90,7 @@ class Int8Lowering:
         results: dict[fx.Node, fx.Node] = {}
         for node in view.nodes:
             if node.op == "call_module" and str(node.target) in plan.convs:
-                if view.module(node).out_channels % DENSE_INT8_BLOCK_SIZE == 0:
+                if _writes_exactly_its_channels(view.module(node)):
                     results[node] = node
         for epilogue in epilogues.values():
             if epilogue.conv in results:

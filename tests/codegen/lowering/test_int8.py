@@ -15,6 +15,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from subp_fx.codegen.kernels.isa import int8_path  # noqa: E402
+from subp_fx.codegen.lowering.depthwise import INT8_DEPTHWISE_PRECISION  # noqa: E402
 from subp_fx.codegen.lowering.lower import lower_graph  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
 from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
@@ -35,10 +36,10 @@ HASWELL = "llvm -mcpu=haswell"  # AVX2 without VNNI: the vpmaddwd fallback
 
 
 class SharedReaders(nn.Module):
-    """conv1's output ``y`` feeds an int8 conv (conv2) but also a depthwise conv (fp32) and a
-    spatial mean: it is quantised once and its fp32 readers get the dequantised copy (the path
-    ``lowering.int8.after_lowered`` takes when not every reader reads uint8). Input (B, 8, H, W):
-    the input itself is quantised for conv1."""
+    """conv1's output ``y`` feeds two int8 convs (conv2, and the depthwise dw) but also a spatial
+    mean: it is quantised once and its fp32 reader gets the dequantised copy (the path
+    ``lowering.int8.after_lowered`` takes when not every reader reads uint8). dw's output is
+    conv2's fp32 residual. Input (B, 8, H, W): the input itself is quantised for conv1."""
 
     def __init__(self):
         super().__init__()
@@ -54,6 +55,35 @@ class SharedReaders(nn.Module):
 
 
 SHARED_SHAPE = (2, 8, 8, 8)
+
+
+def _dw_pw(channels: int, out_channels: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.Conv2d(channels, out_channels, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+
+
+class TinyMobileNetV1(nn.Module):
+    """MobileNetV1's pattern: an RGB stem (fp32), then depthwise 3x3 (stride 1 and 2) and
+    pointwise 1x1 pairs with BN and ReLU, average pooling and a linear head. In int8 every
+    tensor between the stem and the pooling is written uint8 by the kernel that produces it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.features = nn.Sequential(*_dw_pw(16, 32, 1), *_dw_pw(32, 48, 2), *_dw_pw(48, 64, 1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(self.stem(x)), 1), 1))
+
+
+MOBILENET_SHAPE = (2, 3, 20, 20)
 
 
 def _calibration(shape):
@@ -111,6 +141,12 @@ def toy() -> Int8Build:
 
 
 @pytest.fixture(scope="module")
+def mobilenet() -> Int8Build:
+    model = impose_random_masks(randomise_batchnorms(seeded(TinyMobileNetV1), 0), prune_rate=0.5, N=16, seed=0, G=4)
+    return Int8Build(model, MOBILENET_SHAPE)
+
+
+@pytest.fixture(scope="module")
 def shared() -> Int8Build:
     return Int8Build(seeded(SharedReaders), SHARED_SHAPE)
 
@@ -122,28 +158,24 @@ def test_toy_net_equals_the_fake_quant_reference(toy):
 def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_convs(toy):
     path = int8_path(toy.compiled.target).name
     precisions = toy.precisions()
-    assert set(toy.plan.convs) == {"pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
+    assert set(toy.plan.convs) == {"dw", "pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
     in_int8 = {layer for layer, precision in precisions.items() if precision != "fp32"}
     assert in_int8 == set(toy.plan.convs)
-    assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8)
-    # the RGB stem, the depthwise and grouped convs and the linear head stay fp32, with the reason
-    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {
-        "stem",
-        "dw",
-        "grouped",
-        "head",
-    }
-    assert set(toy.plan.fp32_convs) >= {"stem", "dw", "grouped"}
+    assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8 - {"dw"})
+    assert precisions["dw"].split("->")[0] == INT8_DEPTHWISE_PRECISION
+    # the RGB stem, the grouped conv and the linear head stay fp32, with the reason
+    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"stem", "grouped", "head"}
+    assert set(toy.plan.fp32_convs) >= {"stem", "grouped"}
     assert "precision: int8 (calibrated on 12 images in 3 batch(es) from toy)" in toy.compiled.report()
 
 
 def test_uint8_storage_where_every_reader_reads_uint8(toy):
     precisions = toy.precisions()
-    # block.conv1's output feeds only block.conv2; the block's output (conv2's epilogue: + the
-    # downsample, ReLU) feeds only `odd`; the downsample's output is only conv2's residual (the
-    # plan quantises it for that): all three are written as uint8 by their kernels
+    # dw's output feeds only pw; block.conv1's only block.conv2; the block's output (conv2's
+    # epilogue: + the downsample, ReLU) only `odd`; the downsample's output is only conv2's
+    # residual (the plan quantises it for that): all are written as uint8 by their kernels
     stored = {layer for layer, precision in precisions.items() if precision.endswith("->u8")}
-    assert stored == {"block.conv1", "block.conv2", "block.downsample"}
+    assert stored == {"dw", "block.conv1", "block.conv2", "block.downsample"}
     conv2 = next(entry for entry in toy.compiled.kernel_table if entry.layer == "block.conv2")
     assert "residual_uint8" in conv2.kernel
     # pw and odd feed fp32 convs / the pooling
@@ -170,18 +202,39 @@ def test_the_manifest_round_trips_precision_and_calibration(toy, tmp_path):
 
 def test_a_planned_tensor_with_fp32_readers_gives_them_the_dequantised_copy(shared):
     _assert_matches_reference(shared)
-    assert set(shared.plan.convs) == {"conv1", "conv2"} and shared.precisions()["dw"] == "fp32"
-    assert not any(precision.endswith("->u8") for precision in shared.precisions().values())
+    assert set(shared.plan.convs) == {"conv1", "conv2", "dw"}
+    # dw's output is only conv2's residual (the plan quantises it for that): stored uint8, read
+    # as bytes by conv2's kernel; nothing else is stored uint8 (y has an fp32 reader)
+    assert shared.plan.residuals == {"dw": ("add",)}
+    assert shared.precisions()["dw"] == INT8_DEPTHWISE_PRECISION + "->u8"
+    assert [layer for layer, precision in shared.precisions().items() if precision.endswith("->u8")] == ["dw"]
     lowered = lower_graph(shared.graph, SHARED_SHAPE, shared.compiled.target, activation_ranges=shared.ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
-    # the input (for conv1) and y (for conv2) are quantised; y alone is dequantised for dw and the mean
+    # the input (for conv1) and y (for conv2 and dw) are quantised; y alone is dequantised, for the mean
     assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x8x8x16", "quantize_2x8x8x8"]
     assert [name for name in names if name.startswith("dequantize_")] == ["dequantize_2x8x8x16"]
 
 
+def test_a_mobilenet_v1_stays_uint8_from_the_stem_to_the_pooling(mobilenet):
+    _assert_matches_reference(mobilenet)
+    precisions = mobilenet.precisions()
+    depthwise = {"features.0", "features.6", "features.12"}
+    pointwise = {"features.3", "features.9", "features.15"}
+    assert set(mobilenet.plan.convs) == depthwise | pointwise
+    # every depthwise and pointwise output is written uint8, but the last (read by the pooling)
+    assert {layer for layer, precision in precisions.items() if precision.endswith("->u8")} == (
+        depthwise | pointwise
+    ) - {"features.15"}
+    target, ranges = mobilenet.compiled.target, mobilenet.ranges
+    lowered = lower_graph(mobilenet.graph, MOBILENET_SHAPE, target, activation_ranges=ranges)
+    names = sorted(global_var.name_hint for global_var in lowered.module.functions)
+    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x10x10x16"]  # the stem's output
+    assert not [name for name in names if name.startswith("dequantize_")]
+
+
 def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
-    assert {build.precisions()[layer] for layer in build.plan.convs} == {"int8/avx2-pmaddwd"}
+    assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
     _assert_matches_reference(build)
 
 
