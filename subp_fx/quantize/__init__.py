@@ -1,5 +1,5 @@
 """int8 quantisation, the torch half (no TVM): calibrate activation ranges on an inference graph,
-plan which convs run in int8, pack their weights for the int8 kernel, and build the eager
+plan which convs and linears run in int8, pack their weights for the int8 kernel, and build the eager
 fake-quant reference the compiled model is checked against. See README.md here.
 
 Names are imported on first use, so ``subp_fx.quantize.precision`` (the precision registry) stays
@@ -32,6 +32,7 @@ _EXPORTS = {
     "Quantize": "subp_fx.quantize.modules",
     "Dequantize": "subp_fx.quantize.modules",
     "Int8Conv2dReference": "subp_fx.quantize.modules",
+    "Int8LinearReference": "subp_fx.quantize.modules",
     "fake_quant_reference": "subp_fx.quantize.reference",
     "CalibrationError": "subp_fx.errors",
 }

@@ -1,4 +1,4 @@
-"""The eager modules of the int8 reference graph: quantise, dequantise, and the int8 conv.
+"""The eager modules of the int8 reference graph: quantise, dequantise, the int8 conv and linear.
 
 They compute the int8 arithmetic exactly (integer accumulation in float64, which is exact for
 any realistic conv: |sum| < 2**53), as the specification the compiled kernels are tested against,
@@ -98,3 +98,29 @@ class Int8Conv2dReference(nn.Module):
             f"{in_channels * self.groups}, {out_channels}, kernel_size=({kh}, {kw}), stride={self.stride}, "
             f"padding={self.padding}, groups={self.groups}, input zero_point={self.input_quant.zero_point}"
         )
+
+
+class Int8LinearReference(Int8Conv2dReference):
+    """An int8 linear layer on uint8 input codes (B, in_features): the int8 conv's arithmetic on
+    a 1x1 image (``acc = (q_x - zp) @ q_w.T`` exact, ``y = float32(acc * scale + b)``), as the
+    compiled model runs it on the int8 conv kernel. Build with :meth:`from_linear`."""
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, input_quant: ActivationQuant) -> Int8LinearReference:
+        """The int8 form of ``linear`` (an ``nn.Linear``) reading uint8 input quantised with
+        ``input_quant``; weights quantised per output feature (``quantize_weight``)."""
+        if type(linear) is not nn.Linear:
+            raise ValueError(f"an int8 reference linear is made from an nn.Linear, got {linear}")
+        codes, scales = quantize_weight(linear.weight)
+        bias = None if linear.bias is None else linear.bias.detach().cpu().numpy()
+        geometry = ((1, 1), 0, (1, 1))
+        return cls(codes[:, :, None, None], output_scales(input_quant, scales), bias, input_quant, geometry)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.dim() != 2:
+            raise ValueError(f"Int8LinearReference reads (B, in_features) codes, got shape {tuple(codes.shape)}")
+        return super().forward(codes[:, :, None, None]).flatten(1)
+
+    def extra_repr(self) -> str:
+        out_features, in_features = self.weight_codes.shape[:2]
+        return f"in_features={in_features}, out_features={out_features}, input zero_point={self.input_quant.zero_point}"

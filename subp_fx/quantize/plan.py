@@ -1,13 +1,20 @@
-"""``plan_int8``: which convs of an inference graph run in int8, and which tensors get quantised.
+"""``plan_int8``: which convs and linears of an inference graph run in int8, and which tensors get
+quantised.
 
 A conv runs in int8 when an int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32, or an
 ``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding, C_in a multiple of 4 (the
 kernel reads 4 input channels as one 32-bit word) and a 4-d input; or a depthwise ``nn.Conv2d``
 (``groups == C_in == C_out``) with symmetric zero padding and at most ``DEPTHWISE_MAX_TAPS`` taps
 (the int8 depthwise kernel, :func:`depthwise_problem`). Every other conv stays fp32, with the
-reason (grouped, an RGB stem with C_in = 3, ...); linear layers are fp32.
+reason (grouped, an RGB stem with C_in = 3, ...).
 
-Every tensor (fx node output) that feeds at least one int8 conv is quantised for *all* its uses:
+A linear layer runs in int8 (:func:`plan_int8_linears`) when it is an ``nn.Linear`` on a 2-d
+(B, features) input with in_features a multiple of 4: it is a 1x1 conv on a 1x1 image, so the
+int8 conv kernel computes it (a classifier head: ResNet-50's fc streams 2 MB of int8 weights a
+call instead of 8 MB of fp32). A Linear over a 4-d map's last axis (ConvNeXt's pointwise layers)
+stays fp32, with the reason.
+
+Every tensor (fx node output) that feeds at least one int8 conv or linear is quantised for *all* its uses:
 every consumer reads ``dequantize(quantize(x))``, so the model computes the same thing whichever
 ops the compiler fuses into which kernel. So is an int8 conv's output that is only ever added to
 another int8 conv's output (a ResNet downsample branch: ``Int8Plan.residuals``): the conv whose
@@ -45,6 +52,8 @@ class Int8Plan:
     - ``convs``: int8 conv (its module path, the node's target) -> the name of its input node
       (a key of ``activations``); depthwise convs (:func:`is_depthwise`) included;
     - ``fp32_convs``: every other ``nn.Conv2d`` / ``BlockSparseConv2d`` call -> why it stays fp32;
+    - ``linears``: int8 linear (module path) -> the name of its input node (a key of ``activations``);
+    - ``fp32_linears``: every other ``nn.Linear`` call -> why it stays fp32;
     - ``residuals``: int8 conv outputs quantised because every reader is an add with another int8
       conv's output (node name -> the names of those adds); also keys of ``activations``.
     """
@@ -52,14 +61,20 @@ class Int8Plan:
     activations: dict[str, ActivationQuant] = field(default_factory=dict)
     convs: dict[str, str] = field(default_factory=dict)
     fp32_convs: dict[str, str] = field(default_factory=dict)
+    linears: dict[str, str] = field(default_factory=dict)
+    fp32_linears: dict[str, str] = field(default_factory=dict)
     residuals: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def input_quant(self, conv: str) -> ActivationQuant:
-        """The uint8 parameters of int8 conv ``conv``'s input (``KeyError`` naming the int8 convs
-        when ``conv`` is not one)."""
-        if conv not in self.convs:
-            raise KeyError(f"{conv!r} is not an int8 conv of this plan; its int8 convs are {sorted(self.convs)}")
-        return self.activations[self.convs[conv]]
+    def input_quant(self, layer: str) -> ActivationQuant:
+        """The uint8 parameters of int8 conv or linear ``layer``'s input (``KeyError`` naming the
+        int8 layers when ``layer`` is not one)."""
+        source = self.convs.get(layer, self.linears.get(layer))
+        if source is None:
+            raise KeyError(
+                f"{layer!r} is not an int8 conv or linear of this plan; its int8 convs are {sorted(self.convs)}, "
+                f"its int8 linears {sorted(self.linears)}"
+            )
+        return self.activations[source]
 
 
 def conv_input(node: fx.Node) -> fx.Node | None:
@@ -121,18 +136,21 @@ def _module_problem(conv: nn.Module) -> str | None:
     return None
 
 
-def _node_problem(node: fx.Node, calls: Counter, ranges: ActivationRanges) -> str | None:
-    """Why this conv call cannot be int8 given the graph and the calibration, or None."""
+def _node_problem(
+    node: fx.Node, calls: Counter, ranges: ActivationRanges, rank: int = 4, layout: str = "(B, C, H, W)"
+) -> str | None:
+    """Why this conv (or linear: ``rank`` 2) call cannot be int8 given the graph and the
+    calibration, or None."""
     if calls[node.target] > 1:
-        return f"the module is called {calls[node.target]} times; an int8 conv needs one input tensor"
+        return f"the module is called {calls[node.target]} times; an int8 layer needs one input tensor"
     source = conv_input(node)
     if source is None:
         return "its input is not a tensor computed by the graph"
     if source.name not in ranges:
         return f"its input {source.name!r} has no calibrated range (calibrate the same graph)"
     shape = ranges.shapes.get(source.name)
-    if shape is None or len(shape) != 4:
-        return f"its input {source.name!r} has shape {shape}; the int8 kernel takes 4-d (B, C, H, W) inputs"
+    if shape is None or len(shape) != rank:
+        return f"its input {source.name!r} has shape {shape}; the int8 kernel takes {rank}-d {layout} inputs"
     return None
 
 
@@ -150,16 +168,51 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
             continue
         kernel_problem = depthwise_problem if is_depthwise(module) else _module_problem
         problem = _type_problem(module) or kernel_problem(module) or _node_problem(node, calls, ranges)
-        if problem:
-            plan.fp32_convs[node.target] = problem
-            continue
-        source = conv_input(node).name
-        plan.convs[node.target] = source
-        plan.activations.setdefault(source, ranges.activation_quant(source))
+        _assign(plan, node, problem, ranges, plan.convs, plan.fp32_convs)
+    plan_int8_linears(gm, ranges, plan)
     for name, adds in _int8_residuals(gm, plan, ranges).items():
         plan.residuals[name] = adds
         plan.activations.setdefault(name, ranges.activation_quant(name))
     return plan
+
+
+def _assign(
+    plan: Int8Plan, node: fx.Node, problem: str | None, ranges: ActivationRanges, int8_layers: dict, fp32_layers: dict
+) -> None:
+    """Record layer call ``node`` in ``int8_layers`` (module path -> input node, the input's
+    quantisation in ``plan.activations``) when there is no ``problem``, else in ``fp32_layers``."""
+    if problem:
+        fp32_layers[node.target] = problem
+        return
+    source = conv_input(node).name
+    int8_layers[node.target] = source
+    plan.activations.setdefault(source, ranges.activation_quant(source))
+
+
+def _linear_problem(linear: nn.Module) -> str | None:
+    """Why the int8 kernel cannot compute ``linear`` (whatever its input), or None."""
+    # A subclass (e.g. a LoRA or quantised Linear) may compute something else than its weight says.
+    if type(linear) is not nn.Linear:
+        return f"a {type(linear).__name__}, not an nn.Linear"
+    if linear.in_features % INPUT_CHANNEL_GROUP:
+        return (
+            f"in_features={linear.in_features} is not a multiple of {INPUT_CHANNEL_GROUP}; the int8 kernel reads "
+            f"{INPUT_CHANNEL_GROUP} input features per 32-bit word"
+        )
+    return None
+
+
+def plan_int8_linears(gm: fx.GraphModule, ranges: ActivationRanges, plan: Int8Plan) -> None:
+    """Add ``gm``'s linear layers to ``plan`` (``plan_int8`` calls it): each ``nn.Linear`` the int8
+    kernel can compute as a 1x1 conv on a 1x1 image goes to ``plan.linears`` and its input to
+    ``plan.activations``; every other one to ``plan.fp32_linears`` with the reason (a Linear over a
+    4-d map's last axis among them: its input is not 2-d)."""
+    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(module := gm.get_submodule(node.target), nn.Linear):
+            continue
+        problem = _linear_problem(module) or _node_problem(node, calls, ranges, rank=2, layout="(B, features)")
+        _assign(plan, node, problem, ranges, plan.linears, plan.fp32_linears)
 
 
 def _int8_residuals(gm: fx.GraphModule, plan: Int8Plan, ranges: ActivationRanges) -> dict[str, tuple[str, ...]]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
-from subp_fx.quantize.modules import Dequantize, Int8Conv2dReference, Quantize
+from subp_fx.quantize.modules import Dequantize, Int8Conv2dReference, Int8LinearReference, Quantize
 from subp_fx.quantize.params import ActivationQuant
 
 
@@ -84,6 +84,29 @@ def test_a_depthwise_conv_is_each_channel_convolved_alone():
     reference = Int8Conv2dReference.from_conv(conv, quant)
     assert np.array_equal(reference(codes).numpy(), np.concatenate(per_channel, axis=1))
     assert "groups=6" in repr(reference)
+
+
+def test_int8_linear_reference_is_the_int8_conv_on_a_1x1_image():
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 5)
+    quant = ActivationQuant(float(np.float32(0.02)), 131)
+    codes = torch.randint(0, 256, (3, 8), dtype=torch.uint8)
+    result = Int8LinearReference.from_linear(linear, quant)(codes)
+    weight = linear.weight.detach().numpy()[:, :, None, None]
+    expected = _numpy_int8_conv(codes.numpy()[:, :, None, None], weight, linear.bias.detach().numpy(), quant, 1, 0)
+    assert result.shape == (3, 5) and result.dtype == torch.float32
+    assert np.array_equal(result.numpy(), expected[:, :, 0, 0])
+    assert "in_features=8, out_features=5" in repr(Int8LinearReference.from_linear(linear, quant))
+
+
+def test_the_int8_linear_refuses_other_modules_and_inputs_that_are_not_2d():
+    quant = ActivationQuant(0.5, 0)
+    with pytest.raises(ValueError, match="made from an nn.Linear"):
+        Int8LinearReference.from_linear(nn.Conv2d(4, 4, 1), quant)
+    with pytest.raises(ValueError, match=r"\(B, in_features\) codes, got shape \(1, 4, 1, 1\)"):
+        Int8LinearReference.from_linear(nn.Linear(4, 2), quant)(torch.zeros(1, 4, 1, 1, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        Int8LinearReference.from_linear(nn.Linear(4, 2), quant)(torch.zeros(1, 4))
 
 
 def test_quantize_and_dequantize_modules_apply_their_parameters():

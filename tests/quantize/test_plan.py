@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.passes import impose_random_masks, trace
@@ -31,21 +32,23 @@ def test_toy_net_plan_quantises_the_inputs_of_every_eligible_conv_and_says_why_o
         "block.downsample": "relu_3",
         "odd": "relu_5",  # a dense nn.Conv2d: int8 too
     }
-    # The conv inputs, and the downsample's output: only ever added to conv2's output (the add
-    # conv2's kernel fuses), so it is quantised for that kernel to read as bytes.
+    # The conv and linear inputs, and the downsample's output: only ever added to conv2's output
+    # (the add conv2's kernel fuses), so it is quantised for that kernel to read as bytes.
     assert plan.residuals == {"block_downsample": ("add",)}
-    quantised = [*plan.convs.values(), "block_downsample"]
+    assert plan.linears == {"head": "flatten"}  # Linear(24, 10) on the pooled (B, 24) features
+    quantised = [*plan.convs.values(), "flatten", "block_downsample"]
     assert plan.activations == {name: ActivationQuant.from_range(*ranges[name]) for name in quantised}
-    assert list(plan.fp32_convs) == ["stem", "grouped"]
+    assert list(plan.fp32_convs) == ["stem", "grouped"] and plan.fp32_linears == {}
     assert "C_in=3 (an image stem)" in plan.fp32_convs["stem"]
     assert plan.fp32_convs["grouped"].startswith("grouped (groups=4)")
     assert plan.input_quant("block.downsample") is plan.activations["relu_3"]
+    assert plan.input_quant("head") is plan.activations["flatten"]
     assert gm.code == code  # the graph is only read
 
 
 def test_input_quant_of_a_conv_that_is_not_int8_names_the_int8_convs():
     plan = plan_int8(toy_graph(), _calibrated(toy_graph()))
-    with pytest.raises(KeyError, match="'stem' is not an int8 conv.*block.conv1"):
+    with pytest.raises(KeyError, match=r"'stem' is not an int8 conv or linear.*block.conv1.*linears \['head'\]"):
         plan.input_quant("stem")
 
 
@@ -149,3 +152,49 @@ def test_depthwise_convs_run_int8_unless_the_depthwise_kernel_cannot_compute_the
     assert "asymmetric" in reasons["even"]
     assert "529 taps" in reasons["huge"] and "exact up to 518" in reasons["huge"]
     assert reasons["multiplier"].startswith("grouped (groups=6)")
+
+
+class _Subclassed(nn.Linear):
+    pass
+
+
+class _KeepsSubclassedLinears(fx.Tracer):
+    """A tracer that keeps a Linear subclass as one module call (subp_fx's traces through it)."""
+
+    def is_leaf_module(self, module, qualified_name):
+        return isinstance(module, _Subclassed) or super().is_leaf_module(module, qualified_name)
+
+
+class Heads(nn.Module):
+    """Linears the int8 kernel can and cannot compute: input (B, 8, 3, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(72, 12)
+        self.odd = nn.Linear(6, 4)
+        self.shared = nn.Linear(12, 12)
+        self.pointwise = nn.Linear(8, 8)
+        self.subclassed = _Subclassed(12, 4)
+        self.no_bias = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        y = self.shared(self.shared(self.fc(x.flatten(1))))
+        z = self.pointwise(x.permute(0, 2, 3, 1))  # over a map's last axis: a 4-d input
+        return self.subclassed(y) + self.odd(y[:, :6]) + self.no_bias(z.mean((1, 2))[:, :4])
+
+
+def test_linears_on_2d_inputs_with_in_features_a_multiple_of_4_run_int8_the_others_say_why_not():
+    heads = Heads().eval()
+    gm = fx.GraphModule(heads, _KeepsSubclassedLinears().trace(heads))
+    ranges = calibrate(gm, [torch.randn(2, 8, 3, 3)])
+    plan = plan_int8(gm, ranges)
+    assert plan.linears == {"fc": "flatten", "no_bias": "getitem_1"}
+    assert set(plan.activations) == {"flatten", "getitem_1"}
+    assert plan.convs == {} and plan.fp32_convs == {}
+    reasons = plan.fp32_linears
+    assert set(reasons) == {"odd", "shared", "pointwise", "subclassed"}
+    assert "in_features=6 is not a multiple of 4" in reasons["odd"]
+    assert "called 2 times" in reasons["shared"]
+    assert "shape (2, 3, 3, 8); the int8 kernel takes 2-d (B, features) inputs" in reasons["pointwise"]
+    assert reasons["subclassed"] == "a _Subclassed, not an nn.Linear"
+    assert plan.input_quant("no_bias") == ActivationQuant.from_range(*ranges["getitem_1"])

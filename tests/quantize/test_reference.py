@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from subp_fx.quantize.calibration import calibrate
-from subp_fx.quantize.modules import Dequantize, Int8Conv2dReference, Quantize
+from subp_fx.quantize.modules import Dequantize, Int8Conv2dReference, Int8LinearReference, Quantize
 from subp_fx.quantize.plan import Int8Plan, plan_int8
 from subp_fx.quantize.reference import fake_quant_reference
 from tests.quantize.graphs import SIGNED_INPUT_SHAPE, SignedNet, inference_graph, toy_graph
@@ -51,8 +51,9 @@ def test_the_toy_net_in_int8_stays_close_to_fp32(G):
 def test_signed_activations_get_zero_points_and_the_input_is_quantised_first():
     gm = inference_graph(seeded(SignedNet).eval())
     plan = _planned(gm, SIGNED_INPUT_SHAPE)
-    assert plan.convs == {"conv1": "x", "conv2": "conv1", "conv3": "conv2"}
-    assert all(0 < quant.zero_point < 255 for quant in plan.activations.values())
+    assert plan.convs == {"conv1": "x", "conv2": "conv1", "conv3": "conv2"} and plan.linears == {"head": "mean"}
+    assert all(0 < plan.activations[name].zero_point < 255 for name in plan.convs.values())
+    assert plan.activations["mean"].zero_point == 0  # the head reads a mean of ReLUs: no negatives
     reference = fake_quant_reference(gm, plan)
     ops = [node.op for node in reference.graph.nodes]
     assert ops[0] == "placeholder" and "placeholder" not in ops[1:]
@@ -64,7 +65,8 @@ def test_signed_activations_get_zero_points_and_the_input_is_quantised_first():
 
 
 def test_the_reference_computes_the_planned_arithmetic_step_by_step():
-    """SignedNet by hand: every int8 conv on the codes, the residual on the dequantised value."""
+    """SignedNet by hand: every int8 conv and the int8 head on the codes, the residual on the
+    dequantised value."""
     gm = inference_graph(seeded(SignedNet).eval())
     plan = _planned(gm, SIGNED_INPUT_SHAPE)
     quant = plan.activations
@@ -75,7 +77,8 @@ def test_the_reference_computes_the_planned_arithmetic_step_by_step():
         z = conv["conv2"](quant["conv1"].quantize(y))
         z_codes = quant["conv2"].quantize(z)
         w = conv["conv3"](z_codes) + quant["conv2"].dequantize(z_codes)
-        expected = gm.head(torch.relu(w).mean((2, 3)))
+        head = Int8LinearReference.from_linear(gm.head, plan.input_quant("head"))
+        expected = head(quant["mean"].quantize(torch.relu(w).mean((2, 3))))
         assert torch.equal(fake_quant_reference(gm, plan)(x), expected)
 
 
@@ -89,9 +92,11 @@ def test_every_use_of_a_quantised_tensor_reads_its_quantisation_and_the_original
         assert isinstance(reference.get_submodule(user.target), Quantize)
     for target in plan.convs:
         assert isinstance(reference.get_submodule(target), Int8Conv2dReference)
+    assert list(plan.linears) == ["head"]
+    assert isinstance(reference.get_submodule("head"), Int8LinearReference)
     for target in plan.fp32_convs:
         assert type(reference.get_submodule(target)) is type(gm.get_submodule(target))
-    # Each quantised toy tensor is read by int8 convs only, but the downsample's output, which
+    # Each quantised toy tensor is read by int8 layers only, but the downsample's output, which
     # the residual add reads (dequantised: in the compiled model, inside conv2's kernel).
     assert _dequantized(reference) == set(plan.residuals) == {"block_downsample"}
     assert not any(isinstance(module, (Quantize, Int8Conv2dReference)) for module in gm.modules())
@@ -106,3 +111,6 @@ def test_a_plan_for_another_graph_is_refused():
     rewired = Int8Plan(plan.activations, {**plan.convs, "pw": "relu_3"}, plan.fp32_convs)
     with pytest.raises(ValueError, match=r"not called on their planned \(quantised\) input \['pw'\]"):
         fake_quant_reference(gm, rewired)
+    rewired_head = dataclasses.replace(plan, linears={"head": "relu_5"})
+    with pytest.raises(ValueError, match=r"not called on their planned \(quantised\) input \['head'\]"):
+        fake_quant_reference(gm, rewired_head)

@@ -205,6 +205,11 @@ class _KernelLayer:
         return cls(kind, tuple(conv.kernel_size), tuple(conv.stride), padding, dense_reason)
 
 
+def pointwise_layer(reason: str) -> _KernelLayer:
+    """The geometry of a dense 1x1 conv (stride 1, no padding) that is dense for ``reason``."""
+    return _KernelLayer(DENSE, (1, 1), (1, 1), (0, 0), reason)
+
+
 def _kernel_spec(
     epilogue: Epilogue,
     data: LoweredTensor,
@@ -340,8 +345,7 @@ def emit_pointwise_dense(
     """``data`` (an NHWC-stored map) times a dense (C_out, C_in) ``weight`` at every pixel: a
     1x1 conv on the block-sparse kernel (a Linear over a map's channels); ``reason`` says why
     the layer is dense in the kernel table."""
-    layer = _KernelLayer(DENSE, (1, 1), (1, 1), (0, 0), reason)
-    return _emit_dense_kernel(ctx, node, data, weight[:, :, None, None], bias, layer)
+    return _emit_dense_kernel(ctx, node, data, weight[:, :, None, None], bias, pointwise_layer(reason))
 
 
 def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:

@@ -154,6 +154,20 @@ def test_tiles_and_parallel_modes(tile):
     _check(_spec(2, (7, 7), 16, 32, 16, 2, 3, 1, 1, input_zero_point=3, activation="relu"), ICELAKE, tile=tile)
 
 
+@pytest.mark.parametrize(
+    "in_channels, images", [(2048, 1), (512, 1), (512, 9)], ids=["resnet50-fc", "resnet18-fc", "resnet18-fc-batch9"]
+)
+@pytest.mark.parametrize("target", RUNNABLE, ids=lambda target: int8_path(target).name)
+def test_a_classifier_linear_as_a_1x1_conv_on_a_1xB_image(in_channels, images, target):
+    """A ResNet fc (C_in -> 1000 padded to 1024, dense, N=32) as the lowering runs an int8 linear:
+    its B images along the width of a one-row map. Every block-row is a parallel task (32 of
+    them), so both threads stream weights even at batch 1; 9 images: a 7-pixel tile and a 2."""
+    spec = _spec(1, (1, images), in_channels, 1024, 32, in_channels // 4, 1, 1, 0, input_zero_point=0)
+    tile = int8_heuristic_tile(spec, int8_path(target))
+    assert tile.parallel == "block_rows" and spec.block_rows == 32
+    _check(spec, target, seed=5)
+
+
 def test_generic_path_matches_the_reference():
     _check(_spec(1, (5, 6), 12, 16, 16, 2, 3, 1, 1, input_zero_point=9, residual="uint8"), GENERIC)
 

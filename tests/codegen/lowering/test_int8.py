@@ -1,7 +1,7 @@
 """int8 builds (``compile(..., precision="int8")``, ``lowering/int8.py``) against the eager
 fake-quant reference of the same inference graph (``quantize.fake_quant_reference``): the numbers,
-which convs the kernel table puts in int8, where activations are stored as uint8, the manifest,
-and the AVX2 fallback (haswell target)."""
+which convs and linears the kernel table puts in int8, where activations are stored as uint8, the
+manifest, and the AVX2 fallback (haswell target)."""
 
 from __future__ import annotations
 
@@ -155,16 +155,17 @@ def test_toy_net_equals_the_fake_quant_reference(toy):
     _assert_matches_reference(toy)
 
 
-def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_convs(toy):
+def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_layers(toy):
     path = int8_path(toy.compiled.target).name
     precisions = toy.precisions()
     assert set(toy.plan.convs) == {"dw", "pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
+    assert set(toy.plan.linears) == {"head"}
     in_int8 = {layer for layer, precision in precisions.items() if precision != "fp32"}
-    assert in_int8 == set(toy.plan.convs)
+    assert in_int8 == set(toy.plan.convs) | {"head"}
     assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8 - {"dw"})
     assert precisions["dw"].split("->")[0] == INT8_DEPTHWISE_PRECISION
-    # the RGB stem, the grouped conv and the linear head stay fp32, with the reason
-    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"stem", "grouped", "head"}
+    # the RGB stem and the grouped conv stay fp32, with the reason
+    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"stem", "grouped"}
     assert set(toy.plan.fp32_convs) >= {"stem", "grouped"}
     assert "precision: int8 (calibrated on 12 images in 3 batch(es) from toy)" in toy.compiled.report()
 
@@ -189,6 +190,48 @@ def test_a_dense_conv_whose_c_out_is_not_a_multiple_of_16_runs_int8_padded_and_s
     assert not odd.precision.endswith("->u8")  # never stored uint8 when sliced after the call
 
 
+def test_an_int8_linear_runs_on_the_int8_conv_kernel_padded_and_sliced(toy):
+    head = next(entry for entry in toy.compiled.kernel_table if entry.layer == "head")
+    assert (head.op, head.kind, head.in_channels, head.out_channels) == ("linear", "dense", 24, 10)
+    assert head.dense_reason == "fully connected layer: SUBP prunes convs only"
+    # the batch of 2 is a 1x2 image; 10 features computed as 16 (one block-row of 6 groups of 4)
+    assert "1x2_24to16_G6N16" in head.kernel and head.out_hw == (1, 2)
+    assert head.macs == 2 * 24 * 10 and not head.precision.endswith("->u8")
+
+
+class MlpHead(nn.Module):
+    """A classifier of two int8 linears with a fused ReLU between them (fc1's output, ReLU'd in
+    its epilogue, is quantised for fc2), a bias-free one whose 50 outputs pad to 64, and an fp32
+    one (in_features 50 is no multiple of 4). Input (B, 8, H, W)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32, 40)
+        self.fc2 = nn.Linear(40, 50, bias=False)
+        self.fc3 = nn.Linear(50, 3)
+
+    def forward(self, x):
+        features = F.relu(self.conv(x)).mean((2, 3))
+        return self.fc3(self.fc2(F.relu(self.fc1(features))))
+
+
+def test_a_head_of_int8_linears_equals_the_fake_quant_reference():
+    build = Int8Build(seeded(MlpHead), SHARED_SHAPE)
+    assert build.plan.linears == {"fc1": "mean", "fc2": "relu_1"}
+    assert "in_features=50 is not a multiple of 4" in build.plan.fp32_linears["fc3"]
+    _assert_matches_reference(build)
+    table = {entry.layer: entry for entry in build.compiled.kernel_table}
+    assert {layer: entry.precision.split("/")[0] for layer, entry in table.items()} == {
+        "conv": "int8",
+        "fc1": "int8",
+        "fc2": "int8",
+        "fc3": "fp32",
+    }
+    assert table["fc1"].epilogue == "bias+relu" and table["fc2"].epilogue == "bias"  # bias: the folded zero point
+    assert "40to64_G10N32" in table["fc2"].kernel
+
+
 def test_the_manifest_round_trips_precision_and_calibration(toy, tmp_path):
     manifest = toy.compiled.manifest
     assert manifest.precision == "int8"
@@ -210,8 +253,13 @@ def test_a_planned_tensor_with_fp32_readers_gives_them_the_dequantised_copy(shar
     assert [layer for layer, precision in shared.precisions().items() if precision.endswith("->u8")] == ["dw"]
     lowered = lower_graph(shared.graph, SHARED_SHAPE, shared.compiled.target, activation_ranges=shared.ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
-    # the input (for conv1) and y (for conv2 and dw) are quantised; y alone is dequantised, for the mean
-    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x8x8x16", "quantize_2x8x8x8"]
+    # the input (for conv1), y (for conv2 and dw) and the head's (2, 16) features are quantised;
+    # y alone is dequantised, for the mean
+    assert [name for name in names if name.startswith("quantize_")] == [
+        "quantize_2x16",
+        "quantize_2x8x8x16",
+        "quantize_2x8x8x8",
+    ]
     assert [name for name in names if name.startswith("dequantize_")] == ["dequantize_2x8x8x16"]
 
 
@@ -228,7 +276,9 @@ def test_a_mobilenet_v1_stays_uint8_from_the_stem_to_the_pooling(mobilenet):
     target, ranges = mobilenet.compiled.target, mobilenet.ranges
     lowered = lower_graph(mobilenet.graph, MOBILENET_SHAPE, target, activation_ranges=ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
-    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x10x10x16"]  # the stem's output
+    # the stem's output, and the pooled features for the int8 classifier
+    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x10x10x16", "quantize_2x64"]
+    assert set(mobilenet.plan.linears) == {"fc"}
     assert not [name for name in names if name.startswith("dequantize_")]
 
 
