@@ -1,9 +1,12 @@
 """``plan_int8``: which convs of an inference graph run in int8, and which tensors get quantised.
 
-A conv runs in int8 when the int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32, or an
-``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding, C_in a multiple of 4 (the
-kernel reads 4 input channels as one 32-bit word) and a 4-d input. Every other conv stays fp32,
-with the reason (depthwise / grouped, an RGB stem with C_in = 3, ...); linear layers are fp32.
+A conv runs in int8 when the int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32,
+or an ``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding and a 4-d input. The
+kernel reads 4 input channels as one 32-bit word: a C_in that is not a multiple of 4 (an RGB or
+grayscale stem) is run on its quantised input stored with zero-point channels up to the next
+multiple of 4, whose weights are zero (an RGB ResNet stem: 0.44 against 0.93 ms in fp32, Ice
+Lake, 2 threads, timed alone under load). Every other conv stays fp32, with the reason
+(depthwise / grouped, ...); linear layers are fp32.
 
 Every tensor (fx node output) that feeds at least one int8 conv is quantised for *all* its uses:
 every consumer reads ``dequantize(quantize(x))``, so the model computes the same thing whichever
@@ -81,12 +84,6 @@ def _module_problem(conv: nn.Module) -> str | None:
         return f"dilation={tuple(conv.dilation)}; the int8 kernel supports dilation 1 only"
     if explicit_padding(conv.padding, tuple(conv.kernel_size), tuple(conv.dilation)) is None:
         return f"padding={conv.padding!r} is asymmetric; the int8 kernel pads symmetrically only"
-    if conv.in_channels % INPUT_CHANNEL_GROUP:
-        stem = " (an image stem)" if conv.in_channels < INPUT_CHANNEL_GROUP else ""
-        return (
-            f"C_in={conv.in_channels}{stem} is not a multiple of {INPUT_CHANNEL_GROUP}; the int8 kernel reads "
-            f"{INPUT_CHANNEL_GROUP} input channels per 32-bit word"
-        )
     return None
 
 

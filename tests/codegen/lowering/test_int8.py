@@ -122,18 +122,19 @@ def test_toy_net_equals_the_fake_quant_reference(toy):
 def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_convs(toy):
     path = int8_path(toy.compiled.target).name
     precisions = toy.precisions()
-    assert set(toy.plan.convs) == {"pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
+    # the RGB stem too: its input is quantised into 4 channels, the 4th with zero weights
+    assert set(toy.plan.convs) == {"stem", "pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
+    stem = next(entry for entry in toy.compiled.kernel_table if entry.layer == "stem")
+    assert (stem.in_channels, stem.kept_per_row) == (4, 4)
+    lowered = lower_graph(toy.graph, BATCH_SHAPE, toy.compiled.target, activation_ranges=toy.ranges)
+    names = {global_var.name_hint for global_var in lowered.module.functions}
+    assert f"quantize_{BATCH_SHAPE[0]}x16x16x3_to4" in names
     in_int8 = {layer for layer, precision in precisions.items() if precision != "fp32"}
     assert in_int8 == set(toy.plan.convs)
     assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8)
-    # the RGB stem, the depthwise and grouped convs and the linear head stay fp32, with the reason
-    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {
-        "stem",
-        "dw",
-        "grouped",
-        "head",
-    }
-    assert set(toy.plan.fp32_convs) >= {"stem", "dw", "grouped"}
+    # the depthwise and grouped convs and the linear head stay fp32, with the reason
+    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"dw", "grouped", "head"}
+    assert set(toy.plan.fp32_convs) >= {"dw", "grouped"}
     assert "precision: int8 (calibrated on 12 images in 3 batch(es) from toy)" in toy.compiled.report()
 
 
