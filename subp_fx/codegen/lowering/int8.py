@@ -105,7 +105,7 @@ class Int8Lowering:
 # to a multiple of 16 when needed). N=32 (7-pixel tiles of 2 zmm) loads half the broadcasts per
 # vpdpbusd of N=16 (14 pixels of 1 zmm); timed alone (Ice Lake, 2 threads, machine loaded):
 # 1x1 256->64 at 56: 103 against 153 us; 1x1 512->2048 at 7: 94 / 158; 3x3 64->64 at 56: 176 /
-# 188; a 7x7/2 4->64 stem-shaped conv at 224: 311 / 859 (stems stay fp32: see quantize.plan).
+# 188; the ResNet stem (7x7/2, RGB stored as 4 channels) at 224: 311 / 859.
 DENSE_INT8_BLOCK_SIZE = 16
 WIDE_DENSE_INT8_BLOCK_SIZE = 32
 
