@@ -50,7 +50,9 @@ class ActivationQuant:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         if _float32(scale) != scale:
-            raise ValueError(f"scale must be a float32 value (the kernels divide by it in float32), got {scale!r}")
+            raise ValueError(
+                f"scale must be a float32 value (the kernels compute float32(1 / scale) from it), got {scale!r}"
+            )
         if isinstance(zero_point, bool) or not isinstance(zero_point, (int, np.integer)):
             raise ValueError(f"zero_point must be an integer in [0, {UINT8_MAX}], got {zero_point!r}")
         if not 0 <= zero_point <= UINT8_MAX:

@@ -37,7 +37,7 @@ def _relative_error(reference: torch.Tensor, result: torch.Tensor) -> float:
 def test_the_toy_net_in_int8_stays_close_to_fp32(G):
     gm = toy_graph(G=G)
     plan = _planned(gm, (1, 3, 16, 16))
-    assert len(plan.convs) == 6  # the depthwise conv too
+    assert len(plan.convs) == 7  # the RGB stem and the depthwise conv too
     x = toy_input(100, (64, 3, 16, 16))
     with torch.no_grad():
         fp32, int8 = gm(x), fake_quant_reference(gm, plan)(x)

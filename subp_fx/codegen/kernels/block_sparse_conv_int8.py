@@ -8,7 +8,8 @@ What it computes is :mod:`int8_spec`'s formula. How (the fp32 kernel's schedule,
 - each output row is cut into register tiles of ``cols`` pixels x N lanes (the last tile of a row
   is narrower when ``cols`` does not divide the width: no padded work, no guard on the store);
   the partial sums stay in vector registers for the whole reduction (kept group g, kernel row s,
-  kernel column t, all unrolled but g);
+  kernel column t, all unrolled but g; and but s for kernels larger than 3x3, such as a 7x7
+  image stem: :data:`UNROLLED_TAPS`);
 - one reduction step loads the N lanes' weights once (N/L int32xL vectors, each lane's word the
   4 int8 weights of one output channel) and, per pixel, one 32-bit word of 4 uint8 activations
   (the group's 4 channels are consecutive in NHWC), broadcast to every lane: on VNNI one
@@ -66,6 +67,13 @@ from subp_fx.codegen.kernels.spec import ConvTile
 from subp_fx.codegen.kernels.tiling import preferred_parallel
 
 FLOAT = "float32"
+# The type an activation word is loaded and bound as (see _Builder._kernel_row).
+BOUND_WORD = "uint32"
+# Kernels of up to this many taps (3x3) are unrolled over every tap; larger ones (the 7x7 image
+# stem) keep kernel row s a serial loop and unroll its columns and pixels. The ResNet stem 7x7/2
+# 4->64 at 224 (N=32, 7-pixel tiles; Ice Lake, 2 threads, under load): unrolled 530-550 us and
+# 1.9 s to compile, the row loop 475-500 us and 0.6 s (fp32 stem 1590-1750 us in the same run).
+UNROLLED_TAPS = 9
 
 
 def resolve_path(isa_or_target: Int8Path | Target) -> Int8Path:
@@ -112,11 +120,13 @@ class _Builder:
             name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in spec.argument_shapes().items()
         }
         data, values = self.buffers["data"], self.buffers["values"]
-        # The same memory read as int32 words: 4 channels of a pixel / 4 weights of a lane.
-        self.data_words = tirx.decl_buffer((*spec.data_shape[:3], spec.groups), WORD, "data_words", data=data.data)
+        # The same memory read as 32-bit words: 4 channels of a pixel (uint32, see _kernel_row) /
+        # 4 weights of a lane.
+        self.data_words = tirx.decl_buffer(
+            (*spec.data_shape[:3], spec.groups), BOUND_WORD, "data_words", data=data.data
+        )
         self.value_words = tirx.decl_buffer(spec.values_shape[:-1], WORD, "value_words", data=values.data)
-        zero_point = spec.input_zero_point
-        self.zero_word = tirx.const(zero_point * 0x01010101 - (1 << 32 if zero_point >= 128 else 0), WORD)
+        self.zero_word = tirx.const(spec.input_zero_point * 0x01010101, BOUND_WORD)  # what padding reads
 
     # --- the reduction -------------------------------------------------------------------------
     def _inside(self, h, w):
@@ -134,39 +144,68 @@ class _Builder:
         )
 
     def _reduction(self, b, r, oh, ow0, cols: int, acc, guarded: bool) -> tirx.Stmt:
-        spec, path, lanes = self.spec, self.path, self.path.lanes
-        (kh, kw), (sh, sw), (ph, pw) = spec.kernel_size, spec.stride, spec.padding
+        """The tile's sums over kept group g (a loop) and the kernel taps: every tap unrolled
+        for kernels of up to :data:`UNROLLED_TAPS` taps, else kernel row s a serial loop."""
+        kh, kw = self.spec.kernel_size
         g = tirx.Var("g", "int32")
         word_index = tirx.Var("group_word", "int32")
         steps: list[tirx.Stmt] = [tirx.Bind(word_index, self.buffers["group_starts"][r, g] // GROUP)]
-        for s in range(kh):
-            for t in range(kw):
-                prepared = []
+        if kh * kw <= UNROLLED_TAPS:
+            for s in range(kh):
+                steps += self._kernel_row(b, r, g, word_index, s, oh, ow0, cols, acc, guarded)
+        else:
+            s = tirx.Var("s", "int32")
+            row = self._kernel_row(b, r, g, word_index, s, oh, ow0, cols, acc, guarded)
+            steps.append(tirx.For(s, 0, kh, ForKind.SERIAL, tirx.SeqStmt(row)))
+        return tirx.For(g, 0, self.spec.kept_groups, ForKind.SERIAL, tirx.SeqStmt(steps))
+
+    def _kernel_row(self, b, r, g, word_index, s, oh, ow0, cols: int, acc, guarded: bool) -> list[tirx.Stmt]:
+        """The steps of kernel row ``s`` (an int or a loop variable), its columns t and the
+        tile's pixels unrolled."""
+        spec, path, lanes = self.spec, self.path, self.path.lanes
+        kw, (sh, sw), (ph, pw) = spec.kernel_size[1], spec.stride, spec.padding
+        steps: list[tirx.Stmt] = []
+        for t in range(kw):
+            prepared = []
+            for v in range(self.vectors):
+                weights = self.value_words[r, g, s, t, tirx.Ramp(v * lanes, 1, lanes)]
+                forms = []
+                for index, form in enumerate(prepare_weights(path, weights)):
+                    var = tirx.Var(f"w{s}_{t}_{v}_{index}", str(form.ty))
+                    steps.append(tirx.Bind(var, form))
+                    forms.append(var)
+                prepared.append(forms)
+            h = oh * sh + s - ph
+            for p in range(cols):
+                w = (ow0 + p) * sw + t - pw
+                # The word is bound as a uint32, not an int32: TVM's CompactBufferAllocation keeps
+                # every int32 Bind of the function as an index variable and, at each access to
+                # the accumulator buffer, evaluates the access region over all of them (quadratic
+                # in taps x pixels): a 3x3 N=16 kernel took 15-18 s to compile, the 7x7 ResNet
+                # stem 395 s; bound as uint32, 0.5 s and 1.9 s (0.6 s with its row loop), with
+                # the same instructions on every path (VNNI, both pmaddwd, int32).
+                word = self.data_words[b, h, w, word_index]
+                condition = self._inside(h, w) if guarded else None
+                if condition is not None:
+                    word = tirx.if_then_else(condition, word, self.zero_word)
+                word_var = tirx.Var(f"x{s}_{t}_{p}", BOUND_WORD)
+                steps.append(tirx.Bind(word_var, word))
+                word = self._signed(word_var)
                 for v in range(self.vectors):
-                    weights = self.value_words[r, g, s, t, tirx.Ramp(v * lanes, 1, lanes)]
-                    forms = []
-                    for index, form in enumerate(prepare_weights(path, weights)):
-                        var = tirx.Var(f"w{s}_{t}_{v}_{index}", str(form.ty))
-                        steps.append(tirx.Bind(var, form))
-                        forms.append(var)
-                    prepared.append(forms)
-                h = oh * sh + s - ph
-                for p in range(cols):
-                    w = (ow0 + p) * sw + t - pw
-                    word = self.data_words[b, h, w, word_index]
-                    condition = self._inside(h, w) if guarded else None
-                    if condition is not None:
-                        word = tirx.if_then_else(condition, word, self.zero_word)
-                    word_var = tirx.Var(f"x{s}_{t}_{p}", WORD)
-                    steps.append(tirx.Bind(word_var, word))
-                    for v in range(self.vectors):
-                        lane_range = tirx.Ramp((p * self.vectors + v) * lanes, 1, lanes)
-                        steps.append(
-                            tirx.BufferStore(
-                                acc, accumulate(path, acc[lane_range], word_var, prepared[v]), [lane_range]
-                            )
-                        )
-        return tirx.For(g, 0, spec.kept_groups, ForKind.SERIAL, tirx.SeqStmt(steps))
+                    lane_range = tirx.Ramp((p * self.vectors + v) * lanes, 1, lanes)
+                    value = accumulate(path, acc[lane_range], word, prepared[v])
+                    steps.append(tirx.BufferStore(acc, value, [lane_range]))
+        return steps
+
+    def _signed(self, word):
+        """The int32 the dot product takes for a bound uint32 ``word``: the same bits. Where a
+        padded tap's word is known statically, TVM substitutes the zero-point constant for
+        ``word``; it refuses to build the cast of a constant of 2^31 and above, and LLVM
+        codegen the reinterpret of a constant 0, so zero points below 128 take the cast and
+        the others the reinterpret (both are no instruction)."""
+        if self.spec.input_zero_point < 128:
+            return tirx.Cast(WORD, word)
+        return tirx.reinterpret(WORD, word)
 
     # --- the epilogue --------------------------------------------------------------------------
     def _epilogue_value(self, acc_value, b, oh, ow, co):

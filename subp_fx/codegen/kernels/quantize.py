@@ -83,16 +83,29 @@ def _scheduled(arguments: list[te.Tensor], shape: tuple[int, ...]) -> tirx.PrimF
     return sch.mod["main"]
 
 
-def quantize_primfunc(shape: tuple[int, ...]) -> tirx.PrimFunc:
-    """float32 ``data`` of ``shape`` and ``params`` (2,) -> uint8 ``out`` (arguments in that order)."""
+def quantize_primfunc(shape: tuple[int, ...], padded_channels: int | None = None) -> tirx.PrimFunc:
+    """float32 ``data`` of ``shape`` and ``params`` (2,) -> uint8 ``out`` (arguments in that order).
+
+    ``padded_channels``: the last axis of ``out`` holds that many channels (at least the input's),
+    the extra ones set to the zero point: an int8 conv reads channels in groups of 4, so an RGB
+    image is stored with a fourth channel (its weights are zero)."""
     shape = _check_shape(shape)
+    channels = shape[-1] if padded_channels is None else padded_channels
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < shape[-1]:
+        raise KernelSpecError(f"padded_channels must be an integer >= the {shape[-1]} channels, got {channels!r}")
     data = te.placeholder(shape, FLOAT, name="data")
     params = te.placeholder((2,), FLOAT, name="params")
+    out_shape = (*shape[:-1], channels)
 
     def level(*index):
-        return requantized_uint8(data[index], params)
+        if channels == shape[-1]:
+            return requantized_uint8(data[index], params)
+        inside = index[-1] < shape[-1]
+        clamped = (*index[:-1], tirx.min(index[-1], shape[-1] - 1))
+        zero_point = tirx.Cast("uint8", tirx.Cast("int32", params[1]))
+        return tirx.if_then_else(inside, requantized_uint8(data[clamped], params), zero_point)
 
-    return _scheduled([data, params, te.compute(shape, level, name="out")], shape)
+    return _scheduled([data, params, te.compute(out_shape, level, name="out")], out_shape)
 
 
 def dequantize_primfunc(shape: tuple[int, ...]) -> tirx.PrimFunc:

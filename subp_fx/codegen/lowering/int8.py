@@ -35,6 +35,7 @@ from subp_fx.codegen.lowering.fusion import Epilogue
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 from subp_fx.quantize import ActivationQuant, Int8Plan, quantize_kernel_weights
+from subp_fx.quantize.plan import INPUT_CHANNEL_GROUP as CHANNEL_GROUP
 from subp_fx.quantize.plan import conv_input, is_depthwise
 
 if TYPE_CHECKING:
@@ -53,11 +54,13 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
         if epilogue.residual is node and str(epilogue.conv.target) in plan.convs
         for absorbed in epilogue.absorbed[:1]  # the add is the first node an epilogue absorbs
     }
+    shape = node.meta.get("tensor_meta")
+    whole_groups = hasattr(shape, "shape") and len(shape.shape) == 4 and shape.shape[1] % CHANNEL_GROUP == 0
     for user in node.users:
         int8_layer = str(user.target) in plan.convs or str(user.target) in plan.linears
         if user.op == "call_module" and int8_layer and user.args[0] is node:
             continue
-        if user in residual_of:
+        if user in residual_of and whole_groups:  # a channel-padded tensor is no residual
             continue
         return False
     return True
@@ -116,7 +119,7 @@ class Int8Lowering:
 # to a multiple of 16 when needed). N=32 (7-pixel tiles of 2 zmm) loads half the broadcasts per
 # vpdpbusd of N=16 (14 pixels of 1 zmm); timed alone (Ice Lake, 2 threads, machine loaded):
 # 1x1 256->64 at 56: 103 against 153 us; 1x1 512->2048 at 7: 94 / 158; 3x3 64->64 at 56: 176 /
-# 188; a 7x7/2 4->64 stem-shaped conv at 224: 311 / 859 (stems stay fp32: see quantize.plan).
+# 188; the ResNet stem (7x7/2, RGB stored as 4 channels) at 224: 311 / 859.
 DENSE_INT8_BLOCK_SIZE = 16
 WIDE_DENSE_INT8_BLOCK_SIZE = 32
 
@@ -156,10 +159,20 @@ def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:
     shape = feature.stored_shape
     size = "x".join(map(str, shape))
     params = ctx.program.constant(quant_params(quant))
+    # Stored with the channels padded to a whole group of 4 (an RGB image gets a 4th channel at
+    # the zero point; the int8 conv's weights for it are zero).
+    padded = -(-shape[-1] // CHANNEL_GROUP) * CHANNEL_GROUP
+    stored = (*shape[:-1], padded)
     quantized = ctx.program.call(
-        ("quantize", shape), f"quantize_{size}", lambda: quantize_primfunc(shape), [feature.expr, params], shape, UINT8
+        ("quantize", shape, padded),
+        f"quantize_{size}" + (f"_to{padded}" if padded != shape[-1] else ""),
+        lambda: quantize_primfunc(shape, padded),
+        [feature.expr, params],
+        stored,
+        UINT8,
     )
-    int8.quantized[node.name] = LoweredTensor(quantized, feature.shape, dtype=UINT8, quant=quant)
+    logical = (feature.shape[0], padded, *feature.shape[2:])  # (B, C, H, W) or a linear's (B, F)
+    int8.quantized[node.name] = LoweredTensor(quantized, logical, dtype=UINT8, quant=quant)
     if not _uint8_readers_only(node, int8.plan, int8.epilogues):
         restored = ctx.program.call(
             ("dequantize", shape), f"dequantize_{size}", lambda: dequantize_primfunc(shape), [quantized, params], shape
@@ -196,7 +209,7 @@ def emit_int8_conv(
     residual_kind, residual_arguments = "none", []
     if epilogue.residual is not None:
         residual = int8.quantized.get(epilogue.residual.name)
-        if residual is not None:
+        if residual is not None and residual.shape == ctx.view.shape(epilogue.residual):  # not channel-padded
             residual_kind = UINT8
             residual_arguments = [residual.expr, program.constant(quant_params(residual.quant))]
         else:

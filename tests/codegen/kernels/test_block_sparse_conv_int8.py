@@ -124,12 +124,14 @@ def _spec(batch, size, c_in, c_out, N, kept, kernel, stride, padding, **rest):
 
 
 # Odd sizes (7x5), stride 2, 3x3 pad 1, 1x1, Kg = 1 and 3, batch 2, N 16 and 32, both residuals,
-# relu / relu6, zero points 0 and 128, float32 and uint8 outputs.
+# relu / relu6, zero points 0 and 128, float32 and uint8 outputs; a 7x7/2 pad 3 image stem (C_in 4:
+# RGB and its zero-point channel), whose kernel rows are a loop, not unrolled.
 CASES = [
     _spec(2, (7, 5), 32, 32, 16, 3, 3, 1, 1, input_zero_point=128, residual="uint8", activation="relu"),
     _spec(1, (7, 5), 16, 32, 16, 1, 3, 2, 1, input_zero_point=0, out_dtype="uint8", activation="relu6"),
     _spec(2, 6, 24, 64, 32, 3, 1, 1, 0, residual="float32", activation="relu", out_dtype="uint8"),
     _spec(1, (9, 7), 20, 16, 16, 5, 1, 2, 0, input_zero_point=128, residual="float32"),
+    _spec(2, (13, 11), 4, 64, 32, 1, 7, 2, 3, input_zero_point=117, activation="relu"),
 ]
 
 
@@ -168,6 +170,14 @@ def test_a_classifier_linear_as_a_1x1_conv_on_a_1xB_image(in_channels, images, t
     _check(spec, target, seed=5)
 
 
+@pytest.mark.skipif(not RUNNABLE, reason="the host has no AVX-512")
+def test_stem_tiles_with_a_narrower_last_one():
+    """The 7x7/2 stem (kernel rows a loop) in 4-pixel tiles of a 6-pixel row: a loop of whole
+    tiles, then a 2-pixel one."""
+    spec = _spec(1, (13, 11), 4, 32, 16, 1, 7, 2, 3, input_zero_point=200, out_dtype="uint8", activation="relu")
+    _check(spec, ICELAKE, tile=ConvTile(1, 4))
+
+
 def test_generic_path_matches_the_reference():
     _check(_spec(1, (5, 6), 12, 16, 16, 2, 3, 1, 1, input_zero_point=9, residual="uint8"), GENERIC)
 
@@ -195,6 +205,19 @@ def test_paths_and_their_assembly():
     assert "vpdpbusd" not in haswell and "%zmm" not in haswell and "vpmaddwd" in haswell
     report = analyse_asm(vnni)
     assert report.hot_loop_spills == 0
+
+
+def _kernel_row_loops(spec) -> int:
+    script = block_sparse_conv2d_int8_primfunc(spec, None, ICELAKE).script()
+    return script.count(f"for s in range({spec.kernel_size[0]})")
+
+
+def test_kernel_rows_are_a_loop_only_beyond_3x3():
+    """3x3 and 1x1 kernels unroll every tap (fastest); a 7x7 stem keeps its 7 kernel rows a loop
+    (unrolled, it compiled 3x slower and ran slower)."""
+    assert _kernel_row_loops(_spec(1, 8, 32, 32, 16, 4, 3, 1, 1)) == 0
+    assert _kernel_row_loops(_spec(1, 8, 32, 32, 16, 4, 1, 1, 0)) == 0
+    assert _kernel_row_loops(_spec(1, 16, 4, 64, 32, 1, 7, 2, 3)) == 2  # border and interior tiles
 
 
 def test_heuristic_tile_fits_the_registers_and_evens_out_the_row():

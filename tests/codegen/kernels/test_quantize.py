@@ -52,3 +52,15 @@ def test_dequantize_matches_numpy():
 def test_bad_shape_is_refused():
     with pytest.raises(KernelSpecError, match="shape must be"):
         quantize_primfunc((2, 0))
+
+
+def test_quantize_pads_the_channels_with_the_zero_point():
+    rng = np.random.default_rng(2)
+    shape = (1, 5, 3, 3)  # an RGB image, NHWC
+    data = rng.standard_normal(shape).astype(np.float32)
+    params = np.array([0.02, 117.0], np.float32)
+    out = _run(quantize_primfunc(shape, padded_channels=4), [data, params], (1, 5, 3, 4), "uint8")
+    np.testing.assert_array_equal(out[..., :3], ActivationQuant(float(np.float32(0.02)), 117).quantize(data))
+    assert (out[..., 3] == 117).all()
+    with pytest.raises(KernelSpecError, match="padded_channels must be an integer >= the 3 channels"):
+        quantize_primfunc(shape, padded_channels=2)

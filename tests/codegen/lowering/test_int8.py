@@ -158,25 +158,31 @@ def test_toy_net_equals_the_fake_quant_reference(toy):
 def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_layers(toy):
     path = int8_path(toy.compiled.target).name
     precisions = toy.precisions()
-    assert set(toy.plan.convs) == {"dw", "pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
+    # the RGB stem too: its input is quantised into 4 channels, the 4th with zero weights
+    assert set(toy.plan.convs) == {"stem", "dw", "pw", "block.conv1", "block.conv2", "block.downsample", "odd"}
     assert set(toy.plan.linears) == {"head"}
+    stem = next(entry for entry in toy.compiled.kernel_table if entry.layer == "stem")
+    assert (stem.in_channels, stem.kept_per_row) == (4, 4)
+    lowered = lower_graph(toy.graph, BATCH_SHAPE, toy.compiled.target, activation_ranges=toy.ranges)
+    names = {global_var.name_hint for global_var in lowered.module.functions}
+    assert f"quantize_{BATCH_SHAPE[0]}x16x16x3_to4" in names
     in_int8 = {layer for layer, precision in precisions.items() if precision != "fp32"}
     assert in_int8 == set(toy.plan.convs) | {"head"}
     assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8 - {"dw"})
     assert precisions["dw"].split("->")[0] == INT8_DEPTHWISE_PRECISION
-    # the RGB stem and the grouped conv stay fp32, with the reason
-    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"stem", "grouped"}
-    assert set(toy.plan.fp32_convs) >= {"stem", "grouped"}
+    # the grouped conv alone stays fp32, with the reason
+    assert {layer for layer, precision in precisions.items() if precision == "fp32"} == {"grouped"}
+    assert set(toy.plan.fp32_convs) == {"grouped"}
     assert "precision: int8 (calibrated on 12 images in 3 batch(es) from toy)" in toy.compiled.report()
 
 
 def test_uint8_storage_where_every_reader_reads_uint8(toy):
     precisions = toy.precisions()
-    # dw's output feeds only pw; block.conv1's only block.conv2; the block's output (conv2's
-    # epilogue: + the downsample, ReLU) only `odd`; the downsample's output is only conv2's
-    # residual (the plan quantises it for that): all are written as uint8 by their kernels
+    # the stem's output feeds only dw; dw's only pw; block.conv1's only block.conv2; the block's
+    # output (conv2's epilogue: + the downsample, ReLU) only `odd`; the downsample's output is
+    # only conv2's residual (the plan quantises it for that): all are written as uint8 by their kernels
     stored = {layer for layer, precision in precisions.items() if precision.endswith("->u8")}
-    assert stored == {"dw", "block.conv1", "block.conv2", "block.downsample"}
+    assert stored == {"stem", "dw", "block.conv1", "block.conv2", "block.downsample"}
     conv2 = next(entry for entry in toy.compiled.kernel_table if entry.layer == "block.conv2")
     assert "residual_uint8" in conv2.kernel
     # pw and odd feed fp32 convs / the pooling
@@ -263,21 +269,21 @@ def test_a_planned_tensor_with_fp32_readers_gives_them_the_dequantised_copy(shar
     assert [name for name in names if name.startswith("dequantize_")] == ["dequantize_2x8x8x16"]
 
 
-def test_a_mobilenet_v1_stays_uint8_from_the_stem_to_the_pooling(mobilenet):
+def test_a_mobilenet_v1_stays_uint8_from_the_image_to_the_pooling(mobilenet):
     _assert_matches_reference(mobilenet)
     precisions = mobilenet.precisions()
     depthwise = {"features.0", "features.6", "features.12"}
     pointwise = {"features.3", "features.9", "features.15"}
-    assert set(mobilenet.plan.convs) == depthwise | pointwise
-    # every depthwise and pointwise output is written uint8, but the last (read by the pooling)
+    assert set(mobilenet.plan.convs) == {"stem.0"} | depthwise | pointwise
+    # every conv's output is written uint8, but the last (read by the pooling)
     assert {layer for layer, precision in precisions.items() if precision.endswith("->u8")} == (
-        depthwise | pointwise
+        {"stem.0"} | depthwise | pointwise
     ) - {"features.15"}
     target, ranges = mobilenet.compiled.target, mobilenet.ranges
     lowered = lower_graph(mobilenet.graph, MOBILENET_SHAPE, target, activation_ranges=ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
-    # the stem's output, and the pooled features for the int8 classifier
-    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x10x10x16", "quantize_2x64"]
+    # the RGB image (into 4 channels, for the int8 stem), and the pooled features for the classifier
+    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x20x20x3_to4", "quantize_2x64"]
     assert set(mobilenet.plan.linears) == {"fc"}
     assert not [name for name in names if name.startswith("dequantize_")]
 
