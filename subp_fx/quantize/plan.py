@@ -29,8 +29,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
@@ -58,7 +60,9 @@ class Int8Plan:
     - ``linears``: int8 linear (module path) -> the name of its input node (a key of ``activations``);
     - ``fp32_linears``: every other ``nn.Linear`` call -> why it stays fp32;
     - ``residuals``: int8 conv outputs quantised because every reader is an add with another int8
-      conv's output (node name -> the names of those adds); also keys of ``activations``.
+      conv's output (node name -> the names of those adds); also keys of ``activations``;
+    - ``pooled``: int8 conv outputs read only by a max pool whose output is quantised, quantised
+      with that output's parameters (node name -> the pool's name); also keys of ``activations``.
     """
 
     activations: dict[str, ActivationQuant] = field(default_factory=dict)
@@ -67,6 +71,7 @@ class Int8Plan:
     linears: dict[str, str] = field(default_factory=dict)
     fp32_linears: dict[str, str] = field(default_factory=dict)
     residuals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pooled: dict[str, str] = field(default_factory=dict)
 
     def input_quant(self, layer: str) -> ActivationQuant:
         """The uint8 parameters of int8 conv or linear ``layer``'s input (``KeyError`` naming the
@@ -170,7 +175,39 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
     for name, adds in _int8_residuals(gm, plan, ranges).items():
         plan.residuals[name] = adds
         plan.activations.setdefault(name, ranges.activation_quant(name))
+    for name, pool in _max_pooled_int8_outputs(gm, plan).items():
+        plan.pooled[name] = pool
+        plan.activations[name] = plan.activations[pool]
     return plan
+
+
+def _is_max_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return isinstance(module, nn.MaxPool2d) and not module.return_indices
+    return node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d)
+
+
+def _max_pooled_int8_outputs(gm: fx.GraphModule, plan: Int8Plan) -> dict[str, str]:
+    """Tensors to quantise with the parameters of the max pool that reads them: the output of an
+    int8 conv (or of the one activation applied to it) whose only reader is a max pool whose
+    output is already quantised (a ResNet stem). That changes nothing in the model: the max of
+    codes is the code of the max (quantising is monotone) and re-quantising a dequantised code
+    gives it back; but the conv's kernel can then store bytes and the pool run on them, where
+    an fp32 map was written, pooled and then quantised. Name -> the pool's name."""
+    int8_convs = {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
+    pooled: dict[str, str] = {}
+    for pool in gm.graph.nodes:
+        if pool.name not in plan.activations or not _is_max_pool(gm, pool) or not pool.args:
+            continue
+        source = pool.args[0]
+        if not isinstance(source, fx.Node) or len(source.users) != 1 or source.name in plan.activations:
+            continue
+        inputs = [argument for argument in source.args if isinstance(argument, fx.Node)]
+        activated = len(inputs) == 1 and inputs[0] in int8_convs and len(inputs[0].users) == 1
+        if source in int8_convs or activated:
+            pooled[source.name] = pool.name
+    return pooled
 
 
 def _assign(

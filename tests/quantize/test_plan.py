@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from subp_fx.passes import impose_random_masks, trace
 from subp_fx.quantize.calibration import ActivationRanges, calibrate
@@ -197,3 +198,27 @@ def test_linears_on_2d_inputs_with_in_features_a_multiple_of_4_run_int8_the_othe
     assert "shape (2, 3, 3, 8); the int8 kernel takes 2-d (B, features) inputs" in reasons["pointwise"]
     assert reasons["subclassed"] == "a _Subclassed, not an nn.Linear"
     assert plan.input_quant("no_bias") == ActivationQuant.from_range(*ranges["getitem_1"])
+
+
+class Pools(nn.Module):
+    """Three max pools: of an int8 conv's ReLU (quantised with the pool's parameters), of a conv
+    output also read by a mean (not), and of a mean-subtracted map, which no int8 conv produces (not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = (nn.Conv2d(8, 8, 1) for _ in range(4))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        y = self.b(self.pool(torch.relu(self.a(x))))
+        z = self.c(F.max_pool2d(y, 2)) + y.mean()
+        return self.d(F.max_pool2d(z - z.mean(), 1))
+
+
+def test_only_an_int8_conv_output_read_by_nothing_but_a_quantised_max_pool_is_pooled_in_bytes():
+    gm = trace(Pools().eval())
+    ranges = calibrate(gm, [torch.randn(2, 8, 8, 8) for _ in range(2)])
+    plan = plan_int8(gm, ranges)
+    assert plan.pooled == {"relu": "pool"}
+    assert plan.activations["relu"] == plan.activations["pool"]
+    assert {"b", "sub"}.isdisjoint(plan.pooled)

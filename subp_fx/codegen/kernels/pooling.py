@@ -85,13 +85,15 @@ def _schedule_window(sch: s_tir.Schedule, reduce_name: str, out_name: str, chann
     unroll_then_vectorize_below(sch, sch.get_sblock(out_name), 3)
 
 
-def max_pool2d_primfunc(window: PoolWindow, lanes: int) -> tirx.PrimFunc:
-    """out[b, oh, ow, c] = max over the window (padding counts as -inf)."""
-    x = te.placeholder(window.in_shape, DTYPE, name="x")
+def max_pool2d_primfunc(window: PoolWindow, lanes: int, dtype: str = DTYPE) -> tirx.PrimFunc:
+    """out[b, oh, ow, c] = max over the window (padding counts as the dtype's lowest value: -inf
+    for float32, 0 for the uint8 codes of an int8 build, where the max of codes is the code of
+    the max because quantising is monotone). ``lanes``: values per vector of this dtype."""
+    x = te.placeholder(window.in_shape, dtype, name="x")
     kh, kw = window.kernel_size
     s = te.reduce_axis((0, kh), name="s")
     t = te.reduce_axis((0, kw), name="t")
-    lowest = tirx.min_value(DTYPE)
+    lowest = tirx.min_value(dtype)
     pooled = te.compute(
         window.out_shape,
         lambda b, oh, ow, c: te.max(_read(x, window, lowest, b, oh, ow, c, s, t), axis=[s, t]),

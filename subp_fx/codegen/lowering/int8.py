@@ -62,6 +62,8 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
             continue
         if user in residual_of and whole_groups:  # a channel-padded tensor is no residual
             continue
+        if plan.pooled.get(node.name) == user.name:  # a max pool of its codes (ops.lower_max_pool)
+            continue
         return False
     return True
 

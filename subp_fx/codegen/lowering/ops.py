@@ -214,14 +214,20 @@ def lower_max_pool(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
     window = _window(ctx.view, node, pool["kernel_size"], pool["stride"], pool["padding"], pool["dilation"])
     x = ctx.tensor(_input(node))
     kh, kw = window.kernel_size
+    # An int8 build stores a pool's input as uint8 codes when the plan quantises it with the
+    # pool's output parameters (quantize.plan: Int8Plan.pooled): the pool then runs on the codes
+    # and its output is those of the pooled tensor, a quarter of the bytes and no quantise kernel.
+    codes = x.dtype == "uint8"
+    lanes = ctx.lanes * 4 if codes else ctx.lanes  # bytes per vector register
     output = ctx.program.call(
-        ("max_pool2d", window),
-        f"max_pool{kh}x{kw}s{window.stride[0]}_{_shape_text(window.in_shape)}",
-        lambda: max_pool2d_primfunc(window, ctx.lanes),
+        ("max_pool2d", window, x.dtype),
+        f"max_pool{kh}x{kw}s{window.stride[0]}_{_shape_text(window.in_shape)}" + ("_u8" if codes else ""),
+        lambda: max_pool2d_primfunc(window, lanes, x.dtype),
         [x.expr],
         window.out_shape,
+        x.dtype,
     )
-    return LoweredTensor(output, ctx.view.shape(node))
+    return LoweredTensor(output, ctx.view.shape(node), dtype=x.dtype, quant=x.quant)
 
 
 def avg_pool_problem(view: GraphView, node: fx.Node) -> str | None:

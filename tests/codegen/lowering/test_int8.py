@@ -86,6 +86,27 @@ class TinyMobileNetV1(nn.Module):
 MOBILENET_SHAPE = (2, 3, 20, 20)
 
 
+class PooledStem(nn.Module):
+    """A ResNet's start: an RGB stem conv, BN, ReLU, a 3x3/2 max pool (padded), then a conv. The
+    plan quantises the stem's output with the pool's output parameters (``Int8Plan.pooled``), so
+    the stem stores bytes and the pool runs on them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.relu(self.conv2(y)).mean((2, 3)))
+
+
+POOLED_SHAPE = (2, 3, 22, 22)  # 11x11 after the stem: the pool's border windows hold padding
+
+
 def _calibration(shape):
     return [toy_input(seed, (4, *shape[1:])) for seed in CALIBRATION_SEEDS]
 
@@ -286,6 +307,19 @@ def test_a_mobilenet_v1_stays_uint8_from_the_image_to_the_pooling(mobilenet):
     assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x20x20x3_to4", "quantize_2x64"]
     assert set(mobilenet.plan.linears) == {"fc"}
     assert not [name for name in names if name.startswith("dequantize_")]
+
+
+def test_a_max_pooled_stem_stores_bytes_and_the_pool_runs_on_them():
+    build = Int8Build(randomise_batchnorms(seeded(PooledStem), 0), POOLED_SHAPE)
+    _assert_matches_reference(build)
+    assert build.plan.pooled == {"relu": "maxpool"}
+    assert build.plan.activations["relu"] == build.plan.activations["maxpool"]
+    assert build.precisions()["conv1"].endswith("->u8")
+    lowered = lower_graph(build.graph, POOLED_SHAPE, build.compiled.target, activation_ranges=build.ranges)
+    names = sorted(global_var.name_hint for global_var in lowered.module.functions)
+    assert [name for name in names if name.startswith("max_pool")] == ["max_pool3x3s2_2x11x11x16_u8"]
+    # the image (for the stem) and the pooled features (for fc): nothing quantised after the pool
+    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x16", "quantize_2x22x22x3_to4"]
 
 
 def test_haswell_builds_the_avx2_fallback_and_matches():
