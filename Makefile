@@ -41,8 +41,12 @@ demo: setup
 # The suite runs in two processes. In one process, after ~1100 tests had loaded TVM, torch, ONNX
 # Runtime and OpenVINO libraries and threads, tests/tools/test_benchmark.py's first test died with
 # SIGSEGV inside native code (no Python frame; reproduced twice, 2026-11-30); the same tests pass
-# alone and after every subset of the earlier tests tried. The cause is not found yet (see the
-# closing note of that stop); tools/ and train/ run in a fresh process meanwhile.
+# alone and after every subset of the earlier tests tried. Under gdb (2026-11-30, twice): the main
+# thread faults in CPython's take_gil right after a blocking read of a compiler subprocess's output
+# (TVM's export_library linking model.so), si_code SI_KERNEL (a general-protection fault, e.g. a
+# corrupted pointer), not a signal sent by another process: the GIL state looks corrupted while the
+# main thread had released it, which points at native code touching Python state without the GIL.
+# Not found yet; tools/ and train/ run in a fresh process meanwhile.
 SPLIT := tests/tools tests/train
 
 test: setup
