@@ -210,9 +210,10 @@ def _threads_that_worked(run, seconds: float = 1.0) -> tuple[int, dict[str, floa
         run()
     busy = _busy_since(before)
     most = max(busy.values())
-    # 0.15: under load from other processes a pool worker gets a smaller share, but still far
-    # more than an idle thread (which uses ~0)
-    return sum(1 for used in busy.values() if used > 0.15 * most), busy
+    # Under load from other processes a pool worker gets a smaller share (measured: 0.043 s
+    # against the caller's 0.46 s with a full test suite running beside it), but still far more
+    # than an idle thread, which uses ~0 (< 0.002 s, _wait_until_other_threads_idle).
+    return sum(1 for used in busy.values() if used > max(0.01, 0.05 * most)), busy
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
