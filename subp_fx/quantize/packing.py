@@ -124,6 +124,23 @@ def _group_starts(indices: np.ndarray, in_channels: int) -> tuple[np.ndarray, np
     return starts, counts
 
 
+def quantize_channels(
+    by_channel: np.ndarray, bias: np.ndarray, input_quant: ActivationQuant
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The per-output-channel int8 arithmetic every int8 kernel's constants share, for float32
+    weights ``by_channel`` (output channel first) and a float32 ``bias`` (one per channel) read
+    with ``input_quant``: ``(codes, s_w, sums, scale, bias)`` -- the int8 codes (same shape) and
+    their float32 scales (``quantize_weight``), each channel's int64 code sum, ``scale = s_x * s_w``
+    (``output_scales``) and the bias with the input's zero point folded in,
+    ``b - scale * zp_x * sum`` (computed in float64, stored float32), so that a kernel multiplying
+    the raw uint8 codes (padding reads the zero point) computes ``float32(acc) * scale + bias``."""
+    codes, scales = quantize_weight(by_channel)
+    sums = codes.reshape(codes.shape[0], -1).sum(axis=1, dtype=np.int64)
+    scale = output_scales(input_quant, scales)
+    folded = bias.astype(np.float64) - scale.astype(np.float64) * input_quant.zero_point * sums
+    return codes, scales, sums, scale, folded.astype(np.float32)
+
+
 def quantize_kernel_weights(
     values: np.ndarray,
     indices: np.ndarray,
@@ -145,10 +162,7 @@ def quantize_kernel_weights(
     values, indices, bias = _check_inputs(values, indices, bias, in_channels, input_quant)
     rows, kept, kh, kw, N = values.shape
     by_channel = values.transpose(0, 4, 1, 2, 3).reshape(rows * N, kept, kh, kw)
-    codes, scales = quantize_weight(by_channel)
-    sums = codes.reshape(rows * N, -1).sum(axis=1, dtype=np.int64)
-    scale = output_scales(input_quant, scales)
-    folded = bias.astype(np.float64) - scale.astype(np.float64) * input_quant.zero_point * sums
+    codes, scales, sums, scale, folded = quantize_channels(by_channel, bias, input_quant)
     starts, counts = _group_starts(indices, in_channels)
     group_of = indices - indices % CHANNEL_GROUP  # each kept channel's group start
     position = np.stack([np.searchsorted(row_starts, row) for row_starts, row in zip(starts, group_of)])
@@ -161,7 +175,7 @@ def quantize_kernel_weights(
         values=packed,
         group_starts=starts,
         scale=scale,
-        bias=folded.astype(np.float32),
+        bias=folded,
         weight_scales=scales,
         weight_sums=sums,
         kept_groups_per_row=counts,

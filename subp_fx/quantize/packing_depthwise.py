@@ -4,7 +4,7 @@ kernel's constants (``codegen.kernels.depthwise_int8``).
 Each channel's 3x3 (kh x kw) weights are quantised symmetrically with that channel's scale
 (``quantize_weight``, the same rule as every int8 conv's output channels) and laid out (kh, kw, C),
 so a vector of channels is one load. The input's zero point is folded into the bias, as for the
-int8 convs (``quantize.packing``): the kernel multiplies the raw uint8 codes, padding included.
+int8 convs (``quantize.packing.quantize_channels``): the kernel multiplies the raw uint8 codes, padding included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from subp_fx.quantize.params import ActivationQuant, output_scales, quantize_weight
+from subp_fx.quantize.packing import quantize_channels
+from subp_fx.quantize.params import ActivationQuant
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,5 @@ def quantize_depthwise_weights(
         raise ValueError(f"bias must have shape (C,) = ({channels},) or be None, got {bias.shape}")
     if not isinstance(input_quant, ActivationQuant):
         raise ValueError(f"input_quant must be an ActivationQuant, got {type(input_quant).__name__}")
-    codes, scales = quantize_weight(weight)
-    sums = codes.reshape(channels, -1).sum(axis=1, dtype=np.int64)
-    scale = output_scales(input_quant, scales)
-    folded = bias.astype(np.float64) - scale.astype(np.float64) * input_quant.zero_point * sums
-    return DepthwiseInt8Weights(
-        codes=np.ascontiguousarray(codes[:, 0].transpose(1, 2, 0)), scale=scale, bias=folded.astype(np.float32)
-    )
+    codes, _, _, scale, folded = quantize_channels(weight, bias, input_quant)
+    return DepthwiseInt8Weights(codes=np.ascontiguousarray(codes[:, 0].transpose(1, 2, 0)), scale=scale, bias=folded)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
-from subp_fx.passes.node_args import is_add
+from subp_fx.passes.node_args import is_add, module_call_counts
 from subp_fx.quantize.calibration import ActivationRanges
 from subp_fx.quantize.params import ActivationQuant
 
@@ -160,7 +160,7 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
     """The ``Int8Plan`` of ``gm`` (an inference graph: BN folded, SUBP convs converted) with the
     activation ranges ``calibrate`` recorded on it. Pure: ``gm`` is only read. Convs are visited in
     graph order, so the dicts list them in execution order."""
-    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    calls = module_call_counts(gm)
     plan = Int8Plan()
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -181,6 +181,11 @@ def plan_int8(gm: fx.GraphModule, ranges: ActivationRanges) -> Int8Plan:
     return plan
 
 
+def _int8_conv_nodes(gm: fx.GraphModule, plan: Int8Plan) -> set[fx.Node]:
+    """The call nodes of ``plan``'s int8 convs (their outputs, before any fused epilogue)."""
+    return {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
+
+
 def _is_max_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
@@ -195,7 +200,7 @@ def _max_pooled_int8_outputs(gm: fx.GraphModule, plan: Int8Plan) -> dict[str, st
     codes is the code of the max (quantising is monotone) and re-quantising a dequantised code
     gives it back; but the conv's kernel can then store bytes and the pool run on them, where
     an fp32 map was written, pooled and then quantised. Name -> the pool's name."""
-    int8_convs = {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
+    int8_convs = _int8_conv_nodes(gm, plan)
     pooled: dict[str, str] = {}
     for pool in gm.graph.nodes:
         if pool.name not in plan.activations or not _is_max_pool(gm, pool) or not pool.args:
@@ -241,7 +246,7 @@ def plan_int8_linears(gm: fx.GraphModule, ranges: ActivationRanges, plan: Int8Pl
     kernel can compute as a 1x1 conv on a 1x1 image goes to ``plan.linears`` and its input to
     ``plan.activations``; every other one to ``plan.fp32_linears`` with the reason (a Linear over a
     4-d map's last axis among them: its input is not 2-d)."""
-    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    calls = module_call_counts(gm)
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(module := gm.get_submodule(node.target), nn.Linear):
             continue
@@ -255,7 +260,7 @@ def _int8_residuals(gm: fx.GraphModule, plan: Int8Plan, ranges: ActivationRanges
     (``codegen.lowering.fusion``: an add goes to the first conv in graph order), where this
     output is the residual. Graph order, name -> the adds' names."""
     order = {node: index for index, node in enumerate(gm.graph.nodes)}
-    int8_outputs = {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
+    int8_outputs = _int8_conv_nodes(gm, plan)
     residuals: dict[str, tuple[str, ...]] = {}
     for node in sorted(int8_outputs, key=order.__getitem__):
         if node.name in plan.activations or node.name not in ranges or not node.users:
