@@ -31,7 +31,7 @@ from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_i
 from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path
 from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc
-from subp_fx.codegen.lowering.fusion import Epilogue
+from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 from subp_fx.quantize import ActivationQuant, Int8Plan, quantize_kernel_weights
@@ -73,6 +73,16 @@ def _writes_exactly_its_channels(conv) -> bool:
     (a padded C_out is sliced after the call): a depthwise conv always (its kernel vectorises
     over any channel count), any other when C_out is a multiple of 16."""
     return is_depthwise(conv) or conv.out_channels % DENSE_INT8_BLOCK_SIZE == 0
+
+
+def int8_fusion_ability(view: GraphView, plan: Int8Plan, node: fx.Node, ability: FusionAbility) -> FusionAbility:
+    """``ability`` (what ``node``'s fp32 kernel could fuse) for an int8 build: an int8 conv whose
+    kernel computes C_out padded to whole blocks (``_writes_exactly_its_channels``) takes no
+    residual, which it would have to read with the padded channel count (MobileNetV2's 144->24
+    projection and its 24-channel skip connection failed to build so); everything else as given."""
+    if ability < FusionAbility.RESIDUAL or node.op != "call_module" or str(node.target) not in plan.convs:
+        return ability
+    return ability if _writes_exactly_its_channels(view.module(node)) else FusionAbility.ACTIVATION
 
 
 @dataclass
@@ -285,5 +295,6 @@ __all__ = [
     "Int8Lowering",
     "after_lowered",
     "emit_int8_conv",
+    "int8_fusion_ability",
     "quant_params",
 ]

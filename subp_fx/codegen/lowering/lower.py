@@ -35,7 +35,7 @@ from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_p
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered
+from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusion_ability
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
@@ -161,9 +161,14 @@ def lower_graph(
     ctx = LoweringContext(
         view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles, tuning_log=tuning_log
     )
-    ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
-    if activation_ranges is not None:
-        ctx.int8 = Int8Lowering.build(view, plan_int8(traced, activation_ranges), ctx.epilogues, int8_path(target))
+    plan = plan_int8(traced, activation_ranges) if activation_ranges is not None else None
+    if plan is None:
+        ctx.epilogues = plan_epilogues(view, lambda node: _fusion_ability(view, node))
+    else:
+        ctx.epilogues = plan_epilogues(
+            view, lambda node: int8_fusion_ability(view, plan, node, _fusion_ability(view, node))
+        )
+        ctx.int8 = Int8Lowering.build(view, plan, ctx.epilogues, int8_path(target))
     with program.function():
         result = _walk(ctx, progress)
         program.finish(result.expr)

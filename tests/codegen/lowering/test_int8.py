@@ -322,6 +322,30 @@ def test_a_max_pooled_stem_stores_bytes_and_the_pool_runs_on_them():
     assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x16", "quantize_2x22x22x3_to4"]
 
 
+class PaddedProjection(nn.Module):
+    """MobileNetV2's inverted residual with 24 channels: the 1x1 projection's C_out (24) is not a
+    multiple of 16, so its int8 kernel computes 32 channels and slices; it must not fuse the skip
+    connection (24 channels) as its residual. The add runs after the slice."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.expand = nn.Conv2d(24, 48, 1)
+        self.project = nn.Conv2d(48, 24, 1)
+        self.head = nn.Conv2d(24, 16, 1)
+
+    def forward(self, x):
+        y = F.relu(self.stem(x))
+        return self.head(y + self.project(F.relu(self.expand(y)))).mean((2, 3))
+
+
+def test_a_conv_whose_int8_kernel_pads_c_out_takes_no_residual():
+    build = Int8Build(seeded(PaddedProjection), (2, 3, 8, 8))
+    _assert_matches_reference(build)
+    project = next(entry for entry in build.compiled.kernel_table if entry.layer == "project")
+    assert project.precision.startswith("int8/") and "residual" not in project.epilogue and "48to32" in project.kernel
+
+
 def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
     assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
