@@ -2,12 +2,18 @@
 
 What it computes is :mod:`int8_spec`'s formula. How (the fp32 kernel's schedule, written out):
 
-- parallel over fused (batch, block-row, output row) -- or, for layers whose input dwarfs their
-  weights, over (batch, output row) with every block-row per task (``ConvTile.parallel``, chosen
+- parallel over fused (batch, block-row, row tile) -- or, for layers whose input dwarfs their
+  weights, over (batch, row tile) with every block-row per task (``ConvTile.parallel``, chosen
   by the fp32 tiling's :func:`preferred_parallel`: the byte ratio is the same at 1 byte a value);
-- each output row is cut into register tiles of ``cols`` pixels x N lanes (the last tile of a row
-  is narrower when ``cols`` does not divide the width: no padded work, no guard on the store);
-  the partial sums stay in vector registers for the whole reduction (kept group g, kernel row s,
+- a row tile is ``rows`` output rows (the last one shorter when they do not divide the height),
+  cut into register tiles of ``rows x cols`` pixels x N lanes (the last tile of a row is
+  narrower when ``cols`` does not divide the width: no padded work, no guard on the store).
+  More than one row only where a whole row holds fewer pixels than the registers
+  (:func:`int8_heuristic_tile`): ResNet-50's 7x7 layers at N=16 (Ice Lake server, 2 threads,
+  interleaved medians, noisy VM): 3x3 512->512 1 x 7 tiles 149 us, 2 x 7 128 us; 1x1 2048->512
+  113 / 101 us; 1x1 512->2048 124 / 106 us. Where a row already fills the registers, 2-row tiles
+  were slower (3x3 at 14, 28 and 56 px: 1 x 14 1.1-1.3x faster than 2 x 7);
+- the partial sums stay in vector registers for the whole reduction (kept group g, kernel row s,
   kernel column t, all unrolled but g; and but s for kernels larger than 3x3, such as a 7x7
   image stem: :data:`UNROLLED_TAPS`);
 - one reduction step loads the N lanes' weights once (N/L int32xL vectors, each lane's word the
@@ -49,6 +55,7 @@ VNNI (not tuned: it rebuilds the int16 weight pairs every step).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from tvm import tirx
@@ -91,20 +98,26 @@ def vectors_per_pixel(spec: Int8ConvSpec, path: Int8Path) -> int:
 
 
 def int8_heuristic_tile(spec: Int8ConvSpec, path: Int8Path) -> ConvTile:
-    """One-row tiles of as many pixels as ``path.max_accumulators`` allows, evened out over the
-    row (56 -> 4 x 14; 15 -> 8 + 7), in the parallel mode that streams fewer bytes."""
+    """Tiles of as many pixels as ``path.max_accumulators`` allows, in the parallel mode that
+    streams fewer bytes: one row of pixels evened out over the row (56 -> 4 x 14; 15 -> 8 + 7),
+    or, where a whole row holds fewer, as many whole rows as fit, evened out over the height
+    (7x7 at N=16: 2 rows x 7, the last tile 1 row)."""
     cap = max(1, path.max_accumulators // vectors_per_pixel(spec, path))
     tiles = math.ceil(spec.out_width / cap)
-    return ConvTile(1, math.ceil(spec.out_width / tiles), PADDING_INLINE, preferred_parallel(spec.float_equivalent()))
+    cols = math.ceil(spec.out_width / tiles)
+    rows = max(1, min(spec.out_height, cap // cols))
+    rows = math.ceil(spec.out_height / math.ceil(spec.out_height / rows))
+    return ConvTile(rows, cols, PADDING_INLINE, preferred_parallel(spec.float_equivalent()))
 
 
 def _check_tile(spec: Int8ConvSpec, tile: ConvTile, path: Int8Path) -> None:
     if not isinstance(tile, ConvTile):
         raise KernelSpecError(f"tile must be a ConvTile, got {tile!r}")
-    if tile.rows != 1 or tile.padding != PADDING_INLINE:
+    if tile.padding != PADDING_INLINE:
+        heuristic = int8_heuristic_tile(spec, path)
         raise KernelSpecError(
-            f"the int8 kernel takes one-row tiles with inline padding, got {tile!r}; "
-            f"e.g. ConvTile(1, {int8_heuristic_tile(spec, path).cols})"
+            f"the int8 kernel takes tiles with inline padding, got {tile!r}; "
+            f"e.g. ConvTile({heuristic.rows}, {heuristic.cols})"
         )
     if spec.block_size % path.lanes:
         raise KernelSpecError(f"N={spec.block_size} is not a multiple of the {path.name} path's {path.lanes} lanes")
@@ -135,15 +148,18 @@ class _Builder:
         last = ((spec.out_height - 1) * sh + kh - 1 - ph, (spec.out_width - 1) * sw + kw - 1 - pw)
         return guarded_bounds(h, w, spec.height, spec.width, (ph, pw), last)
 
-    def _tile_is_interior(self, oh, ow0, cols: int):
+    def _tile_is_interior(self, oh0, ow0, rows: int, cols: int):
         spec = self.spec
         (kh, kw), (sh, sw), (ph, pw) = spec.kernel_size, spec.stride, spec.padding
-        first_h, first_w = oh * sh - ph, ow0 * sw - pw
+        first_h, first_w = oh0 * sh - ph, ow0 * sw - pw
         return tirx.all(
-            first_h >= 0, first_h + kh - 1 < spec.height, first_w >= 0, first_w + (cols - 1) * sw + kw - 1 < spec.width
+            first_h >= 0,
+            first_h + (rows - 1) * sh + kh - 1 < spec.height,
+            first_w >= 0,
+            first_w + (cols - 1) * sw + kw - 1 < spec.width,
         )
 
-    def _reduction(self, b, r, oh, ow0, cols: int, acc, guarded: bool) -> tirx.Stmt:
+    def _reduction(self, b, r, oh0, ow0, rows: int, cols: int, acc, guarded: bool) -> tirx.Stmt:
         """The tile's sums over kept group g (a loop) and the kernel taps: every tap unrolled
         for kernels of up to :data:`UNROLLED_TAPS` taps, else kernel row s a serial loop."""
         kh, kw = self.spec.kernel_size
@@ -152,16 +168,18 @@ class _Builder:
         steps: list[tirx.Stmt] = [tirx.Bind(word_index, self.buffers["group_starts"][r, g] // GROUP)]
         if kh * kw <= UNROLLED_TAPS:
             for s in range(kh):
-                steps += self._kernel_row(b, r, g, word_index, s, oh, ow0, cols, acc, guarded)
+                steps += self._kernel_row(b, r, g, word_index, s, oh0, ow0, rows, cols, acc, guarded)
         else:
             s = tirx.Var("s", "int32")
-            row = self._kernel_row(b, r, g, word_index, s, oh, ow0, cols, acc, guarded)
+            row = self._kernel_row(b, r, g, word_index, s, oh0, ow0, rows, cols, acc, guarded)
             steps.append(tirx.For(s, 0, kh, ForKind.SERIAL, tirx.SeqStmt(row)))
         return tirx.For(g, 0, self.spec.kept_groups, ForKind.SERIAL, tirx.SeqStmt(steps))
 
-    def _kernel_row(self, b, r, g, word_index, s, oh, ow0, cols: int, acc, guarded: bool) -> list[tirx.Stmt]:
+    def _kernel_row(
+        self, b, r, g, word_index, s, oh0, ow0, rows: int, cols: int, acc, guarded: bool
+    ) -> list[tirx.Stmt]:
         """The steps of kernel row ``s`` (an int or a loop variable), its columns t and the
-        tile's pixels unrolled."""
+        tile's pixels (rows x cols) unrolled."""
         spec, path, lanes = self.spec, self.path, self.path.lanes
         kw, (sh, sw), (ph, pw) = spec.kernel_size[1], spec.stride, spec.padding
         steps: list[tirx.Stmt] = []
@@ -175,8 +193,8 @@ class _Builder:
                     steps.append(tirx.Bind(var, form))
                     forms.append(var)
                 prepared.append(forms)
-            h = oh * sh + s - ph
-            for p in range(cols):
+            for q, p in itertools.product(range(rows), range(cols)):
+                h = (oh0 + q) * sh + s - ph
                 w = (ow0 + p) * sw + t - pw
                 # The word is bound as a uint32, not an int32: TVM's CompactBufferAllocation keeps
                 # every int32 Bind of the function as an index variable and, at each access to
@@ -188,11 +206,11 @@ class _Builder:
                 condition = self._inside(h, w) if guarded else None
                 if condition is not None:
                     word = tirx.if_then_else(condition, word, self.zero_word)
-                word_var = tirx.Var(f"x{s}_{t}_{p}", BOUND_WORD)
+                word_var = tirx.Var(f"x{s}_{t}_{q}_{p}", BOUND_WORD)
                 steps.append(tirx.Bind(word_var, word))
                 word = self._signed(word_var)
                 for v in range(self.vectors):
-                    lane_range = tirx.Ramp((p * self.vectors + v) * lanes, 1, lanes)
+                    lane_range = tirx.Ramp(((q * cols + p) * self.vectors + v) * lanes, 1, lanes)
                     value = accumulate(path, acc[lane_range], word, prepared[v])
                     steps.append(tirx.BufferStore(acc, value, [lane_range]))
         return steps
@@ -220,61 +238,74 @@ class _Builder:
             return requantized_uint8(value, buffers["out_params"], spec.activation)
         return activations.expression(spec.activation)(value)
 
-    def _write_back(self, b, r, oh, ow0, cols: int, acc) -> list[tirx.Stmt]:
+    def _write_back(self, b, r, oh0, ow0, rows: int, cols: int, acc) -> list[tirx.Stmt]:
         spec, lanes = self.spec, self.path.lanes
         stores = []
-        for p in range(cols):
-            for v in range(self.vectors):
-                j = tirx.Var("j", "int32")
-                co = r * spec.block_size + v * lanes + j
-                value = self._epilogue_value(acc[(p * self.vectors + v) * lanes + j], b, oh, ow0 + p, co)
-                store = tirx.BufferStore(self.buffers["out"], value, [b, oh, ow0 + p, co])
-                stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
+        for q, p, v in itertools.product(range(rows), range(cols), range(self.vectors)):
+            j = tirx.Var("j", "int32")
+            co = r * spec.block_size + v * lanes + j
+            oh, ow = oh0 + q, ow0 + p
+            value = self._epilogue_value(acc[((q * cols + p) * self.vectors + v) * lanes + j], b, oh, ow, co)
+            store = tirx.BufferStore(self.buffers["out"], value, [b, oh, ow, co])
+            stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
         return stores
 
     # --- the nest ------------------------------------------------------------------------------
-    def register_tile(self, b, r, oh, ow0, cols: int) -> tirx.Stmt:
-        """One register tile of ``cols`` pixels from column ``ow0``: zero, reduce, write back."""
+    def register_tile(self, b, r, oh0, ow0, rows: int, cols: int) -> tirx.Stmt:
+        """One register tile of ``rows x cols`` pixels from (``oh0``, ``ow0``): zero, reduce,
+        write back."""
         lanes = self.path.lanes
-        acc = tirx.decl_buffer((cols * self.vectors * lanes,), WORD, "acc", scope=ACCUMULATOR_SCOPE)
+        count = rows * cols * self.vectors
+        acc = tirx.decl_buffer((count * lanes,), WORD, "acc", scope=ACCUMULATOR_SCOPE)
         zero = tirx.Broadcast(tirx.const(0, WORD), lanes)
-        init = [
-            tirx.BufferStore(acc, zero, [tirx.Ramp(index * lanes, 1, lanes)]) for index in range(cols * self.vectors)
-        ]
+        init = [tirx.BufferStore(acc, zero, [tirx.Ramp(index * lanes, 1, lanes)]) for index in range(count)]
         reduction = border_split(
             any(self.spec.padding),
-            self._tile_is_interior(oh, ow0, cols),
-            lambda guarded: self._reduction(b, r, oh, ow0, cols, acc, guarded),
+            self._tile_is_interior(oh0, ow0, rows, cols),
+            lambda guarded: self._reduction(b, r, oh0, ow0, rows, cols, acc, guarded),
         )
-        return tirx.SeqStmt([tirx.AllocBuffer(acc), *init, reduction, *self._write_back(b, r, oh, ow0, cols, acc)])
+        write_back = self._write_back(b, r, oh0, ow0, rows, cols, acc)
+        return tirx.SeqStmt([tirx.AllocBuffer(acc), *init, reduction, *write_back])
 
-    def row(self, b, r, oh) -> tirx.Stmt:
-        """Every tile of output row ``oh`` of block-row ``r``: whole tiles in a loop, then the
-        narrower last one."""
+    def tile_row(self, b, r, oh0, rows: int) -> tirx.Stmt:
+        """Every tile of the ``rows`` output rows from ``oh0`` of block-row ``r``: whole tiles in
+        a loop, then the narrower last one."""
         cols, width = self.tile.cols, self.spec.out_width
         whole, rest = divmod(width, cols)
         parts = []
         if whole == 1:
-            parts.append(self.register_tile(b, r, oh, tirx.const(0, "int32"), cols))
+            parts.append(self.register_tile(b, r, oh0, tirx.const(0, "int32"), rows, cols))
         elif whole > 1:
             column_tile = tirx.Var("column_tile", "int32")
-            parts.append(
-                tirx.For(column_tile, 0, whole, ForKind.SERIAL, self.register_tile(b, r, oh, column_tile * cols, cols))
-            )
+            tile = self.register_tile(b, r, oh0, column_tile * cols, rows, cols)
+            parts.append(tirx.For(column_tile, 0, whole, ForKind.SERIAL, tile))
         if rest:
-            parts.append(self.register_tile(b, r, oh, tirx.const(whole * cols, "int32"), rest))
+            parts.append(self.register_tile(b, r, oh0, tirx.const(whole * cols, "int32"), rows, rest))
         return parts[0] if len(parts) == 1 else tirx.SeqStmt(parts)
+
+    def row_tile(self, b, r, index) -> tirx.Stmt:
+        """Row tile ``index`` (``tile.rows`` output rows; the last one shorter when they do not
+        divide the height) of block-row ``r``."""
+        rows = self.tile.rows
+        whole, rest = divmod(self.spec.out_height, rows)
+        if not rest:
+            return self.tile_row(b, r, index * rows, rows)
+        if not whole:
+            return self.tile_row(b, r, index * rows, rest)
+        return tirx.IfThenElse(
+            index < whole, self.tile_row(b, r, index * rows, rows), self.tile_row(b, r, index * rows, rest)
+        )
 
     def body(self) -> tirx.Stmt:
         spec = self.spec
         task = tirx.Var("task", "int32")
-        height, rows = spec.out_height, spec.block_rows
+        height, rows = math.ceil(spec.out_height / self.tile.rows), spec.block_rows
         if self.tile.parallel == PARALLEL_PIXELS:
             r = tirx.Var("block_row", "int32")
-            inner = tirx.For(r, 0, rows, ForKind.SERIAL, self.row(task // height, r, task % height))
+            inner = tirx.For(r, 0, rows, ForKind.SERIAL, self.row_tile(task // height, r, task % height))
             tasks = spec.batch * height
         else:
-            inner = self.row(task // (rows * height), task // height % rows, task % height)
+            inner = self.row_tile(task // (rows * height), task // height % rows, task % height)
             tasks = spec.batch * rows * height
         return tirx.SeqStmt(
             [

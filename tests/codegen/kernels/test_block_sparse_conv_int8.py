@@ -149,10 +149,19 @@ def test_int32_accumulation_is_exact(target):
 
 @pytest.mark.skipif(not RUNNABLE, reason="the host has no AVX-512")
 @pytest.mark.parametrize(
-    "tile", [ConvTile(1, 2), ConvTile(1, 3, parallel="pixels"), ConvTile(1, 7, parallel="block_rows")]
+    "tile",
+    [
+        ConvTile(1, 2),
+        ConvTile(1, 3, parallel="pixels"),
+        ConvTile(1, 7, parallel="block_rows"),
+        ConvTile(2, 7, parallel="block_rows"),
+        ConvTile(3, 2, parallel="pixels"),
+        ConvTile(7, 2),
+    ],
 )
 def test_tiles_and_parallel_modes(tile):
-    """Tiles that do and do not divide the width (a narrower last tile), both parallel modes."""
+    """Tiles that do and do not divide the width (a narrower last tile) and the height (a
+    shorter last row tile: 7 rows in 2 + 2 + 2 + 1 or 3 + 3 + 1), both parallel modes."""
     _check(_spec(2, (7, 7), 16, 32, 16, 2, 3, 1, 1, input_zero_point=3, activation="relu"), ICELAKE, tile=tile)
 
 
@@ -227,6 +236,21 @@ def test_heuristic_tile_fits_the_registers_and_evens_out_the_row():
     assert int8_heuristic_tile(_spec(1, 56, 64, 64, 32, 8, 1, 1, 0), path).cols == 7
 
 
+def test_heuristic_tile_takes_whole_rows_where_a_row_is_narrower_than_the_registers():
+    """A 7x7 map at N=16 (14 accumulators): 2 rows x 7 (the last row tile 1 row); at N=32
+    (7 pixels) one row; 5 rows x 3 columns: 4 rows fit, evened out to 3 + 2; a 1xB image
+    (a classifier run as a conv) stays one row."""
+    path = int8_path(ICELAKE)
+    tile = int8_heuristic_tile(_spec(1, 7, 512, 512, 16, 64, 3, 1, 1), path)
+    assert (tile.rows, tile.cols) == (2, 7)
+    tile = int8_heuristic_tile(_spec(1, 7, 512, 512, 32, 64, 3, 1, 1), path)
+    assert (tile.rows, tile.cols) == (1, 7)
+    tile = int8_heuristic_tile(_spec(1, (5, 3), 64, 64, 16, 8, 1, 1, 0), path)
+    assert (tile.rows, tile.cols) == (3, 3)
+    tile = int8_heuristic_tile(_spec(1, (1, 3), 64, 64, 16, 8, 1, 1, 0), path)
+    assert (tile.rows, tile.cols) == (1, 3)
+
+
 def test_spec_shapes_and_ops():
     spec = _spec(2, 8, 32, 64, 16, 3, 3, 2, 1, residual="uint8", out_dtype="uint8")
     assert spec.argument_names() == [
@@ -266,6 +290,6 @@ def test_bad_specs_are_refused(change, message):
         Int8ConvSpec(**{**arguments, **change})
 
 
-def test_two_row_tiles_are_refused():
-    with pytest.raises(KernelSpecError, match="one-row tiles"):
-        block_sparse_conv2d_int8_primfunc(_spec(1, 8, 32, 32, 16, 2, 3, 1, 1), ConvTile(2, 4), ICELAKE)
+def test_staged_padding_is_refused():
+    with pytest.raises(KernelSpecError, match="inline padding"):
+        block_sparse_conv2d_int8_primfunc(_spec(1, 8, 32, 32, 16, 2, 3, 1, 1), ConvTile(2, 4, "stage"), ICELAKE)
