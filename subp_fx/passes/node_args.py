@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 def graph_constant(gm: torch.nn.Module, node: Any) -> torch.Tensor | None:
@@ -59,3 +61,18 @@ def is_add(node: fx.Node) -> bool:
     return (node.op == "call_function" and node.target in ADD_FUNCTIONS) or (
         node.op == "call_method" and node.target in ADD_METHODS
     )
+
+
+# The spellings of a 2-d max pool (the lowering has a rule for each, the int8 plan looks for them):
+# F.max_pool2d is what symbolic tracing records, torch.max_pool2d what other captures may.
+MAX_POOL_FUNCTIONS: tuple[Callable, ...] = (F.max_pool2d, torch.max_pool2d)
+MAX_POOL_MODULES: tuple[type[nn.Module], ...] = (nn.MaxPool2d,)
+
+
+def is_max_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` is a 2-d max pool of values (an ``nn.MaxPool2d`` without
+    ``return_indices``, or one of :data:`MAX_POOL_FUNCTIONS`); its arguments are not checked."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return isinstance(module, MAX_POOL_MODULES) and not module.return_indices
+    return node.op == "call_function" and node.target in MAX_POOL_FUNCTIONS

@@ -29,14 +29,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
-from subp_fx.passes.node_args import is_add, module_call_counts
+from subp_fx.passes.node_args import is_add, is_max_pool, module_call_counts
 from subp_fx.quantize.calibration import ActivationRanges
 from subp_fx.quantize.params import ActivationQuant
 
@@ -186,13 +184,6 @@ def _int8_conv_nodes(gm: fx.GraphModule, plan: Int8Plan) -> set[fx.Node]:
     return {node for node in gm.graph.nodes if node.op == "call_module" and node.target in plan.convs}
 
 
-def _is_max_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        return isinstance(module, nn.MaxPool2d) and not module.return_indices
-    return node.op == "call_function" and node.target in (F.max_pool2d, torch.max_pool2d)
-
-
 def _max_pooled_int8_outputs(gm: fx.GraphModule, plan: Int8Plan) -> dict[str, str]:
     """Tensors to quantise with the parameters of the max pool that reads them: the output of an
     int8 conv (or of the one activation applied to it) whose only reader is a max pool whose
@@ -203,7 +194,7 @@ def _max_pooled_int8_outputs(gm: fx.GraphModule, plan: Int8Plan) -> dict[str, st
     int8_convs = _int8_conv_nodes(gm, plan)
     pooled: dict[str, str] = {}
     for pool in gm.graph.nodes:
-        if pool.name not in plan.activations or not _is_max_pool(gm, pool) or not pool.args:
+        if pool.name not in plan.activations or not is_max_pool(gm, pool) or not pool.args:
             continue
         source = pool.args[0]
         if not isinstance(source, fx.Node) or len(source.users) != 1 or source.name in plan.activations:

@@ -167,13 +167,14 @@ def _window(view: GraphView, node: fx.Node, kernel_size, stride, padding, dilati
         out_height,
         out_width,
         int_pair(kernel_size, "kernel_size"),
-        int_pair(stride if stride is not None else kernel_size, "stride"),
+        # torch.max_pool2d spells "stride = kernel" as an empty list, the F. functions as None.
+        int_pair(stride if stride not in (None, [], ()) else kernel_size, "stride"),
         int_pair(padding, "padding"),
         int_pair(dilation, "dilation"),
     )
 
 
-# A pool is an nn.MaxPool2d / nn.AvgPool2d module or an F.max_pool2d / F.avg_pool2d call: both
+# A pool is an nn.MaxPool2d / nn.AvgPool2d module or an F.max_pool2d (torch.max_pool2d) / F.avg_pool2d call: all
 # spell the same parameters (the module's attributes, the function's arguments in this order).
 _MAX_POOL_PARAMETERS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _MAX_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False}

@@ -32,7 +32,7 @@ from subp_fx.codegen.lowering import resample as resample_lowering
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView
-from subp_fx.passes.node_args import ADD_FUNCTIONS, ADD_METHODS
+from subp_fx.passes.node_args import ADD_FUNCTIONS, ADD_METHODS, MAX_POOL_FUNCTIONS, MAX_POOL_MODULES
 
 
 def _no_problem(view: GraphView, node: fx.Node) -> str | None:
@@ -152,7 +152,7 @@ MODULE_RULES: dict[type, NodeRule] = {
     ),
     nn.LayerNorm: _LAYER_NORM,
     **_ACTIVATION_MODULES,
-    nn.MaxPool2d: _MAX_POOL,
+    **{module: _MAX_POOL for module in MAX_POOL_MODULES},
     nn.AvgPool2d: _AVG_POOL,
     nn.AdaptiveAvgPool2d: _ADAPTIVE_AVG_POOL,
     nn.Flatten: _FLATTEN,
@@ -173,7 +173,7 @@ FUNCTION_RULES: dict[Callable, NodeRule] = {
     **_ACTIVATION_FUNCTIONS,
     torch.flatten: _FLATTEN,
     F.adaptive_avg_pool2d: _ADAPTIVE_AVG_POOL,
-    F.max_pool2d: _MAX_POOL,
+    **{function: _MAX_POOL for function in MAX_POOL_FUNCTIONS},
     F.avg_pool2d: _AVG_POOL,
     **{function: _MUL for function in op_lowering.MUL_FUNCTIONS},
     torch.mean: _MEAN,

@@ -250,3 +250,21 @@ def test_a_broadcast_subtract_is_refused():
 
     with pytest.raises(UnsupportedOpError, match=r"subtracts \(1, 3, 1, 1\) from \(1, 3, 4, 4\); only the difference"):
         compile(Broadcast().eval(), (1, 3, 4, 4), threads=1)
+
+
+class TorchMaxPools(nn.Module):
+    """``torch.max_pool2d``, the spelling other graph captures record, with its stride left out
+    (its default is an empty list: stride = kernel) and given positionally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
+        return torch.max_pool2d(x, 3, 2, 1)
+
+
+def test_torch_max_pool2d_matches_eager():
+    torch.manual_seed(0)
+    _check(TorchMaxPools(), (1, 3, 12, 12))
