@@ -27,6 +27,15 @@ What it computes is :mod:`int8_spec`'s formula. How (the fp32 kernel's schedule,
 - the epilogue (scale, bias, residual, activation, requantisation) runs on the tile's registers
   before its one write-back, vectorised over the lanes.
 
+Why the 1x1 layers run at about half the 3x3 layers' rate (in ResNet-50: 180-330 against 400-540
+GMAC/s): a 1x1 step needs one broadcast load per ``vpdpbusd`` (N=16: one zmm per pixel), and an
+Ice Lake server core issues one 512-bit load per cycle but two ``vpdpbusd``
+(``benchmarks/load_ports.py``: 5.6 ``vpdpbusd``/ns alone, 2.7/ns with a broadcast before each);
+a 3x3 step shares each broadcast among up to 3 taps. Neither tile shape nor ymm halves change
+that (measured: 2-row tiles, 28 ymm accumulators); N=32 halves the broadcasts (1x1 512->512 at
+28 px: 241 -> 302-310 GMAC/s), as would an activation layout whose vectors hold 16 pixels of
+one channel group (weights broadcast, several output channels per load).
+
 TVM 0.27's ``tensorize`` with its shipped VNNI intrinsic crashed (segfault inside
 ``s_tir.Tensorize``, even for a bare 16x4 dot) and that intrinsic no longer matches LLVM 22's
 ``vpdpbusd`` signature, so the loop nest is built as TIR directly and emits the LLVM intrinsic
