@@ -16,7 +16,7 @@ from tvm import s_tir, te, tirx
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.loops import schedule_flat_parallel_vector
+from subp_fx.codegen.kernels.loops import lane_chunk, schedule_flat_parallel_vector
 
 FLOAT = "float32"
 UINT8_CEILING = 255
@@ -40,7 +40,12 @@ def _rounded_level(value, inverse):
 
 
 def requantized_uint8(value, params, activation: str = "none"):
-    """The uint8 code of ``act(value)`` for a ``params`` buffer ``[scale, zero_point]``:
+    """:func:`requantized_code` as uint8."""
+    return tirx.Cast("uint8", requantized_code(value, params, activation))
+
+
+def requantized_code(value, params, activation: str = "none"):
+    """The uint8 code of ``act(value)``, as a uint32 value in 0..255, for a ``params`` buffer ``[scale, zero_point]``:
     exactly ``clamp(rint(act(value) * float32(1 / scale)) + zero_point, 0, 255)``, the arithmetic
     of ``quantize.params.ActivationQuant.quantize`` (a product by the float32 reciprocal, not a
     divide: ``vdivps`` cost 5x ``vmulps``).
@@ -67,7 +72,7 @@ def requantized_uint8(value, params, activation: str = "none"):
         code = tirx.min(code, _rounded_level(tirx.const(hi, FLOAT), inverse) + zero_point)
     # code >= floor >= 0 here; as uint32, the 255 ceiling and the byte store become one
     # ``vpmovusdb`` (unsigned saturation), where an int32 min kept a ``vpminsd``.
-    return tirx.Cast("uint8", tirx.min(tirx.Cast("uint32", code), tirx.const(UINT8_CEILING, "uint32")))
+    return tirx.min(tirx.Cast("uint32", code), tirx.const(UINT8_CEILING, "uint32"))
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -106,6 +111,61 @@ def quantize_primfunc(shape: tuple[int, ...], padded_channels: int | None = None
         return tirx.if_then_else(inside, requantized_uint8(data[clamped], params), zero_point)
 
     return _scheduled([data, params, te.compute(out_shape, level, name="out")], out_shape)
+
+
+def quantize_image_primfunc(shape: tuple[int, ...], padded_channels: int) -> tirx.PrimFunc:
+    """float32 NCHW ``data`` of ``shape`` (a model's input image) and ``params`` (2,) -> uint8 NHWC
+    ``out`` (B, H, W, ``padded_channels``), the channels beyond C at the zero point: the layout
+    change and :func:`quantize_primfunc` in one pass, for an int8 stem that is the image's only
+    reader. ``padded_channels`` is a multiple of 4 and at least C.
+
+    Each 32-bit word of the output (4 channels of one pixel) is assembled in int32 lanes from
+    the 4 channel planes, so a vector of pixels is one contiguous load per channel and one store.
+    Measured on the 1x3x224x224 image (Ice Lake, 2 threads): NCHW -> NHWC fp32 then quantise took
+    45-63 + 19-23 us in the MobileNetV1 and ResNet-50 profiles."""
+    shape = _check_shape(shape)
+    if len(shape) != 4:
+        raise KernelSpecError(f"shape must be an NCHW (B, C, H, W) tuple, got {shape!r}")
+    batch, channels, height, width = shape
+    if isinstance(padded_channels, bool) or not isinstance(padded_channels, int):
+        raise KernelSpecError(f"padded_channels must be an integer, got {padded_channels!r}")
+    if padded_channels < channels or padded_channels % 4:
+        raise KernelSpecError(
+            f"padded_channels must be a multiple of 4 and >= the {channels} channels, got {padded_channels}"
+        )
+    data = tirx.decl_buffer(shape, FLOAT, "data")
+    params = tirx.decl_buffer((2,), FLOAT, "params")
+    out = tirx.decl_buffer((batch, height, width, padded_channels), "uint8", "out")
+    words = tirx.decl_buffer((batch, height, width, padded_channels // 4), "uint32", "out_words", data=out.data)
+    row, column, lane = (tirx.Var(name, "int32") for name in ("row", "column", "lane"))
+    chunk = lane_chunk(width, _LANES)
+    b, h, w = row // height, row % height, column * chunk + lane
+    zero_point = tirx.Cast("uint32", tirx.Cast("int32", params[1]))
+
+    def code(channel: int):
+        return requantized_code(data[b, channel, h, w], params) if channel < channels else zero_point
+
+    stores = []
+    for group in range(padded_channels // 4):
+        word = code(4 * group)
+        for byte in range(1, 4):
+            word = word | (code(4 * group + byte) << tirx.const(8 * byte, "uint32"))
+        stores.append(tirx.BufferStore(words, word, [b, h, w, group]))
+    body = tirx.For(
+        row,
+        0,
+        batch * height,
+        tirx.ForKind.PARALLEL,
+        tirx.For(
+            column,
+            0,
+            width // chunk,
+            tirx.ForKind.SERIAL,
+            tirx.For(lane, 0, chunk, tirx.ForKind.VECTORIZED, tirx.SeqStmt(stores) if len(stores) > 1 else stores[0]),
+        ),
+    )
+    func = tirx.PrimFunc([data, params, out], tirx.SeqStmt([tirx.DeclBuffer(words, data=out.data), body]))
+    return func.with_attr("tirx.noalias", True)
 
 
 def dequantize_primfunc(shape: tuple[int, ...]) -> tirx.PrimFunc:

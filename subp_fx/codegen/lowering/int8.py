@@ -30,7 +30,7 @@ import torch.fx as fx
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_int8_primfunc, int8_heuristic_tile
 from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path
-from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc
+from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_image_primfunc, quantize_primfunc
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
@@ -153,6 +153,29 @@ def linear_int8_block_size(out_features: int) -> int:
 def quant_params(quant: ActivationQuant) -> np.ndarray:
     """The (2,) float32 [scale, zero_point] buffer the int8 kernels read."""
     return np.array([quant.scale, quant.zero_point], dtype=np.float32)
+
+
+def lower_quantized_image(ctx: LoweringContext, node: fx.Node) -> LoweredTensor | None:
+    """The model's input image quantised straight from NCHW into uint8 NHWC (channels padded to a
+    group of 4), when every reader reads it as uint8 (an int8 stem); else None, and the input
+    is made NHWC float32 as in an fp32 build."""
+    int8: Int8Lowering | None = ctx.int8
+    if int8 is None or node.name not in int8.plan.activations:
+        return None
+    if not _uint8_readers_only(node, int8.plan, int8.epilogues):
+        return None
+    quant = int8.plan.activations[node.name]
+    batch, channels, height, width = shape = ctx.view.input_shape
+    padded = -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
+    quantized = ctx.program.call(
+        ("quantize_image", shape, padded),
+        "quantize_image_{}_to_nhwc{}".format("x".join(map(str, shape)), padded),
+        lambda: quantize_image_primfunc(shape, padded),
+        [ctx.program.input, ctx.program.constant(quant_params(quant))],
+        (batch, height, width, padded),
+        UINT8,
+    )
+    return LoweredTensor(quantized, (batch, padded, height, width), dtype=UINT8, quant=quant)
 
 
 def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:

@@ -35,7 +35,7 @@ from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_p
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
-from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusion_ability
+from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusion_ability, lower_quantized_image
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
@@ -79,6 +79,9 @@ def _fusion_ability(view: GraphView, node: fx.Node) -> FusionAbility:
 
 
 def _lower_input(ctx: LoweringContext, node: fx.Node) -> LoweredTensor:
+    quantized = lower_quantized_image(ctx, node)
+    if quantized is not None:
+        return quantized
     shape = ctx.view.input_shape
     batch, channels, height, width = shape
     stored = (batch, height, width, channels)

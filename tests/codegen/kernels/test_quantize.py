@@ -9,7 +9,11 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 from subp_fx.codegen.errors import KernelSpecError  # noqa: E402
-from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_primfunc  # noqa: E402
+from subp_fx.codegen.kernels.quantize import (  # noqa: E402
+    dequantize_primfunc,
+    quantize_image_primfunc,
+    quantize_primfunc,
+)
 from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.quantize.params import ActivationQuant  # noqa: E402
 
@@ -64,3 +68,33 @@ def test_quantize_pads_the_channels_with_the_zero_point():
     assert (out[..., 3] == 117).all()
     with pytest.raises(KernelSpecError, match="padded_channels must be an integer >= the 3 channels"):
         quantize_primfunc(shape, padded_channels=2)
+
+
+@pytest.mark.parametrize(
+    "shape, padded",
+    [((1, 3, 4, 32), 4), ((2, 5, 3, 9), 8), ((1, 4, 2, 16), 4), ((1, 3, 3, 17), 8)],
+    ids=["rgb", "5-channels", "no-padding", "width-17-two-groups-of-zero-points"],
+)
+def test_an_image_is_quantised_from_nchw_into_padded_nhwc(shape, padded):
+    """The same codes as quantising the NHWC image, the channels beyond C at the zero point; 16-
+    pixel vectors (width 32), an odd width that is one vector (9), and one that no lane count
+    divides (17)."""
+    rng = np.random.default_rng(3)
+    data = (rng.standard_normal(shape) * 30).astype(np.float32)
+    data.flat[:3] = [0.125, -0.625, 1e6]  # ties and an overflow
+    params = np.array([0.25, 101.0], np.float32)
+    batch, channels, height, width = shape
+    func = quantize_image_primfunc(shape, padded).with_attr("global_symbol", "main")  # as the program names it
+    out = _run(func, [data, params], (batch, height, width, padded), "uint8")
+    codes = ActivationQuant(0.25, 101).quantize(data).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out[..., :channels], codes)
+    assert (out[..., channels:] == 101).all()
+
+
+@pytest.mark.parametrize(
+    "shape, padded, message",
+    [((1, 3, 4), 4, "NCHW"), ((1, 3, 4, 4), 6, "multiple of 4"), ((1, 5, 4, 4), 4, "multiple of 4 and >= the 5")],
+)
+def test_a_bad_image_shape_or_padding_is_refused(shape, padded, message):
+    with pytest.raises(KernelSpecError, match=message):
+        quantize_image_primfunc(shape, padded)

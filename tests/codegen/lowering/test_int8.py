@@ -186,7 +186,9 @@ def test_the_kernel_table_names_the_int8_path_for_exactly_the_planned_layers(toy
     assert (stem.in_channels, stem.kept_per_row) == (4, 4)
     lowered = lower_graph(toy.graph, BATCH_SHAPE, toy.compiled.target, activation_ranges=toy.ranges)
     names = {global_var.name_hint for global_var in lowered.module.functions}
-    assert f"quantize_{BATCH_SHAPE[0]}x16x16x3_to4" in names
+    # the image quantised straight from NCHW (no float32 NHWC copy of it)
+    assert f"quantize_image_{BATCH_SHAPE[0]}x3x16x16_to_nhwc4" in names
+    assert "input_to_nhwc" not in names
     in_int8 = {layer for layer, precision in precisions.items() if precision != "fp32"}
     assert in_int8 == set(toy.plan.convs) | {"head"}
     assert all(precisions[layer].split("->")[0] == f"int8/{path}" for layer in in_int8 - {"dw"})
@@ -280,12 +282,12 @@ def test_a_planned_tensor_with_fp32_readers_gives_them_the_dequantised_copy(shar
     assert [layer for layer, precision in shared.precisions().items() if precision.endswith("->u8")] == ["dw"]
     lowered = lower_graph(shared.graph, SHARED_SHAPE, shared.compiled.target, activation_ranges=shared.ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
-    # the input (for conv1), y (for conv2 and dw) and the head's (2, 16) features are quantised;
-    # y alone is dequantised, for the mean
+    # the input (for conv1, straight from NCHW), y (for conv2 and dw) and the head's (2, 16)
+    # features are quantised; y alone is dequantised, for the mean
     assert [name for name in names if name.startswith("quantize_")] == [
         "quantize_2x16",
         "quantize_2x8x8x16",
-        "quantize_2x8x8x8",
+        "quantize_image_2x8x8x8_to_nhwc8",
     ]
     assert [name for name in names if name.startswith("dequantize_")] == ["dequantize_2x8x8x16"]
 
@@ -304,7 +306,10 @@ def test_a_mobilenet_v1_stays_uint8_from_the_image_to_the_pooling(mobilenet):
     lowered = lower_graph(mobilenet.graph, MOBILENET_SHAPE, target, activation_ranges=ranges)
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
     # the RGB image (into 4 channels, for the int8 stem), and the pooled features for the classifier
-    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x20x20x3_to4", "quantize_2x64"]
+    assert [name for name in names if name.startswith("quantize_")] == [
+        "quantize_2x64",
+        "quantize_image_2x3x20x20_to_nhwc4",
+    ]
     assert set(mobilenet.plan.linears) == {"fc"}
     assert not [name for name in names if name.startswith("dequantize_")]
 
@@ -319,7 +324,10 @@ def test_a_max_pooled_stem_stores_bytes_and_the_pool_runs_on_them():
     names = sorted(global_var.name_hint for global_var in lowered.module.functions)
     assert [name for name in names if name.startswith("max_pool")] == ["max_pool3x3s2_2x11x11x16_u8"]
     # the image (for the stem) and the pooled features (for fc): nothing quantised after the pool
-    assert [name for name in names if name.startswith("quantize_")] == ["quantize_2x16", "quantize_2x22x22x3_to4"]
+    assert [name for name in names if name.startswith("quantize_")] == [
+        "quantize_2x16",
+        "quantize_image_2x3x22x22_to_nhwc4",
+    ]
 
 
 class PaddedProjection(nn.Module):
