@@ -79,7 +79,7 @@ def lower_int8_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv
     form of its input, weights quantised per channel with the zero point folded into the bias
     (``quantize.quantize_depthwise_weights``)."""
     int8 = ctx.int8
-    data = int8.quantized[conv_input(node).name]
+    data = int8.depthwise_input(conv_input(node).name)
     epilogue = ctx.epilogue(node)
     result = epilogue.result_node
     out_dtype = UINT8 if result.name in int8.stored_uint8 else "float32"

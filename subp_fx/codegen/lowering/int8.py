@@ -68,6 +68,28 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
     return True
 
 
+def _int8_readers(view: GraphView, node: fx.Node, plan: Int8Plan) -> list[fx.Node]:
+    """The int8 convs and linears of ``plan`` that read ``node`` as their input."""
+    return [
+        user
+        for user in node.users
+        if user.op == "call_module"
+        and (str(user.target) in plan.convs or str(user.target) in plan.linears)
+        and user.args[0] is node
+    ]
+
+
+def _reads_channel_groups(view: GraphView, node: fx.Node, plan: Int8Plan) -> bool:
+    """Whether an int8 conv or linear that is not depthwise reads ``node``: it reads input
+    channels in groups of 4, so ``node`` is quantised with its channels padded to a whole group
+    (the zero point in the extra ones, whose weights are zero)."""
+    return any(not is_depthwise(view.module(user)) for user in _int8_readers(view, node, plan))
+
+
+def _read_by_depthwise(view: GraphView, node: fx.Node, plan: Int8Plan) -> bool:
+    return any(is_depthwise(view.module(user)) for user in _int8_readers(view, node, plan))
+
+
 def _writes_exactly_its_channels(conv) -> bool:
     """Whether an int8 conv's kernel writes exactly C_out channels, so that it can store uint8
     (a padded C_out is sliced after the call): a depthwise conv always (its kernel vectorises
@@ -90,8 +112,11 @@ class Int8Lowering:
     """The plan, and the uint8 form of each planned tensor as it is lowered.
 
     ``stored_uint8``: names of the nodes whose producer (an int8 conv's epilogue) writes uint8
-    directly; ``quantized``: node name -> its uint8 tensor; ``path``: the int8 kernels'
-    instruction path on this target (e.g. ``avx512-vnni``), for the kernel table.
+    directly; ``quantized``: node name -> its uint8 tensor (channels padded to a group of 4 where
+    an int8 conv or linear reads it: :func:`_reads_channel_groups`); ``quantized_exact``: node
+    name -> its uint8 tensor with exactly its channels, only where ``quantized`` is padded and a
+    depthwise conv reads it too; ``path``: the int8 kernels' instruction path on this target
+    (e.g. ``avx512-vnni``), for the kernel table.
     """
 
     plan: Int8Plan
@@ -99,6 +124,11 @@ class Int8Lowering:
     path: Int8Path
     epilogues: dict[fx.Node, Epilogue]
     quantized: dict[str, LoweredTensor] = field(default_factory=dict)
+    quantized_exact: dict[str, LoweredTensor] = field(default_factory=dict)
+
+    def depthwise_input(self, name: str) -> LoweredTensor:
+        """The uint8 form of ``name`` a depthwise conv reads: every channel, none padded."""
+        return self.quantized_exact.get(name) or self.quantized[name]
 
     @classmethod
     def build(cls, view: GraphView, plan: Int8Plan, epilogues: dict[fx.Node, Epilogue], path: Int8Path) -> Int8Lowering:
@@ -113,10 +143,14 @@ class Int8Lowering:
             if epilogue.conv in results:
                 del results[epilogue.conv]
                 results[epilogue.result_node] = epilogue.conv
+        # A depthwise conv writes exactly its C channels; an int8 conv reading them needs them
+        # padded to a group of 4 (ShuffleNetV2's 58), which the quantise kernel does instead.
         stored = frozenset(
             node.name
-            for node in results
-            if node.name in plan.activations and _uint8_readers_only(node, plan, epilogues)
+            for node, conv in results.items()
+            if node.name in plan.activations
+            and _uint8_readers_only(node, plan, epilogues)
+            and (view.module(conv).out_channels % CHANNEL_GROUP == 0 or not _reads_channel_groups(view, node, plan))
         )
         return cls(plan, stored, path, epilogues)
 
@@ -162,7 +196,7 @@ def lower_quantized_image(ctx: LoweringContext, node: fx.Node) -> LoweredTensor 
     int8: Int8Lowering | None = ctx.int8
     if int8 is None or node.name not in int8.plan.activations:
         return None
-    if not _uint8_readers_only(node, int8.plan, int8.epilogues):
+    if not _uint8_readers_only(node, int8.plan, int8.epilogues) or _read_by_depthwise(ctx.view, node, int8.plan):
         return None
     quant = int8.plan.activations[node.name]
     batch, channels, height, width = shape = ctx.view.input_shape
@@ -187,16 +221,33 @@ def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:
         return
     value = ctx.values[node]
     quant = int8.plan.activations[node.name]
+    params = ctx.program.constant(quant_params(quant))
+    fp32_readers = not _uint8_readers_only(node, int8.plan, int8.epilogues)
     if value.dtype == UINT8:
+        # Written as bytes by its producer (an int8 conv storing uint8, or a max pool of codes,
+        # whose output may also have fp32 readers: an Inception block's average pool).
         int8.quantized[node.name] = value
+        if fp32_readers:
+            ctx.values[node] = _dequantized(ctx, value.expr, value.stored_shape, value.shape, params)
         return
     feature = ctx.tensor(node)
     shape = feature.stored_shape
+    channels = shape[-1]
+    grouped = -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
+    padded = grouped if _reads_channel_groups(ctx.view, node, int8.plan) else channels
+    quantized = _quantized(ctx, feature, params, quant, padded)
+    int8.quantized[node.name] = quantized
+    if padded != channels and (fp32_readers or _read_by_depthwise(ctx.view, node, int8.plan)):
+        int8.quantized_exact[node.name] = _quantized(ctx, feature, params, quant, channels)
+    if fp32_readers:
+        exact = int8.quantized_exact.get(node.name, quantized)
+        ctx.values[node] = _dequantized(ctx, exact.expr, shape, feature.shape, params)
+
+
+def _quantized(ctx: LoweringContext, feature: LoweredTensor, params, quant, padded: int) -> LoweredTensor:
+    """``feature`` (float32) quantised with ``params``, its channels padded to ``padded`` at the zero point."""
+    shape = feature.stored_shape
     size = "x".join(map(str, shape))
-    params = ctx.program.constant(quant_params(quant))
-    # Stored with the channels padded to a whole group of 4 (an RGB image gets a 4th channel at
-    # the zero point; the int8 conv's weights for it are zero).
-    padded = -(-shape[-1] // CHANNEL_GROUP) * CHANNEL_GROUP
     stored = (*shape[:-1], padded)
     quantized = ctx.program.call(
         ("quantize", shape, padded),
@@ -207,12 +258,16 @@ def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:
         UINT8,
     )
     logical = (feature.shape[0], padded, *feature.shape[2:])  # (B, C, H, W) or a linear's (B, F)
-    int8.quantized[node.name] = LoweredTensor(quantized, logical, dtype=UINT8, quant=quant)
-    if not _uint8_readers_only(node, int8.plan, int8.epilogues):
-        restored = ctx.program.call(
-            ("dequantize", shape), f"dequantize_{size}", lambda: dequantize_primfunc(shape), [quantized, params], shape
-        )
-        ctx.values[node] = LoweredTensor(restored, feature.shape)
+    return LoweredTensor(quantized, logical, dtype=UINT8, quant=quant)
+
+
+def _dequantized(ctx: LoweringContext, codes, stored: tuple[int, ...], logical, params) -> LoweredTensor:
+    """The float32 tensor of uint8 ``codes`` (of ``stored`` shape), for the readers that read float32."""
+    size = "x".join(map(str, stored))
+    restored = ctx.program.call(
+        ("dequantize", stored), f"dequantize_{size}", lambda: dequantize_primfunc(stored), [codes, params], stored
+    )
+    return LoweredTensor(restored, logical)
 
 
 def _kernel_name(spec: Int8ConvSpec, kind: str) -> str:

@@ -293,3 +293,50 @@ def test_bad_specs_are_refused(change, message):
 def test_staged_padding_is_refused():
     with pytest.raises(KernelSpecError, match="inline padding"):
         block_sparse_conv2d_int8_primfunc(_spec(1, 8, 32, 32, 16, 2, 3, 1, 1), ConvTile(2, 4, "stage"), ICELAKE)
+
+
+def _double_rounding_cases(scale: np.float32, count: int) -> list[tuple[int, np.float32]]:
+    """(residual level a, conv value y) pairs whose sum ``y + a * scale`` rounds to a different
+    code when the product is rounded to float32 first (the reference) than when it is fused
+    into one FMA: the exact sum lies a hair from a half-integer."""
+    cases = []
+    for a in range(1, 120):
+        for k in range(1, 100):
+            y = np.float32(np.float64(k) + 0.5 - np.float64(a) * np.float64(scale))
+            fused = np.float32(np.float64(y) + np.float64(a) * np.float64(scale))
+            rounded_first = np.float32(y + np.float32(np.float32(a) * scale))
+            if np.rint(fused) != np.rint(rounded_first):
+                cases.append((a, y))
+                break
+        if len(cases) == count:
+            return cases
+    raise AssertionError("too few cases")
+
+
+@pytest.mark.parametrize("target", [*RUNNABLE[:1], GENERIC], ids=lambda target: int8_path(target).name)
+def test_a_uint8_residual_is_rounded_to_float32_before_the_add(target):
+    """The dequantised residual ``(q - zp) * s`` is rounded to float32 and then added, as the
+    fake-quant reference does; LLVM had fused the product and the add into one FMA, which rounds
+    once and gave another code for sums next to a half-integer (torchvision ResNet-50, random
+    weights, 112 px: 0.8% of the max logit off the reference; exact since). Each of the 16
+    channels holds one such sum (zero weights: the conv's value is its bias)."""
+    spec = _spec(1, (2, 3), 4, 16, 16, 1, 1, 1, 0, residual="uint8", out_dtype="uint8")
+    scale, zero_point = np.float32(0.8176950216293335), 100
+    cases = _double_rounding_cases(scale, spec.out_channels)
+    levels = np.array([a for a, _ in cases])
+    values = np.array([y for _, y in cases], np.float32)
+    arrays = {
+        "data": np.zeros(spec.data_shape, np.uint8),
+        "values": np.zeros(spec.values_shape, np.int8),
+        "group_starts": np.zeros((spec.block_rows, spec.kept_groups), np.int32),
+        "scale": np.ones(spec.out_channels, np.float32),
+        "bias": values,
+        "residual": np.broadcast_to(zero_point + levels, spec.out_shape).astype(np.uint8),
+        "residual_params": np.array([scale, zero_point], np.float32),
+        "out_params": np.array([1.0, 0.0], np.float32),
+    }
+    out = _run(spec, target, arrays)
+    rounded_first = values + (levels.astype(np.float32) * scale).astype(np.float32)
+    fused = (values.astype(np.float64) + levels * np.float64(scale)).astype(np.float32)
+    assert (np.rint(rounded_first) != np.rint(fused)).all()
+    np.testing.assert_array_equal(out, np.broadcast_to(np.rint(rounded_first), spec.out_shape))

@@ -354,6 +354,57 @@ def test_a_conv_whose_int8_kernel_pads_c_out_takes_no_residual():
     assert project.precision.startswith("int8/") and "residual" not in project.epilogue and "48to32" in project.kernel
 
 
+class PooledForTwoKinds(nn.Module):
+    """Inception's block entry: a max pool (of an int8 stem, so run on bytes) read by an int8
+    conv and by an average pool, which reads float32: the pool's uint8 output needs a
+    dequantised copy (it had none, and the average pool was given bytes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.branch = nn.Conv2d(16, 16, 1)
+        self.pooled_branch = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = self.maxpool(F.relu(self.stem(x)))
+        z = self.branch(y) + self.pooled_branch(F.avg_pool2d(y, 3, stride=1, padding=1))
+        return z.mean((2, 3))
+
+
+def test_a_max_pool_on_bytes_with_a_float32_reader_gives_it_the_dequantised_copy():
+    build = Int8Build(seeded(PooledForTwoKinds), (2, 3, 12, 12))
+    assert build.plan.pooled == {"relu": "maxpool"}
+    _assert_matches_reference(build)
+
+
+class ChannelsNotInGroups(nn.Module):
+    """ShuffleNetV2's branch: 58 channels (not a multiple of 4) through a 1x1 conv, a depthwise
+    conv and a 1x1 conv. The depthwise conv reads them unpadded (it had been given the 60 an
+    int8 conv reads) and stores float32 (its 58 are padded to 60 for the next conv's groups of
+    4 by the quantise kernel); y feeds a depthwise conv and two convs, so it is quantised both
+    ways. The image feeds a depthwise conv, so it is quantised by the float32 path."""
+
+    def __init__(self):
+        super().__init__()
+        self.image_dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.expand = nn.Conv2d(4, 58, 1)
+        self.dw = nn.Conv2d(58, 58, 3, padding=1, groups=58)
+        self.project = nn.Conv2d(58, 32, 1)
+        self.side = nn.Conv2d(58, 32, 1)
+
+    def forward(self, x):
+        y = F.relu(self.expand(x + self.image_dw(x)))
+        return (self.project(F.relu(self.dw(y))) + self.side(y)).mean((2, 3))
+
+
+def test_a_depthwise_conv_reads_and_writes_channels_that_are_not_whole_groups():
+    build = Int8Build(seeded(ChannelsNotInGroups), (2, 4, 8, 8))
+    assert {"dw", "expand", "project", "side"} <= set(build.plan.convs)
+    assert not build.precisions()["dw"].endswith("->u8")
+    _assert_matches_reference(build)
+
+
 def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
     assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
