@@ -51,32 +51,36 @@ def _reasons(message: str) -> dict[str, int]:
     return dict(collections.Counter(kinds).most_common())
 
 
-def check(name: str, size: int) -> dict:
+def _family(name: str, size: int):
+    """The family's model (random weights, seed 0, 10 classes, eval) and the input size it runs at."""
     import torch
     import torchvision
+
+    torch.manual_seed(0)
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    return getattr(torchvision.models, name)(num_classes=10, **kwargs).eval(), max(size, MIN_SIZE.get(name, 0))
+
+
+def _refusal(name: str, size: int, error: Exception, reasons: dict[str, int]) -> dict:
+    return {"model": name, "size": size, "lowers": False, "error": type(error).__name__, "reasons": reasons}
+
+
+def check(name: str, size: int) -> dict:
 
     import subp_fx
     from subp_fx.codegen.lowering.lower import lower_graph
     from subp_fx.codegen.pipeline import inference_graph
     from subp_fx.errors import SubpError
 
-    torch.manual_seed(0)
-    size = max(size, MIN_SIZE.get(name, 0))
-    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
-    model = getattr(torchvision.models, name)(num_classes=10, **kwargs).eval()
+    model, size = _family(name, size)
     started = time.perf_counter()
     try:
         gm = subp_fx.impose_random_masks(model, 0.5, 16).eval()
         shape = (1, 3, size, size)
         lowered = lower_graph(inference_graph(gm, shape).gm, shape)
     except SubpError as error:
-        return {
-            "model": name,
-            "size": size,
-            "lowers": False,
-            "error": type(error).__name__,
-            "reasons": _reasons(str(error)) if "no lowering" in str(error) else {str(error)[:300]: 1},
-        }
+        reasons = _reasons(str(error)) if "no lowering" in str(error) else {str(error)[:300]: 1}
+        return _refusal(name, size, error, reasons)
     sparse = sum(entry.kind == "sparse" for entry in lowered.kernel_table)
     return {
         "model": name,
@@ -108,7 +112,6 @@ def _varied_batch_norms(model, seed: int = 0):
 def check_int8(name: str, size: int) -> dict:
     import numpy as np
     import torch
-    import torchvision
 
     import subp_fx
     from subp_fx.codegen.pipeline import compile as compile_model
@@ -116,10 +119,8 @@ def check_int8(name: str, size: int) -> dict:
     from subp_fx.errors import SubpError
     from subp_fx.quantize import calibrate, fake_quant_reference, plan_int8
 
-    torch.manual_seed(0)
-    size = max(size, MIN_SIZE.get(name, 0))
-    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
-    model = _varied_batch_norms(getattr(torchvision.models, name)(num_classes=10, **kwargs)).eval()
+    model, size = _family(name, size)
+    model = _varied_batch_norms(model).eval()
     shape = (1, 3, size, size)
     batches = [torch.randn(4, 3, size, size) for _ in range(2)]
     started = time.perf_counter()
@@ -129,13 +130,7 @@ def check_int8(name: str, size: int) -> dict:
             gm, shape, threads=2, precision="int8", calibration=batches, calibration_info={"source": "randn"}
         )
     except SubpError as error:
-        return {
-            "model": name,
-            "size": size,
-            "lowers": False,
-            "error": type(error).__name__,
-            "reasons": {str(error)[:300]: 1},
-        }
+        return _refusal(name, size, error, {str(error)[:300]: 1})
     graph = inference_graph(gm, shape).gm
     reference = fake_quant_reference(graph, plan_int8(graph, calibrate(graph, batches, example_shape=shape)))
     x = torch.randn(shape)
