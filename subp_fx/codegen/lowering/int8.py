@@ -68,7 +68,7 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
     return True
 
 
-def _int8_readers(view: GraphView, node: fx.Node, plan: Int8Plan) -> list[fx.Node]:
+def _int8_readers(node: fx.Node, plan: Int8Plan) -> list[fx.Node]:
     """The int8 convs and linears of ``plan`` that read ``node`` as their input."""
     return [
         user
@@ -83,11 +83,11 @@ def _reads_channel_groups(view: GraphView, node: fx.Node, plan: Int8Plan) -> boo
     """Whether an int8 conv or linear that is not depthwise reads ``node``: it reads input
     channels in groups of 4, so ``node`` is quantised with its channels padded to a whole group
     (the zero point in the extra ones, whose weights are zero)."""
-    return any(not is_depthwise(view.module(user)) for user in _int8_readers(view, node, plan))
+    return any(not is_depthwise(view.module(user)) for user in _int8_readers(node, plan))
 
 
 def _read_by_depthwise(view: GraphView, node: fx.Node, plan: Int8Plan) -> bool:
-    return any(is_depthwise(view.module(user)) for user in _int8_readers(view, node, plan))
+    return any(is_depthwise(view.module(user)) for user in _int8_readers(node, plan))
 
 
 def _writes_exactly_its_channels(conv) -> bool:
