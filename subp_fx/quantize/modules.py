@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.quantize.params import ActivationQuant, output_scales, quantize_weight
-from subp_fx.quantize.plan import is_depthwise
 
 
 class _ActivationStep(nn.Module):
@@ -46,8 +45,9 @@ class Int8Conv2dReference(nn.Module):
     """An int8 conv on uint8 input codes: ``acc = conv(q_x - zp, q_w)`` (exact integers, float64),
     ``y = float32(acc * scale + b)`` with ``scale = s_x * s_w`` (float32) and ``b`` the fp32 bias,
     in float64. Zero padding of ``q_x - zp`` is padding ``q_x`` with the zero point, as the kernel
-    does. Build with :meth:`from_conv` from an ``nn.Conv2d`` (groups 1, or depthwise: ``groups``
-    = C, weight (C, 1, kh, kw), as the int8 depthwise kernel computes it) or ``BlockSparseConv2d``.
+    does. Build with :meth:`from_conv` from an ``nn.Conv2d`` (any ``groups``: a depthwise conv as the
+    int8 depthwise kernel computes it, a grouped one as the int8 conv kernel does, block-diagonally)
+    or a ``BlockSparseConv2d``.
     """
 
     def __init__(
@@ -69,13 +69,10 @@ class Int8Conv2dReference(nn.Module):
         quantising a block-sparse conv's kept values."""
         if isinstance(conv, BlockSparseConv2d):
             weight = conv.to_dense_weight()
-        elif type(conv) is nn.Conv2d and (conv.groups == 1 or is_depthwise(conv)):
+        elif type(conv) is nn.Conv2d:
             weight = conv.weight
         else:
-            raise ValueError(
-                "an int8 reference conv is made from an nn.Conv2d (groups=1 or depthwise) or a BlockSparseConv2d, "
-                f"got {conv}"
-            )
+            raise ValueError(f"an int8 reference conv is made from an nn.Conv2d or a BlockSparseConv2d, got {conv}")
         codes, scales = quantize_weight(weight)
         bias = None if conv.bias is None else conv.bias.detach().cpu().numpy()
         geometry = (tuple(conv.stride), conv.padding, tuple(conv.dilation))

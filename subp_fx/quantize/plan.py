@@ -2,14 +2,15 @@
 quantised.
 
 A conv runs in int8 when an int8 kernel can compute it: a ``BlockSparseConv2d`` of N 16 or 32,
-or an ``nn.Conv2d`` with ``groups == 1``, dilation 1, symmetric zero padding and a 4-d input; or a
-depthwise ``nn.Conv2d`` (``groups == C_in == C_out``) with symmetric zero padding and at most
-``DEPTHWISE_MAX_TAPS`` taps (the int8 depthwise kernel, :func:`depthwise_problem`). The conv
+or an ``nn.Conv2d`` with ``groups == 1`` (or groups of whole blocks: :func:`grouped_problem`),
+dilation 1, symmetric zero padding and a 4-d input; or a depthwise ``nn.Conv2d`` (``groups ==
+C_in == C_out``) with symmetric zero padding and at most ``DEPTHWISE_MAX_TAPS`` taps (the int8
+depthwise kernel, :func:`depthwise_problem`). The conv
 kernel reads 4 input channels as one 32-bit word: a C_in that is not a multiple of 4 (an RGB or
 grayscale stem) is run on its quantised input stored with zero-point channels up to the next
 multiple of 4, whose weights are zero (the RGB ResNet stem's kernel timed alone, Ice Lake, 2
 threads, under load: 0.48-0.59 ms in int8 against 1.58-1.74 ms in fp32). Every other conv stays
-fp32, with the reason (grouped, ...).
+fp32, with the reason (grouped with narrow groups, ...).
 
 A linear layer runs in int8 (:func:`plan_int8_linears`) when it is an ``nn.Linear`` on a 2-d
 (B, features) input with in_features a multiple of 4: it is a 1x1 conv on a 1x1 image, so the
@@ -120,11 +121,27 @@ def depthwise_problem(conv: nn.Conv2d) -> str | None:
     return None
 
 
+def grouped_problem(conv: nn.Conv2d) -> str | None:
+    """Why the int8 conv kernel cannot compute grouped conv ``conv`` (not depthwise), or None. It
+    runs it block-diagonally, as the fp32 build does: each block-row of N output channels keeps
+    its group's input channels, so N (16 or 32) must divide a group's output channels and a
+    group's input channels must be whole groups of 4 (ResNeXt-50's wider stages, RegNetX's
+    16-channel groups; not RegNetY-400MF's 8)."""
+    out_per_group, in_per_group = conv.out_channels // conv.groups, conv.in_channels // conv.groups
+    if out_per_group % min(INT8_BLOCK_SIZES) or in_per_group % INPUT_CHANNEL_GROUP:
+        return (
+            f"grouped (groups={conv.groups}) with {in_per_group} input and {out_per_group} output channels per "
+            f"group; the int8 kernel needs output channels per group divisible by {min(INT8_BLOCK_SIZES)} and "
+            f"input channels per group by {INPUT_CHANNEL_GROUP}"
+        )
+    return None
+
+
 def _module_problem(conv: nn.Module) -> str | None:
     """Why the int8 kernel cannot compute ``conv`` (whatever its input), or None."""
     if isinstance(conv, nn.Conv2d):
         if conv.groups != 1:
-            return f"grouped (groups={conv.groups}); the int8 kernels compute groups=1 and depthwise convs only"
+            return grouped_problem(conv)
         if conv.padding_mode != "zeros":
             return f"padding_mode={conv.padding_mode!r}; the int8 kernel pads with zeros only"
     if isinstance(conv, BlockSparseConv2d) and conv.N not in INT8_BLOCK_SIZES:

@@ -68,8 +68,8 @@ def test_the_int8_conv_refuses_float_input_and_convs_it_cannot_compute():
     quant = ActivationQuant(0.5, 0)
     with pytest.raises(TypeError, match="uint8"):
         Int8Conv2dReference.from_conv(nn.Conv2d(4, 4, 1), quant)(torch.zeros(1, 4, 2, 2))
-    with pytest.raises(ValueError, match="groups=1 or depthwise"):
-        Int8Conv2dReference.from_conv(nn.Conv2d(8, 8, 3, groups=4), quant)
+    with pytest.raises(ValueError, match="from an nn.Conv2d or a BlockSparseConv2d, got Conv1d"):
+        Int8Conv2dReference.from_conv(nn.Conv1d(8, 8, 3), quant)
 
 
 def test_a_depthwise_conv_is_each_channel_convolved_alone():

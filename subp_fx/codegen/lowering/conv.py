@@ -351,7 +351,9 @@ def emit_pointwise_dense(
 def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -> LoweredTensor:
     """A grouped conv is block-diagonal: the block-sparse kernel runs it with K = C_in/groups
     (``packing.grouped_as_block_sparse``), doing exactly the grouped conv's MACs."""
-    N = grouped_block_size(conv)
+    int8 = ctx.int8 is not None and ctx.int8.is_int8_conv(node)
+    # int8: N 32 or 16, whichever divides a group's output channels (quantize.plan.grouped_problem)
+    N = dense_int8_block_size(conv.out_channels // conv.groups) if int8 else grouped_block_size(conv)
     values, indices = grouped_as_block_sparse(float32_array(conv.weight), conv.groups, N)
     bias = None if conv.bias is None else float32_array(conv.bias)
     layer = _KernelLayer.of(
@@ -361,6 +363,8 @@ def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) ->
         f"{conv.in_channels} inputs; SUBP prunes groups=1 convs",
     )
     weights = KernelWeights(values, indices, bias, conv.out_channels)
+    if int8:  # the plan checked the shape (quantize.plan.grouped_problem)
+        return emit_int8_conv(ctx, node, weights, layer)
     return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), weights, layer)
 
 

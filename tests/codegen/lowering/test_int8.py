@@ -405,6 +405,37 @@ def test_a_depthwise_conv_reads_and_writes_channels_that_are_not_whole_groups():
     _assert_matches_reference(build)
 
 
+class GroupedConvs(nn.Module):
+    """ResNeXt / RegNetX-style grouped 3x3 convs: 16 channels per group (N=16), 32 per group
+    (N=32), both run block-diagonally on the int8 kernel; 8 per group (RegNetY-400MF) stays fp32.
+    A residual add after the N=32 one."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(8, 64, 1)
+        self.by16 = nn.Conv2d(64, 64, 3, padding=1, groups=4)
+        self.by32 = nn.Conv2d(64, 64, 3, stride=2, padding=1, groups=2)
+        self.by8 = nn.Conv2d(64, 64, 3, padding=1, groups=8)
+        self.project = nn.Conv2d(64, 16, 1)
+
+    def forward(self, x):
+        y = F.relu(self.expand(x))
+        y = F.relu(self.by16(y))
+        y = F.relu(self.by32(y))
+        y = F.relu(self.by8(y) + y)
+        return self.project(y).mean((2, 3))
+
+
+def test_grouped_convs_whose_groups_hold_whole_blocks_run_int8():
+    build = Int8Build(seeded(GroupedConvs), (2, 8, 10, 10))
+    _assert_matches_reference(build)
+    precisions = build.precisions()
+    assert {layer for layer in ("by16", "by32", "by8") if precisions[layer].startswith("int8/")} == {"by16", "by32"}
+    assert "8 output channels per group" in build.plan.fp32_convs["by8"]
+    kernels = {entry.layer: entry.kernel for entry in build.compiled.kernel_table}
+    assert "N16" in kernels["by16"] and "N32" in kernels["by32"]
+
+
 def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
     assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
