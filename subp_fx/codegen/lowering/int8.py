@@ -45,6 +45,22 @@ UINT8 = "uint8"
 FLOAT32 = "float32"
 
 
+def _int8_readers(node: fx.Node, plan: Int8Plan) -> list[fx.Node]:
+    """The int8 convs and linears of ``plan`` that read ``node`` as their input."""
+    return [
+        user
+        for user in node.users
+        if user.op == "call_module"
+        and (str(user.target) in plan.convs or str(user.target) in plan.linears)
+        and user.args[0] is node
+    ]
+
+
+def _whole_groups(channels: int) -> int:
+    """``channels`` rounded up to whole groups of 4: what an int8 conv or linear reads."""
+    return -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
+
+
 def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, Epilogue]) -> bool:
     """Whether every user of ``node`` reads it as uint8: an int8 conv's or linear's data, or the
     residual of an int8 conv's fused epilogue."""
@@ -56,9 +72,9 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
     }
     shape = node.meta.get("tensor_meta")
     whole_groups = hasattr(shape, "shape") and len(shape.shape) == 4 and shape.shape[1] % CHANNEL_GROUP == 0
+    int8_readers = _int8_readers(node, plan)
     for user in node.users:
-        int8_layer = str(user.target) in plan.convs or str(user.target) in plan.linears
-        if user.op == "call_module" and int8_layer and user.args[0] is node:
+        if user in int8_readers:
             continue
         if user in residual_of and whole_groups:  # a channel-padded tensor is no residual
             continue
@@ -66,17 +82,6 @@ def _uint8_readers_only(node: fx.Node, plan: Int8Plan, epilogues: dict[fx.Node, 
             continue
         return False
     return True
-
-
-def _int8_readers(node: fx.Node, plan: Int8Plan) -> list[fx.Node]:
-    """The int8 convs and linears of ``plan`` that read ``node`` as their input."""
-    return [
-        user
-        for user in node.users
-        if user.op == "call_module"
-        and (str(user.target) in plan.convs or str(user.target) in plan.linears)
-        and user.args[0] is node
-    ]
 
 
 def _reads_channel_groups(view: GraphView, node: fx.Node, plan: Int8Plan) -> bool:
@@ -200,7 +205,7 @@ def lower_quantized_image(ctx: LoweringContext, node: fx.Node) -> LoweredTensor 
         return None
     quant = int8.plan.activations[node.name]
     batch, channels, height, width = shape = ctx.view.input_shape
-    padded = -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
+    padded = _whole_groups(channels)
     quantized = ctx.program.call(
         ("quantize_image", shape, padded),
         "quantize_image_{}_to_nhwc{}".format("x".join(map(str, shape)), padded),
@@ -233,8 +238,7 @@ def after_lowered(ctx: LoweringContext, node: fx.Node) -> None:
     feature = ctx.tensor(node)
     shape = feature.stored_shape
     channels = shape[-1]
-    grouped = -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
-    padded = grouped if _reads_channel_groups(ctx.view, node, int8.plan) else channels
+    padded = _whole_groups(channels) if _reads_channel_groups(ctx.view, node, int8.plan) else channels
     quantized = _quantized(ctx, feature, params, quant, padded)
     int8.quantized[node.name] = quantized
     if padded != channels and (fp32_readers or _read_by_depthwise(ctx.view, node, int8.plan)):
