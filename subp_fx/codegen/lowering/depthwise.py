@@ -20,13 +20,9 @@ from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.graph_view import LoweredTensor
 from subp_fx.codegen.lowering.int8 import UINT8, quant_params
 from subp_fx.codegen.lowering.weights import float32_array
-from subp_fx.codegen.runtime.kernel_table import DEPTHWISE
+from subp_fx.codegen.runtime.kernel_table import DEPTHWISE, INT8_DEPTHWISE_PRECISION
 from subp_fx.quantize import quantize_depthwise_weights
 from subp_fx.quantize.plan import conv_input
-
-# What the kernel table says an int8 depthwise conv computes in: exact integer sums in float32
-# lanes (kernels.depthwise_int8), not the int8 conv kernel's dot-product path.
-INT8_DEPTHWISE_PRECISION = "int8/fp32-exact-sums"
 
 
 def _geometry(conv: nn.Conv2d, stored_shape: tuple[int, ...], activation: str) -> dict:

@@ -16,6 +16,9 @@ DENSE = "dense"
 DEPTHWISE = "depthwise"
 GROUPED = "grouped"
 KINDS = (SPARSE, DENSE, DEPTHWISE, GROUPED)
+# What the table says an int8 depthwise conv computes in: exact integer sums in float32 lanes
+# (kernels.depthwise_int8), not the int8 conv kernel's dot-product path.
+INT8_DEPTHWISE_PRECISION = "int8/fp32-exact-sums"
 
 
 @dataclass(frozen=True)

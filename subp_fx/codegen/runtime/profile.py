@@ -6,10 +6,14 @@ output in cache and its own weights cold. Here the model itself runs, with a VM 
 ``VirtualMachine.set_instrument``) timing each ``call_tir`` between the VM's before and after
 callbacks, so every time is the kernel in place. The profile is checked against the model's
 own, uninstrumented latency (``coverage``): the per-call times plus the VM's bookkeeping should
-sum to it. Part of each callback's own cost falls inside the interval it times; that part is
-estimated as the time measured around the cheapest VM builtin (``vm.builtin.null_value``, which
-does nothing) and subtracted from every call (``callback_overhead_us``, reported); the
-instrumented run's whole latency is reported too.
+sum to it. Each call is also held against its limit (:mod:`limits`: its multiply-adds at this
+machine's measured peak for its arithmetic, or its argument bytes at the measured streaming
+rate, whichever is longer), and the calls below ``limits.EFFICIENT_SHARE`` of theirs are named.
+
+Part of each callback's own cost falls inside the interval it times; that part is estimated as
+the time measured around the cheapest VM builtin (``vm.builtin.null_value``, which does
+nothing) and subtracted from every call (``callback_overhead_us``, reported); the instrumented
+run's whole latency is reported too.
 
 Each call is matched to the layer it computes through the kernel table: the i-th call of a
 kernel name is the i-th layer, in execution order (``KernelEntry.call_order``), compiled to
@@ -30,6 +34,7 @@ import tvm
 from tvm import relax
 
 from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
+from subp_fx.codegen.runtime.limits import EFFICIENT_SHARE, MachineLimits, measure_limits
 from subp_fx.codegen.runtime.torch_threads import quiet_torch_threads
 
 # VM builtins (allocation, shape checks, views) are not kernels: summed as "vm" time.
@@ -47,10 +52,20 @@ class KernelCall:
     precision: str
     macs: int | None
     median_us: float
+    # Bytes of the call's arguments (inputs, weights and output, each counted once), and its
+    # limit (limits.MachineLimits.limit_us) with the bound that sets it; None when not measured.
+    nbytes: int | None = None
+    limit_us: float | None = None
+    bound: str | None = None
 
     @property
     def gmacs_per_s(self) -> float | None:
         return None if not self.macs else self.macs / (self.median_us * 1e3)
+
+    @property
+    def share_of_limit(self) -> float | None:
+        """limit / measured time: 1.0 is as fast as this machine allows."""
+        return None if self.limit_us is None else self.limit_us / self.median_us
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,21 @@ class ModelProfile:
     latency_us: float
     runs: int
     callback_overhead_us: float = 0.0
+    limits: MachineLimits | None = None
 
     @property
     def kernels_us(self) -> float:
         return sum(call.median_us for call in self.calls)
+
+    @property
+    def limits_us(self) -> float | None:
+        """The sum of the calls' limits: the kernels' time were each at its limit."""
+        return None if self.limits is None else sum(call.limit_us for call in self.calls)
+
+    def below_limit(self, share: float = EFFICIENT_SHARE) -> list[KernelCall]:
+        """The calls below ``share`` of their limit, the most time lost first."""
+        slow = [call for call in self.calls if call.share_of_limit is not None and call.share_of_limit < share]
+        return sorted(slow, key=lambda call: call.limit_us - call.median_us)
 
     @property
     def coverage(self) -> float:
@@ -82,7 +108,13 @@ class ModelProfile:
             "vm_us": self.vm_us,
             "callback_overhead_us": self.callback_overhead_us,
             "coverage": self.coverage,
-            "calls": [asdict(call) | {"gmacs_per_s": call.gmacs_per_s} for call in self.calls],
+            "limits": None if self.limits is None else self.limits.to_json(),
+            "limits_us": self.limits_us,
+            "efficient_share": EFFICIENT_SHARE,
+            "calls": [
+                asdict(call) | {"gmacs_per_s": call.gmacs_per_s, "share_of_limit": call.share_of_limit}
+                for call in self.calls
+            ],
         }
 
 
@@ -95,6 +127,25 @@ def _layers_by_kernel(compiled: CompiledModel) -> dict[str, list]:
     for _, entry in ordered:
         by_kernel[entry.kernel].append(entry)
     return by_kernel
+
+
+def _tensor_bytes(value) -> int:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return 0
+    return int(np.prod([int(extent) for extent in shape], dtype=np.int64)) * np.dtype(str(dtype)).itemsize
+
+
+class _ByteCounter:
+    """The VM instrument of one untimed run: the bytes of each call's tensor arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, func, symbol: str, before: bool, ret, *args) -> int:  # noqa: ARG002 (the VM's signature)
+        if before:
+            self.calls.append((str(symbol), sum(_tensor_bytes(arg) for arg in args)))
+        return 0
 
 
 class _CallTimer:
@@ -113,9 +164,14 @@ class _CallTimer:
         return 0  # VMInstrumentReturnKind.kNoOp: go on
 
 
-def profile_model(compiled: CompiledModel, x=None, runs: int = 20, warmup: int = 5) -> ModelProfile:
+def profile_model(
+    compiled: CompiledModel, x=None, runs: int = 20, warmup: int = 5, limits: bool = True
+) -> ModelProfile:
     """Run ``compiled`` ``runs`` times on ``x`` (default: seeded normal input) with every kernel
-    call timed, and ``runs`` times without (the latency the profile is checked against); medians."""
+    call timed, and ``runs`` times without (the latency the profile is checked against); medians.
+    ``limits``: also measure this machine's limits for the model's target and threads
+    (:func:`limits.measure_limits`, about a second once per process) and hold each call against
+    its own."""
     array = (
         as_float32_array(x)
         if x is not None
@@ -125,6 +181,10 @@ def profile_model(compiled: CompiledModel, x=None, runs: int = 20, warmup: int =
     compiled._apply_threads()
     plain = relax.VirtualMachine(tvm.runtime.load_module(str(compiled._library)), tvm.cpu())["main"]
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(compiled._library)), tvm.cpu())
+    counter = _ByteCounter()
+    vm.set_instrument(counter)
+    vm["main"](data)
+    machine = measure_limits(compiled.target, compiled.threads) if limits else None
     timer = _CallTimer()
     vm.set_instrument(timer)
     instrumented = vm["main"]
@@ -147,7 +207,7 @@ def profile_model(compiled: CompiledModel, x=None, runs: int = 20, warmup: int =
     builtins = [us for (symbol, _), us in zip(per_run[0], medians) if symbol.startswith(_BUILTIN_PREFIX)]
     overhead = min(builtins, default=0.0)
     calls, vm_us = [], 0.0
-    for (symbol, _), measured in zip(per_run[0], medians):
+    for (symbol, _), measured, (_, nbytes) in zip(per_run[0], medians, counter.calls):
         median_us = max(measured - overhead, 0.0)
         if symbol.startswith(_BUILTIN_PREFIX):
             vm_us += median_us
@@ -155,15 +215,20 @@ def profile_model(compiled: CompiledModel, x=None, runs: int = 20, warmup: int =
         entries = by_kernel.get(symbol, [])
         entry = entries[seen[symbol]] if seen[symbol] < len(entries) else None
         seen[symbol] += 1
+        macs, precision = (entry.macs, entry.precision) if entry else (None, "-")
+        limit_us, bound = machine.limit_us(macs, precision, nbytes) if machine else (None, None)
         calls.append(
             KernelCall(
                 index=len(calls),
                 kernel=symbol,
                 layer=entry.layer if entry else None,
                 kind=entry.kind if entry else "other",
-                precision=entry.precision if entry else "-",
-                macs=entry.macs if entry else None,
+                precision=precision,
+                macs=macs,
                 median_us=median_us,
+                nbytes=nbytes,
+                limit_us=limit_us,
+                bound=bound,
             )
         )
     return ModelProfile(
@@ -173,13 +238,24 @@ def profile_model(compiled: CompiledModel, x=None, runs: int = 20, warmup: int =
         latency_us=statistics.median(plain_ns) / 1e3,
         runs=runs,
         callback_overhead_us=overhead,
+        limits=machine,
     )
 
 
-def format_profile(profile: ModelProfile, top: int | None = None) -> str:
-    """A plain-text table of the calls (slowest first when ``top`` is given), then the totals."""
+def _limit_cells(call: KernelCall) -> tuple[str, str, str]:
+    if call.limit_us is None:
+        return ("", "", "")
+    return (f"{call.limit_us:.1f}", f"{100 * call.share_of_limit:.0f}%", call.bound)
+
+
+def format_profile(profile: ModelProfile, top: int | None = None, named: int = 8) -> str:
+    """A plain-text table of the calls (slowest first when ``top`` is given), then the totals and,
+    where limits were measured, the calls below ``EFFICIENT_SHARE`` of theirs (the ``named`` that
+    lose the most time by name)."""
     calls = sorted(profile.calls, key=lambda call: -call.median_us)[:top] if top else profile.calls
-    rows = [("#", "layer / kernel", "kind", "precision", "us", "share", "GMAC/s")]
+    header = ("#", "layer / kernel", "kind", "precision", "us", "share", "GMAC/s")
+    with_limits = profile.limits is not None
+    rows = [header + (("limit us", "of limit", "bound") if with_limits else ())]
     for call in calls:
         rate = call.gmacs_per_s
         rows.append(
@@ -192,6 +268,7 @@ def format_profile(profile: ModelProfile, top: int | None = None) -> str:
                 f"{100 * call.median_us / profile.latency_us:.1f}%",
                 "" if rate is None else f"{rate:.1f}",
             )
+            + (_limit_cells(call) if with_limits else ())
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
@@ -202,6 +279,18 @@ def format_profile(profile: ModelProfile, top: int | None = None) -> str:
         f"{profile.vm_us / 1e3:.3f} ms = {100 * profile.coverage:.1f}% of it (each call less "
         f"{profile.callback_overhead_us:.2f} us of callback); instrumented run {profile.instrumented_us / 1e3:.3f} ms"
     )
+    if with_limits:
+        slow = profile.below_limit()
+        lost = sum(call.median_us - call.limit_us for call in slow)
+        names = ", ".join(
+            f"{call.layer or call.kernel} {100 * call.share_of_limit:.0f}% ({call.bound})" for call in slow[:named]
+        )
+        lines.append(profile.limits.describe())
+        lines.append(
+            f"the kernels at their limits would take {profile.limits_us / 1e3:.3f} ms; "
+            f"{len(slow)} of {len(profile.calls)} calls run below {100 * EFFICIENT_SHARE:.0f}% of their limit, "
+            f"{lost / 1e3:.3f} ms above it" + (f"; most time lost: {names}" if names else "")
+        )
     return "\n".join(lines)
 
 

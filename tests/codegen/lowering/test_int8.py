@@ -15,10 +15,10 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from subp_fx.codegen.kernels.isa import int8_path  # noqa: E402
-from subp_fx.codegen.lowering.depthwise import INT8_DEPTHWISE_PRECISION  # noqa: E402
 from subp_fx.codegen.lowering.lower import lower_graph  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
 from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
+from subp_fx.codegen.runtime.kernel_table import INT8_DEPTHWISE_PRECISION  # noqa: E402
 from subp_fx.errors import CalibrationError, ConfigError  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 from subp_fx.quantize import calibrate, fake_quant_reference, plan_int8  # noqa: E402

@@ -12,6 +12,7 @@ tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
 from subp_fx.codegen.api import compile  # noqa: E402
+from subp_fx.codegen.runtime.limits import COMPUTE, EFFICIENT_SHARE, MEMORY  # noqa: E402
 from subp_fx.codegen.runtime.profile import format_profile, profile_model  # noqa: E402
 from subp_fx.passes import impose_random_masks, prepare  # noqa: E402
 from tests.toy_models import ToyNet, randomise_batchnorms, seeded, toy_input  # noqa: E402
@@ -51,7 +52,38 @@ def test_times_are_positive_and_sum_to_about_the_model_latency(compiled):
     assert len(record["calls"]) == len(profile.calls)
     text = format_profile(profile)
     assert "model" in text and compiled.kernel_table[0].layer in text
-    assert len(format_profile(profile, top=2).splitlines()) == 1 + 2 + 1
+    # header, the 2 calls, the totals, the machine's limits, the calls below their limits
+    assert len(format_profile(profile, top=2).splitlines()) == 1 + 2 + 3
+
+
+def test_every_call_is_held_against_its_limit(compiled):
+    profile = profile_model(compiled, runs=3, warmup=1)
+    shape = compiled.input_shape
+    input_bytes = 4 * shape[0] * shape[1] * shape[2] * shape[3]
+    layout = next(call for call in profile.calls if call.kernel == "input_to_nhwc")
+    assert layout.nbytes == 2 * input_bytes  # read NCHW, written NHWC, both float32
+    assert layout.bound == MEMORY and layout.macs is None
+    for call in profile.calls:
+        assert call.nbytes > 0 and call.limit_us > 0 and call.bound in (COMPUTE, MEMORY)
+        expected = profile.limits.limit_us(call.macs, call.precision, call.nbytes)
+        assert (call.limit_us, call.bound) == expected
+        assert call.share_of_limit == pytest.approx(call.limit_us / call.median_us)
+    slow = profile.below_limit()
+    assert all(call.share_of_limit < EFFICIENT_SHARE for call in slow)
+    assert [call.limit_us - call.median_us for call in slow] == sorted(call.limit_us - call.median_us for call in slow)
+    assert profile.limits_us == pytest.approx(sum(call.limit_us for call in profile.calls))
+    record = json.loads(json.dumps(profile.to_json()))
+    assert record["limits"]["threads"] == compiled.threads
+    assert record["calls"][0]["share_of_limit"] == pytest.approx(profile.calls[0].share_of_limit)
+    assert "of limit" in format_profile(profile) and "below 85% of their limit" in format_profile(profile)
+
+
+def test_limits_can_be_left_out(compiled):
+    profile = profile_model(compiled, runs=2, warmup=0, limits=False)
+    assert profile.limits is None and profile.limits_us is None and profile.below_limit() == []
+    assert all(call.limit_us is None and call.share_of_limit is None for call in profile.calls)
+    text = format_profile(profile)
+    assert "of limit" not in text and len(format_profile(profile, top=2).splitlines()) == 1 + 2 + 1
 
 
 def test_the_profiled_run_computes_the_model(compiled):
