@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.cache import L1DataCache, window_lines_per_set
 from subp_fx.codegen.kernels.isa import VectorISA, vectors_per_pixel
 from subp_fx.codegen.kernels.modes import (
     PADDING_INLINE,
@@ -170,27 +171,52 @@ def preferred_accumulators(spec: BlockSparseConvSpec, isa: VectorISA) -> int:
     return isa.preferred_accumulators
 
 
-def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA) -> ConvTile:
+def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> int:
+    """The most L1 lines of one set the tile's input window takes for one input channel (float32
+    NHWC; see :mod:`cache`): ``(rows-1)*sh + kh`` input rows of ``(cols-1)*sw + kw`` pixels, no
+    more than the input has (padding is not read). Counted in the unpadded input, whose row
+    stride the "stage" padding copy lengthens by 2 x padding pixels only."""
+    (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
+    pixel_bytes = 4 * spec.in_channels
+    return window_lines_per_set(
+        window_rows=min((tile.rows - 1) * sh + kh, spec.height),
+        window_cols=min((tile.cols - 1) * sw + kw, spec.width),
+        row_bytes=spec.width * pixel_bytes,
+        pixel_bytes=pixel_bytes,
+        cache=cache,
+    )
+
+
+def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
-    :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default."""
+    :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
+
+    With the target's L1 ``cache``, tiles whose input window would crowd one cache set beyond
+    ``cache.lines_per_set_limit`` are passed over while another fits (:mod:`cache`: ResNet-50's
+    3x3 stride-2 convs, 1.1-1.7x)."""
     cap = preferred_accumulators(spec, isa)
     preferred = [
         tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
+    if cache is not None:
+        uncrowded = [tile for tile in preferred if input_lines_per_set(spec, tile, cache) <= cache.lines_per_set_limit]
+        preferred = uncrowded or preferred
     tile = preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
     return dataclasses.replace(tile, padding=heuristic_padding(spec, tile, isa))
 
 
-def cheapest_block_size(spec: BlockSparseConvSpec, block_sizes: tuple[int, ...], isa: VectorISA) -> int:
-    """Of ``block_sizes`` that divide ``spec.out_channels``, the N whose heuristic tile has the
-    lowest :func:`tile_cost` for ``spec`` at that N (ties: the earlier in ``block_sizes``). For
-    layers whose N is free, i.e. dense ones."""
+def cheapest_block_size(
+    spec: BlockSparseConvSpec, block_sizes: tuple[int, ...], isa: VectorISA, cache: L1DataCache | None = None
+) -> int:
+    """Of ``block_sizes`` that divide ``spec.out_channels``, the N whose heuristic tile (for the
+    L1 ``cache``, if given) has the lowest :func:`tile_cost` for ``spec`` at that N (ties: the
+    earlier in ``block_sizes``). For layers whose N is free, i.e. dense ones."""
     candidates = [size for size in block_sizes if spec.out_channels % size == 0]
     if not candidates:
         raise KernelSpecError(f"none of the block sizes {block_sizes} divides out_channels={spec.out_channels}")
 
     def cost(block_size: int) -> float:
         at_size = dataclasses.replace(spec, block_size=block_size)
-        return tile_cost(at_size, heuristic_tile(at_size, isa), isa)
+        return tile_cost(at_size, heuristic_tile(at_size, isa, cache), isa)
 
     return min(candidates, key=cost)

@@ -28,6 +28,7 @@ import torch.nn as nn
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
+from subp_fx.codegen.kernels.cache import l1_data_cache
 from subp_fx.codegen.kernels.packing import dense_as_block_sparse, grouped_as_block_sparse
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import cheapest_block_size
@@ -330,7 +331,7 @@ def _emit_dense_kernel(
         return emit_int8_conv(ctx, node, pack_dense(weight, bias, dense_int8_block_size(weight.shape[0])), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
-    block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa)
+    block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa, l1_data_cache(ctx.target))
     return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
 
 

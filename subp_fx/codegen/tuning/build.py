@@ -27,6 +27,7 @@ from tvm.target import Target
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.block_sparse_conv import DTYPE, block_sparse_conv2d_primfunc
+from subp_fx.codegen.kernels.cache import l1_data_cache
 from subp_fx.codegen.kernels.isa import vector_isa
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLEL_MODES
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
@@ -166,7 +167,7 @@ def timing_candidates(spec: BlockSparseConvSpec, target: Target, count: int) -> 
     """The heuristic's tile, the cost model's next ``count - 1``, and the heuristic tile in the
     other parallel mode and (for padded layers) with the padding stage."""
     isa = vector_isa(target)
-    first = heuristic_tile(spec, isa)
+    first = heuristic_tile(spec, isa, l1_data_cache(target))
     ranked = [first] + [tile for tile in tile_candidates(spec, isa) if tile != first][: count - 1]
     variants = [replace(first, parallel=other) for other in PARALLEL_MODES if other != first.parallel]
     if spec.padding != (0, 0):
@@ -201,7 +202,9 @@ def choose_tile(
         ]
         kernels = [kernel for kernel in kernels if not kernel.asm_report().hot_loop_spills]
         if not kernels:
-            kernels = [compile_block_sparse_conv(spec, heuristic_tile(spec, vector_isa(target)), target)]
+            kernels = [
+                compile_block_sparse_conv(spec, heuristic_tile(spec, vector_isa(target), l1_data_cache(target)), target)
+            ]
         timings = {kernel.tile: math.inf for kernel in kernels}
         # Rounds over all candidates, minimum kept: a burst of load from another process then
         # slows one round of every candidate instead of every round of one candidate.
@@ -230,7 +233,7 @@ def build_block_sparse_conv(
     if tile is None:
         tile, timings = choose_tile(spec, target)
     elif tile == HEURISTIC:
-        tile = heuristic_tile(spec, vector_isa(target))
+        tile = heuristic_tile(spec, vector_isa(target), l1_data_cache(target))
     elif not isinstance(tile, ConvTile):
         raise KernelSpecError(f"tile must be a ConvTile, {HEURISTIC!r} or None (time candidates), got {tile!r}")
     kernel = compile_block_sparse_conv(spec, tile, target)
