@@ -106,3 +106,17 @@ def test_the_padding_stage_choice_follows_the_new_tile():
     spec = _spec(28, 256, 3, 2, 132)
     tile = heuristic_tile(spec, AVX512, TWELVE_WAY)
     assert isinstance(tile, ConvTile) and tile.padding in ("inline", "stage")
+
+
+def test_1x1_tiles_are_left_alone_even_when_crowded():
+    eight_way = L1DataCache(ways=8)  # limit 12 lines a set
+    spec = BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0)  # 14 pixels in one set
+    assert input_lines_per_set(spec, heuristic_tile(spec, AVX512), eight_way) > eight_way.lines_per_set_limit
+    assert heuristic_tile(spec, AVX512, eight_way) == heuristic_tile(spec, AVX512)
+
+
+def test_no_tile_below_half_the_first_choices_pixels():
+    eight_way = L1DataCache(ways=8)
+    spec = _spec(14, 512, 3, 2, 264)  # first choice 1 x 7; 1 x 4 puts 15 lines in a set, 1 x 3 12
+    assert input_lines_per_set(spec, ConvTile(1, 3), eight_way) <= eight_way.lines_per_set_limit
+    assert heuristic_tile(spec, AVX512, eight_way) == heuristic_tile(spec, AVX512)
