@@ -102,7 +102,9 @@ def test_compile_eval_bench_round_trip(trained, tmp_path, capsys):
     layers = {call["layer"] for call in profile["calls"] if call["layer"]}
     assert layers == {entry["layer"] for entry in manifest["kernels"]} and profile["latency_us"] > 0
     status, printed, _ = run_cli(capsys, "profile", out, "--dense", "--runs", 1, "--top", 3)
-    assert status == 0 and "dense" in printed.splitlines()[0] and len(printed.splitlines()) == 1 + 1 + 3 + 1
+    # the artefact line, the header, 3 calls, the totals, the machine's limits, the calls below theirs
+    assert status == 0 and "dense" in printed.splitlines()[0] and len(printed.splitlines()) == 1 + 1 + 3 + 3
+    assert "of limit" in printed.splitlines()[1] and "below 85% of their limit" in printed.splitlines()[-1]
 
 
 def test_existing_output_is_refused_and_kept(trained, tmp_path, capsys):
