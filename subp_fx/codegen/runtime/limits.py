@@ -14,7 +14,7 @@ ISA, and a virtual machine's real speed is what counts):
 - fp32: :data:`CHAINS` independent FMA chains per thread on registers (float32 x the ISA's lanes);
 - int8: the same with the target's int8 dot step (:mod:`int8_dot`: ``vpdpbusd`` on VNNI, the
   ``pmaddwd`` pairs or plain int32 elsewhere), 4 multiply-adds per int32 lane and step;
-- bandwidth: a parallel vector copy of working sets from 32 KiB to 64 MiB (bytes read plus
+- bandwidth: a parallel vector copy of working sets from 32 KiB to 32 MiB (bytes read plus
   written per second), the best of several runs, so that each size streams from the cache level
   it fits.
 
@@ -45,11 +45,11 @@ EFFICIENT_SHARE = 0.85
 # Independent accumulator chains per thread in the arithmetic probes: enough to cover the FMA
 # latency (4 cycles) on two ports (8 in flight) with room; within every ISA's register file.
 CHAINS = 12
-# Probe steps per chain and thread: about 1-3 ms of arithmetic per run on the machines seen.
+# Probe steps per chain and thread: about 0.1 ms a run (each timing repeats runs for 50 ms).
 STEPS = 20000
-# Working-set sizes of the bandwidth probe, bytes read + written (a copy of half that size).
-BANDWIDTH_SIZES = tuple(32 * 1024 * 4**power for power in range(8))  # 32 KiB .. 512 MiB
-BANDWIDTH_SIZES = tuple(size for size in BANDWIDTH_SIZES if size <= 64 * 1024 * 1024)
+# Working-set sizes of the bandwidth probe, bytes read + written (a copy of half that size):
+# 32 KiB (in L1) to 32 MiB (past the L2 of every core seen, in or past the L3).
+BANDWIDTH_SIZES = tuple(32 * 1024 * 4**power for power in range(6))
 COMPUTE = "compute"
 MEMORY = "memory"
 
@@ -187,10 +187,10 @@ def measure_limits(target: Target, threads: int) -> MachineLimits:
     isa, path = vector_isa(target), int8_path(target)
     int8_func, int8_lanes = _int8_probe(target, threads)
     functions = {"fp32": _fp32_probe(isa.lanes, threads), "int8": int8_func}
-    sizes = {f"copy{size}": size for size in BANDWIDTH_SIZES}
     step = isa.lanes * threads
-    for name, size in sizes.items():
-        elements = max(step, size // 8 // step * step)  # a copy moves each float32 twice
+    # float32 elements of each copy: a copy moves each one twice (read and written)
+    copies = {f"copy{size}": max(step, size // 8 // step * step) for size in BANDWIDTH_SIZES}
+    for name, elements in copies.items():
         functions[name] = _copy_probe(elements, isa.lanes, threads)
     module = tvm.compile(
         tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in functions.items()}), target
@@ -205,8 +205,7 @@ def measure_limits(target: Target, threads: int) -> MachineLimits:
     fp32_macs = threads * CHAINS * STEPS * isa.lanes / (arithmetic("fp32", "float32", isa.lanes) * 1e6)
     int8_macs = threads * CHAINS * STEPS * 4 * int8_lanes / (arithmetic("int8", WORD, int8_lanes) * 1e6)
     bandwidth = []
-    for name, size in sizes.items():
-        elements = max(step, size // 8 // step * step)
+    for name, elements in copies.items():
         source = tvm.runtime.tensor(np.ones(elements, np.float32), device)
         destination = tvm.runtime.empty((elements,), "float32", device)
         seconds = _best_seconds(module[name], (source, destination))
