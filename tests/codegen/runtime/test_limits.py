@@ -74,3 +74,24 @@ def test_measured_rates_are_positive_and_ordered_by_size(target_text):
         assert (limits.vector_isa, limits.int8_path) == ("avx2", "avx2-pmaddwd")
     assert measure_limits(target, get_num_threads()) is limits  # measured once per process
     assert "fp32" in limits.describe() and limits.to_json()["bandwidth"][0][0] == sizes[0]
+
+
+def test_the_best_of_two_measurements_keeps_each_faster_rate():
+    slow = _limits(
+        fp32_macs_per_us=50_000.0, bandwidth=((32 * KIB, 30_000.0), (512 * KIB, 50_000.0), (8192 * KIB, 1.0))
+    )
+    best = _limits().best_of(slow)
+    assert best.fp32_macs_per_us == 100_000.0 and best.int8_macs_per_us == 400_000.0
+    assert best.bandwidth == ((32 * KIB, 30_000.0), (512 * KIB, 100_000.0), (8192 * KIB, 40_000.0))
+    assert slow.best_of(_limits()) == best
+    with pytest.raises(ValueError, match="same target"):
+        _limits().best_of(_limits(threads=1))
+
+
+def test_measuring_again_never_lowers_a_rate():
+    target = parse_target(DEFAULT_TARGET)
+    first = measure_limits(target, get_num_threads())
+    again = measure_limits(target, get_num_threads(), again=True)
+    assert again.fp32_macs_per_us >= first.fp32_macs_per_us and again.int8_macs_per_us >= first.int8_macs_per_us
+    assert all(new >= old for (_, new), (_, old) in zip(again.bandwidth, first.bandwidth))
+    assert measure_limits(target, get_num_threads()) is again
