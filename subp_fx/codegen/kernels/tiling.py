@@ -187,24 +187,30 @@ def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1Data
     )
 
 
+# The fewest pixels a tile chosen to spare the L1 may have (see heuristic_tile's measurements).
+MIN_UNCROWDED_PIXELS = 4
+
+
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
     :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
 
     With the target's L1 ``cache``, a kernel of more than one tap passes over tiles whose input
     window would crowd one cache set beyond ``cache.lines_per_set_limit``, for the cheapest one
-    that does not and keeps at least half the first choice's pixels (:mod:`cache`: ResNet-50's
-    3x3 stride-2 convs, 1.1-1.7x faster). A 1x1 conv reads each line once per reduction step, so
-    crowding only costs it the line's reuse by the next kept channel: 21 lines in a 12-way set
-    cost a 1x1/2 conv 8%, halving its tile 18%, so its tiles are left alone. So are tiles of
-    under half the pixels: the cost model undercounts their overhead (Ice Lake, 3x3/2 512->512
-    at 14x14: 1 x 2 1368 us, 1 x 4 840 us)."""
+    that does not and keeps at least half the first choice's pixels and :data:`MIN_UNCROWDED_PIXELS`
+    (:mod:`cache`: ResNet-50's 3x3 stride-2 convs, 1.1-1.7x faster). A 1x1 conv reads each line
+    once per reduction step, so crowding only costs it the line's reuse by the next kept channel:
+    21 lines in a 12-way set cost a 1x1/2 conv 8%, halving its tile 18%, so its tiles are left
+    alone. So are tiles of under half the pixels or under 4: the cost model undercounts their
+    overhead (Ice Lake, 3x3/2 512->512 at 14x14: 1 x 2 1368 us, 1 x 3 1122, 1 x 4 803-840;
+    wide_resnet50_2's 3x3/2 1024->1024 at 7x7: 1 x 2 1819 us, 1 x 3 1753, 1 x 4 1249 although its
+    window puts 21 lines in a set)."""
     cap = preferred_accumulators(spec, isa)
     preferred = [
         tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
     if cache is not None and preferred and spec.kernel_size != (1, 1):
-        least = preferred[0].pixels / 2
+        least = max(preferred[0].pixels / 2, MIN_UNCROWDED_PIXELS)
         uncrowded = [
             tile
             for tile in preferred
