@@ -12,12 +12,15 @@ table and the raw JSON.
     python benchmarks/paper_configs.py                       # everything (about an hour on 2 cores)
     python benchmarks/paper_configs.py --configs resnet18-n16 --batches 1 --threads 2
     python benchmarks/paper_configs.py --precision int8      # int8 builds, int8 peers (-> paper_configs_int8.*)
+    python benchmarks/paper_configs.py --input-group 4       # fp32, masks in groups of 4 (-> paper_configs_g4.*)
 
 ``--precision int8``: the masks keep input channels in aligned groups of 4
 (``sparsity.input_group=4``, the kept count rounded to whole groups: ResNet-50's 66/128 pruned
 keeps 64/128), both our builds are int8 calibrated on 8 batches of 16 synthetic images, and
 ONNX Runtime's static int8 quantisation of the same weights (QDQ, per-channel, the same
 calibration images) runs in ONNX Runtime and in OpenVINO beside the fp32 peers.
+``--input-group 4`` gives fp32 builds those masks too: their 1x1 convs then run on the grouped
+kernel (``kernels.grouped_pointwise``, AVX-512 targets), the same FLOPs as G=1.
 
 Run it on an otherwise idle machine: every contender shares the same cores.
 """
@@ -86,6 +89,7 @@ def run_config(
     iters: int,
     torch_compile: bool,
     precision: str = "fp32",
+    input_group: int = 1,
 ) -> list[dict]:
     from subp_fx.codegen.defaults import DEFAULT_TARGET
     from subp_fx.tools.artifact import compile_to_directory, load_compile_source
@@ -93,7 +97,7 @@ def run_config(
     from subp_fx.tools.calibration_spec import CalibrationSpec
 
     int8 = precision == "int8"
-    overrides = ("sparsity.input_group=4",) if int8 else ()
+    overrides = (f"sparsity.input_group={input_group}",) if input_group > 1 else ()
     source = load_compile_source(str(REPO / "recipes" / CONFIGS[name]), batch=batch, recipe_overrides=overrides)
     calibration = CalibrationSpec("synthetic") if int8 else None
     with tempfile.TemporaryDirectory() as scratch:
@@ -137,7 +141,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
         "Median latency in ms per batch (interleaved blocks, same input and thread count for every contender; "
         "TVM, torch, ONNX Runtime and OpenVINO threads equal). Random uniform masks at the paper's prune rates"
         + (
-            " in aligned groups of 4 input channels (int8 builds; kept counts rounded to whole groups)"
+            " in aligned groups of 4 input channels (`sparsity.input_group: 4`; kept counts rounded to whole groups)"
             if any(row.get("input_group", 1) > 1 for row in rows)
             else ""
         )
@@ -158,9 +162,19 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
-    parser.add_argument("--output", help="path prefix of the .md and .json written (default: by precision)")
+    parser.add_argument(
+        "--input-group",
+        type=int,
+        choices=(1, 4),
+        help="G, input channels per kept group of the masks (default: 4 for int8, 1 -- the paper's -- for fp32)",
+    )
+    parser.add_argument("--output", help="path prefix of the .md and .json written (default: by precision and G)")
     args = parser.parse_args()
-    args.output = args.output or str(RESULTS / ("paper_configs" + ("_int8" if args.precision == "int8" else "")))
+    int8 = args.precision == "int8"
+    args.input_group = args.input_group or (4 if int8 else 1)
+    suffix = ("_int8" if int8 else "") + ("_g4" if args.input_group == 4 and not int8 else "")
+    suffix += "_g1" if args.input_group == 1 and int8 else ""
+    args.output = args.output or str(RESULTS / ("paper_configs" + suffix))
 
     machine = describe_machine()
     rows = []
@@ -168,7 +182,14 @@ def main() -> int:
         for batch in args.batches:
             rows.extend(
                 run_config(
-                    name, batch, args.threads, args.warmup, args.iters, not args.no_torch_compile, args.precision
+                    name,
+                    batch,
+                    args.threads,
+                    args.warmup,
+                    args.iters,
+                    not args.no_torch_compile,
+                    args.precision,
+                    args.input_group,
                 )
             )
     output = Path(args.output)

@@ -1,10 +1,11 @@
 """In-model profiles of paper configurations: where each build's time goes, call by call.
 
 For each configuration (random weights, random uniform masks at the recipe's prune rate; with
-``--precision int8`` in aligned groups of 4 input channels), compile the sparse model and run
+``--precision int8`` or ``--input-group 4`` in aligned groups of 4 input channels), compile the sparse model and run
 ``codegen.runtime.profile.profile_model``: every kernel call of a real run timed through the VM's
 instrument hook, matched to its layer, and the sum checked against the uninstrumented latency.
-Writes ``benchmarks/results/profile_<config>_<precision>.{md,json}``.
+Writes ``benchmarks/results/profile_<config>_<precision>.{md,json}`` (``..._fp32_g4`` for fp32
+builds of G=4 masks).
 
     python benchmarks/profile_models.py --configs resnet50-2.0g-n16 --precision int8
 
@@ -21,14 +22,14 @@ from pathlib import Path
 from paper_configs import CONFIGS, REPO, RESULTS, describe_machine, machine_line  # benchmarks/ is on sys.path
 
 
-def profile_config(name: str, precision: str, runs: int) -> tuple[dict, str]:
+def profile_config(name: str, precision: str, runs: int, input_group: int) -> tuple[dict, str]:
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.codegen.runtime.profile import format_profile, profile_model
     from subp_fx.tools.artifact import load_compile_source
     from subp_fx.tools.calibration_spec import CalibrationSpec
 
     int8 = precision == "int8"
-    overrides = ("sparsity.input_group=4",) if int8 else ()
+    overrides = (f"sparsity.input_group={input_group}",) if input_group > 1 else ()
     source = load_compile_source(str(REPO / "recipes" / CONFIGS[name]), recipe_overrides=overrides)
     options = {}
     if int8:
@@ -48,14 +49,22 @@ def main() -> int:
     parser.add_argument("--configs", nargs="+", default=["resnet50-2.0g-n16"], choices=list(CONFIGS))
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--input-group", type=int, choices=(1, 4), help="G of the masks (default: 4 for int8, 1 for fp32)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    default_group = 4 if args.precision == "int8" else 1
+    input_group = args.input_group or default_group
     machine = describe_machine()
     for name in args.configs:
-        record, text = profile_config(name, args.precision, args.runs)
-        stem = f"profile_{name}_{args.precision}"  # config names hold dots: no with_suffix
+        record, text = profile_config(name, args.precision, args.runs, input_group)
+        # config names hold dots: no with_suffix; a precision's default G is not in the name
+        stem = f"profile_{name}_{args.precision}" + ("" if input_group == default_group else f"_g{input_group}")
         (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "config": name, **record}, indent=2))
-        header = f"# In-model profile: {name}, {args.precision}, batch 1, sparse build\n\n{machine_line(machine)}\n\n"
+        masks = f", masks in groups of {input_group} input channels" if input_group > 1 else ""
+        title = f"# In-model profile: {name}, {args.precision}{masks}, batch 1, sparse build"
+        header = f"{title}\n\n{machine_line(machine)}\n\n"
         (args.out / f"{stem}.md").write_text(header + "```\n" + text + "\n```\n")
         print(header + text, flush=True)
     return 0
