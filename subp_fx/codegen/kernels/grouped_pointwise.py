@@ -26,7 +26,7 @@ near the core's 2 a cycle) the general kernel's rate.
 The pixels are flattened over (batch, output row, output column), so a tile may run across a
 row's end and no width is wasted; the last tile of the map holds the remainder. Parallel over
 fused (tile, block-row), so that even a 7x7 map's 9 tiles split evenly over the threads (x R
-tasks), in one of two orders (:func:`parallel_mode`): tiles outer, where a thread's run of tasks
+tasks), in one of two orders (:func:`parallel_mode`, by the weights' size): tiles outer, where a thread's run of tasks
 keeps one tile's activations (6 pixels x C_in floats) in L1 while the block-rows' weights stream
 past, or block-rows outer, where one block-row's weights stay while the tiles stream past.
 
@@ -46,9 +46,8 @@ from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.isa import VectorISA
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE
-from subp_fx.codegen.kernels.modes import PARALLEL_MODES, PARALLEL_PIXELS
+from subp_fx.codegen.kernels.modes import PARALLEL_BLOCK_ROWS, PARALLEL_MODES, PARALLEL_PIXELS
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec
-from subp_fx.codegen.kernels.tiling import preferred_parallel
 
 GROUP = 4  # input channels per 128-bit load
 LANES = 16  # float32 lanes of a zmm register
@@ -244,13 +243,21 @@ class _Builder:
         return tirx.For(task, 0, tiles * rows, ForKind.PARALLEL, inner)
 
 
+# Above this many bytes of weights, block-rows go outer ("block_rows"). Measured with cold weights
+# (a fresh copy each call, as in a model run: Ice Lake server, 2 threads): tiles outer was as fast
+# or 1.1-1.4x faster at 56 and 28 px (weights of 32-256 KiB), the two within 5% at 14 px with
+# 0.5 MiB, block-rows outer 1.3x faster at 14 px with 1 MiB (dense 1024->256) and 1.3-1.7x at 7 px
+# (2-8 MiB). Chunks of 2-16 tiles per block-row in between were never faster than the better end.
+WEIGHTS_KEPT_IN_L2 = 512 * 1024
+
+
 def parallel_mode(spec: BlockSparseConvSpec) -> str:
-    """The task order: the general kernel's :func:`tiling.preferred_parallel` (the mode that streams
-    fewer bytes). Measured here (Ice Lake server, 2 threads, best of 15): "pixels" (a task = one
-    tile x one block-row, tiles outer) 1.3-1.6x faster on ResNet-50's 56 and 28 px layers, within
-    5% at 14 px, "block_rows" (block-rows outer) 1.3-1.7x faster at 7x7 and on the 1x1/2 layer
-    that reads a quarter of a 14x14 map; the same split as the rule gives."""
-    return preferred_parallel(spec)
+    """The task order: tiles outer ("pixels": a tile's activations stay in L1 while all the weights
+    stream past, from L2 when they fit there) unless the weights exceed
+    :data:`WEIGHTS_KEPT_IN_L2`; then block-rows outer ("block_rows": a block-row's weights stay
+    while the tiles stream past)."""
+    weight_bytes = 4 * spec.out_channels * spec.kept_per_row
+    return PARALLEL_BLOCK_ROWS if weight_bytes > WEIGHTS_KEPT_IN_L2 else PARALLEL_PIXELS
 
 
 def grouped_pointwise_primfunc(spec: BlockSparseConvSpec, parallel: str | None = None) -> tirx.PrimFunc:

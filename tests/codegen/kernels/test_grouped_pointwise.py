@@ -169,3 +169,10 @@ def test_narrow_block_rows_keeps_every_output_channel_in_place():
     np.testing.assert_array_equal(dense(narrow_values, narrow_indices), dense(values, indices))
     with pytest.raises(KernelSpecError, match="not a multiple of 16"):
         gp.narrow_block_rows(values[..., :24], indices)
+
+
+def test_block_rows_go_outer_only_when_the_weights_outgrow_l2():
+    small = BlockSparseConvSpec(1, 28, 28, 512, 128, 16, 256, 1, 1, 0)  # 128 KiB of weights
+    large = BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 1024, 1, 1, 0)  # 1 MiB
+    assert gp.parallel_mode(small) == PARALLEL_PIXELS
+    assert gp.parallel_mode(large) == PARALLEL_BLOCK_ROWS
