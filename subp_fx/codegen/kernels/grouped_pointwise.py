@@ -16,19 +16,22 @@ are packed so). A tile of :data:`TILE_PIXELS` pixels keeps 24 accumulators and l
 vectors and 6 activation groups per 24 FMAs (0.42 loads an FMA, against 1.07). After the
 reduction each pixel's 4 accumulators are summed across their channel lanes by 6 ``vshufps``
 and 3 ``vaddps`` into the 16 output channels in order, and the epilogue (bias, residual,
-activation) runs on that vector before the one store.
+activation) runs on it before the one store.
 
 Measured first as a C loop (one thread, best of 30 interleaved rounds, Intel Xeon Ice Lake
 server, ResNet-50's 1x1 shapes at 50% keep in groups of 4): 1.23x (64->256 at 56x56, K=32, where
 the 9 reduction instructions per pixel weigh most) to 1.98x (1024->256 at 14x14, K=512: 5.6 FMA/ns,
-near the core's 2 a cycle) the general kernel's rate.
+near the core's 2 a cycle) the general kernel's rate. As built here (2 threads, best of 15,
+interleaved with the general kernel's heuristic tile): 1.35x (1x1/2 256->128 at 56x56) to 1.89x
+(1024->256 at 14x14: 187 against 354 us, 137 GMAC/s against a measured FMA peak of 158-173).
 
 The pixels are flattened over (batch, output row, output column), so a tile may run across a
 row's end and no width is wasted; the last tile of the map holds the remainder. Parallel over
 fused (tile, block-row), so that even a 7x7 map's 9 tiles split evenly over the threads (x R
-tasks), in one of two orders (:func:`parallel_mode`, by the weights' size): tiles outer, where a thread's run of tasks
-keeps one tile's activations (6 pixels x C_in floats) in L1 while the block-rows' weights stream
-past, or block-rows outer, where one block-row's weights stay while the tiles stream past.
+tasks), in one of two orders (:func:`parallel_mode`, by the weights' size): tiles outer, where a
+thread's run of tasks keeps one tile's activations (6 pixels x C_in floats) in L1 while the
+block-rows' weights stream past, or block-rows outer, where one block-row's weights stay while the
+tiles stream past.
 
 AVX-512 only: with 8-lane ymm registers a group would fill a register with 2 output channels,
 and 16 registers cannot hold a useful tile (:func:`applies`).
