@@ -125,6 +125,17 @@ def run_config(
         return rows
 
 
+def default_input_group(precision: str) -> int:
+    """G of the masks a precision is measured with unless told: 4 for int8 (its kernel reads groups
+    of 4), 1 -- the paper's -- for fp32."""
+    return 4 if precision == "int8" else 1
+
+
+def input_group_suffix(precision: str, input_group: int) -> str:
+    """What result files of ``input_group`` add to their name: nothing for the precision's default."""
+    return "" if input_group == default_input_group(precision) else f"_g{input_group}"
+
+
 def machine_line(machine: dict) -> str:
     peers = ", ".join(f"{name} {machine[name]}" for name in ("onnxruntime", "openvino") if machine.get(name))
     return (
@@ -170,10 +181,8 @@ def main() -> int:
     )
     parser.add_argument("--output", help="path prefix of the .md and .json written (default: by precision and G)")
     args = parser.parse_args()
-    int8 = args.precision == "int8"
-    args.input_group = args.input_group or (4 if int8 else 1)
-    suffix = ("_int8" if int8 else "") + ("_g4" if args.input_group == 4 and not int8 else "")
-    suffix += "_g1" if args.input_group == 1 and int8 else ""
+    args.input_group = args.input_group or default_input_group(args.precision)
+    suffix = ("_int8" if args.precision == "int8" else "") + input_group_suffix(args.precision, args.input_group)
     args.output = args.output or str(RESULTS / ("paper_configs" + suffix))
 
     machine = describe_machine()

@@ -19,7 +19,15 @@ import json
 import sys
 from pathlib import Path
 
-from paper_configs import CONFIGS, REPO, RESULTS, describe_machine, machine_line  # benchmarks/ is on sys.path
+from paper_configs import (  # benchmarks/ is on sys.path
+    CONFIGS,
+    REPO,
+    RESULTS,
+    default_input_group,
+    describe_machine,
+    input_group_suffix,
+    machine_line,
+)
 
 
 def profile_config(name: str, precision: str, runs: int, input_group: int) -> tuple[dict, str]:
@@ -54,13 +62,12 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    default_group = 4 if args.precision == "int8" else 1
-    input_group = args.input_group or default_group
+    input_group = args.input_group or default_input_group(args.precision)
     machine = describe_machine()
     for name in args.configs:
         record, text = profile_config(name, args.precision, args.runs, input_group)
-        # config names hold dots: no with_suffix; a precision's default G is not in the name
-        stem = f"profile_{name}_{args.precision}" + ("" if input_group == default_group else f"_g{input_group}")
+        # config names hold dots: no with_suffix
+        stem = f"profile_{name}_{args.precision}" + input_group_suffix(args.precision, input_group)
         (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "config": name, **record}, indent=2))
         masks = f", masks in groups of {input_group} input channels" if input_group > 1 else ""
         title = f"# In-model profile: {name}, {args.precision}{masks}, batch 1, sparse build"

@@ -60,12 +60,16 @@ BLOCK_SIZE = LANES  # N: one block-row is one zmm of outputs, 4 accumulators a p
 TILE_PIXELS = 6
 
 
+def fits(spec: BlockSparseConvSpec, isa: VectorISA) -> bool:
+    """Whether ``spec``'s shape suits this kernel on ``isa``: a 16-lane ISA, a 1x1 kernel without
+    padding, N = 16, K a multiple of 4 (which channels are kept: :func:`kept_groups`)."""
+    return isa.lanes == LANES and not _problems(spec)
+
+
 def applies(spec: BlockSparseConvSpec, indices: np.ndarray, isa: VectorISA) -> bool:
-    """Whether this kernel can run ``spec`` with ``indices`` (R, K): a 16-lane ISA, a 1x1 kernel
-    without padding, N = 16, and every block-row's kept channels in aligned groups of 4."""
-    if isa.lanes != LANES or spec.block_size != BLOCK_SIZE or spec.kernel_size != (1, 1) or any(spec.padding):
-        return False
-    return kept_groups(indices) is not None
+    """Whether this kernel can run ``spec`` with ``indices`` (R, K): :func:`fits`, and every
+    block-row's kept channels in aligned groups of 4."""
+    return fits(spec, isa) and kept_groups(indices) is not None
 
 
 def kept_groups(indices: np.ndarray) -> np.ndarray | None:
@@ -121,9 +125,8 @@ def argument_shapes(spec: BlockSparseConvSpec) -> dict[str, tuple[tuple[int, ...
     return shapes
 
 
-def _check(spec: BlockSparseConvSpec) -> None:
-    if not isinstance(spec, BlockSparseConvSpec):
-        raise KernelSpecError(f"spec must be a BlockSparseConvSpec, got {spec!r}")
+def _problems(spec: BlockSparseConvSpec) -> list[str]:
+    """What ``spec`` lacks for this kernel, each as "needs ..." text; empty when it fits."""
     problems = []
     if spec.kernel_size != (1, 1) or any(spec.padding):
         problems.append(f"a 1x1 kernel without padding (got {spec.kernel_size}, padding {spec.padding})")
@@ -131,6 +134,13 @@ def _check(spec: BlockSparseConvSpec) -> None:
         problems.append(f"N={BLOCK_SIZE} (got N={spec.block_size})")
     if spec.kept_per_row % GROUP:
         problems.append(f"K a multiple of {GROUP} (got K={spec.kept_per_row})")
+    return problems
+
+
+def _check(spec: BlockSparseConvSpec) -> None:
+    if not isinstance(spec, BlockSparseConvSpec):
+        raise KernelSpecError(f"spec must be a BlockSparseConvSpec, got {spec!r}")
+    problems = _problems(spec)
     if problems:
         raise KernelSpecError("the grouped 1x1 kernel needs " + " and ".join(problems))
 
@@ -286,6 +296,7 @@ __all__ = [
     "applies",
     "argument_shapes",
     "describe",
+    "fits",
     "grouped_pointwise_primfunc",
     "kept_groups",
     "narrow_block_rows",

@@ -357,28 +357,28 @@ def _grouped_pointwise_weights(
     (its N a multiple of 16, split into rows of 16), else None."""
     if spec.block_size % grouped_pointwise.BLOCK_SIZE:
         return None
+    narrow = dataclasses.replace(spec, block_size=grouped_pointwise.BLOCK_SIZE)
+    if not grouped_pointwise.fits(narrow, ctx.isa):  # before any copy of the weights
+        return None
     values, indices = weights.values, weights.indices
     if spec.block_size != grouped_pointwise.BLOCK_SIZE:
-        if spec.kernel_size != (1, 1):  # not a candidate: spare the copy
-            return None
         values, indices = grouped_pointwise.narrow_block_rows(values, indices)
-    narrow = dataclasses.replace(spec, block_size=grouped_pointwise.BLOCK_SIZE)
-    if not grouped_pointwise.applies(narrow, indices, ctx.isa):
+    starts = grouped_pointwise.kept_groups(indices)
+    if starts is None:
         return None
-    return narrow, [grouped_pointwise.pack_values(values), grouped_pointwise.kept_groups(indices)]
+    return narrow, [grouped_pointwise.pack_values(values), starts]
 
 
 def _dense_grouped_pointwise(spec: BlockSparseConvSpec, ctx: LoweringContext) -> bool:
     """Whether a dense conv of ``spec`` (any N) runs on the grouped 1x1 kernel once packed at N=16:
-    every input channel is kept, so its groups are whole wherever C_in is a multiple of 4. Then it
-    is packed so, not at :func:`cheapest_block_size`'s N (dense 1x1 convs alone: 1.10-1.32x the N=32
-    kernel on ResNet-50's shapes, one at 0.98x)."""
+    every input channel is kept, so its groups are whole wherever C_in is a multiple of 4 (which
+    :func:`grouped_pointwise.fits` checks as K). Then it is packed so, not at
+    :func:`cheapest_block_size`'s N (dense 1x1 convs alone: 1.10-1.32x the N=32 kernel on
+    ResNet-50's shapes, one at 0.98x)."""
     N = grouped_pointwise.BLOCK_SIZE
-    if spec.out_channels % N or spec.in_channels % grouped_pointwise.GROUP:
+    if spec.out_channels % N:
         return False
-    grouped = dataclasses.replace(spec, block_size=N, kept_per_row=spec.in_channels)
-    every_channel = np.tile(np.arange(spec.in_channels, dtype=np.int32), (spec.out_channels // N, 1))
-    return grouped_pointwise.applies(grouped, every_channel, ctx.isa)
+    return grouped_pointwise.fits(dataclasses.replace(spec, block_size=N, kept_per_row=spec.in_channels), ctx.isa)
 
 
 def emit_pointwise_dense(
