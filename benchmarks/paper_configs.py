@@ -13,6 +13,7 @@ table and the raw JSON.
     python benchmarks/paper_configs.py --configs resnet18-n16 --batches 1 --threads 2
     python benchmarks/paper_configs.py --precision int8      # int8 builds, int8 peers (-> paper_configs_int8.*)
     python benchmarks/paper_configs.py --input-group 4       # fp32, masks in groups of 4 (-> paper_configs_g4.*)
+    python benchmarks/paper_configs.py --precision int8 --input-group 16   # (-> paper_configs_int8_g16.*)
 
 ``--precision int8``: the masks keep input channels in aligned groups of 4
 (``sparsity.input_group=4``, the kept count rounded to whole groups: ResNet-50's 66/128 pruned
@@ -20,7 +21,9 @@ keeps 64/128), both our builds are int8 calibrated on 8 batches of 16 synthetic 
 ONNX Runtime's static int8 quantisation of the same weights (QDQ, per-channel, the same
 calibration images) runs in ONNX Runtime and in OpenVINO beside the fp32 peers.
 ``--input-group 4`` gives fp32 builds those masks too: their 1x1 convs then run on the grouped
-kernel (``kernels.grouped_pointwise``, AVX-512 targets), the same FLOPs as G=1.
+kernel (``kernels.grouped_pointwise``, AVX-512 targets), the same FLOPs as G=1. ``--input-group 16``
+with int8 keeps runs of 16 channels, which the int8 1x1 convs of long reductions run on the grouped
+int8 kernel (``kernels.grouped_pointwise_int8``, AVX-512 VNNI targets).
 
 Run it on an otherwise idle machine: every contender shares the same cores.
 """
@@ -147,13 +150,15 @@ def machine_line(machine: dict) -> str:
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
+    group = max(row.get("input_group", 1) for row in rows)
     lines = [
         machine_line(machine),
         "Median latency in ms per batch (interleaved blocks, same input and thread count for every contender; "
         "TVM, torch, ONNX Runtime and OpenVINO threads equal). Random uniform masks at the paper's prune rates"
         + (
-            " in aligned groups of 4 input channels (`sparsity.input_group: 4`; kept counts rounded to whole groups)"
-            if any(row.get("input_group", 1) > 1 for row in rows)
+            f" in aligned groups of {group} input channels (`sparsity.input_group: {group}`; kept counts rounded "
+            "to whole groups)"
+            if group > 1
             else ""
         )
         + ". Each column's precision is in its header; ratios are against the fastest dense engine that is not "
@@ -176,7 +181,7 @@ def main() -> int:
     parser.add_argument(
         "--input-group",
         type=int,
-        choices=(1, 4),
+        choices=(1, 4, 16),
         help="G, input channels per kept group of the masks (default: 4 for int8, 1 -- the paper's -- for fp32)",
     )
     parser.add_argument("--output", help="path prefix of the .md and .json written (default: by precision and G)")

@@ -1,9 +1,10 @@
 """In-model profiles of paper configurations: where each build's time goes, call by call.
 
 For each configuration (random weights, random uniform masks at the recipe's prune rate; with
-``--precision int8`` or ``--input-group 4`` in aligned groups of 4 input channels), compile the sparse model and run
-``codegen.runtime.profile.profile_model``: every kernel call of a real run timed through the VM's
-instrument hook, matched to its layer, and the sum checked against the uninstrumented latency.
+``--precision int8`` or ``--input-group 4|16`` in aligned groups of that many input channels),
+compile the sparse model and run ``codegen.runtime.profile.profile_model``: every kernel call of
+a real run timed through the VM's instrument hook, matched to its layer, and the sum checked
+against the uninstrumented latency.
 Writes ``benchmarks/results/profile_<config>_<precision>.{md,json}`` (``..._fp32_g4`` for fp32
 builds of G=4 masks).
 
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument(
-        "--input-group", type=int, choices=(1, 4), help="G of the masks (default: 4 for int8, 1 for fp32)"
+        "--input-group", type=int, choices=(1, 4, 16), help="G of the masks (default: 4 for int8, 1 for fp32)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

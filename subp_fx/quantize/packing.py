@@ -11,7 +11,8 @@ What sparsity that leaves: a model trained with input groups of 4 (``sparsity.in
 G=4) keeps whole groups, so Kg = K/4 groups per row, exactly the sparse work. A G=1 model keeps
 arbitrary channels: at 50% random keep a group of 4 is entirely pruned with probability about
 1/16, so almost every group is stored and the int8 kernel does nearly dense work. int8 speed
-from sparsity needs input groups of 4.
+from sparsity needs input groups of 4. Groups of 16 (``input_group: 16``) keep runs of 4 stored
+groups, which the lowering's grouped int8 1x1 kernel reads with one 128-bit load.
 """
 
 from __future__ import annotations

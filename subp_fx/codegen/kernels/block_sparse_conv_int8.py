@@ -34,7 +34,9 @@ Ice Lake server core issues one 512-bit load per cycle but two ``vpdpbusd``
 a 3x3 step shares each broadcast among up to 3 taps. Neither tile shape nor ymm halves change
 that (measured: 2-row tiles, 28 ymm accumulators); N=32 halves the broadcasts (1x1 512->512 at
 28 px: 241 -> 302-310 GMAC/s), as would an activation layout whose vectors hold 16 pixels of
-one channel group (weights broadcast, several output channels per load).
+one channel group (weights broadcast, several output channels per load). Where block-rows keep
+whole runs of 16 channels (``input_group: 16`` masks), long 1x1 reductions run on
+:mod:`grouped_pointwise_int8` instead (a 128-bit load feeds 4 ``vpdpbusd``).
 
 TVM 0.27's ``tensorize`` with its shipped VNNI intrinsic crashed (segfault inside
 ``s_tir.Tensorize``, even for a bare 16x4 dot) and that intrinsic no longer matches LLVM 22's
@@ -130,6 +132,27 @@ def _check_tile(spec: Int8ConvSpec, tile: ConvTile, path: Int8Path) -> None:
         )
     if spec.block_size % path.lanes:
         raise KernelSpecError(f"N={spec.block_size} is not a multiple of the {path.name} path's {path.lanes} lanes")
+
+
+def epilogue_value(spec: Int8ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
+    """What the kernel stores for output channel ``co`` of pixel (b, oh, ow) from its int32 sum
+    ``acc_value``: :mod:`int8_spec`'s epilogue (scale, bias, residual, activation, requantisation)
+    on the argument ``buffers`` (name -> buffer, :meth:`Int8ConvSpec.argument_shapes`)."""
+    value = tirx.Cast(FLOAT, acc_value) * buffers["scale"][co] + buffers["bias"][co]
+    if spec.residual == "float32":
+        value = value + buffers["residual"][b, oh, ow, co]
+    elif spec.residual == "uint8":
+        params = buffers["residual_params"]
+        term = (tirx.Cast(FLOAT, buffers["residual"][b, oh, ow, co]) - params[1]) * params[0]
+        # The dequantised residual is rounded to float32 before the add, as the fake-quant
+        # reference adds it (quantize.reference): the fence keeps LLVM from contracting the
+        # product and the add into one FMA, which rounds once and flipped a code now and
+        # then (torchvision ResNeXt-50 / ResNet-50: 3 of 6 inputs off by up to 1.2% of the
+        # max logit; exact with the fence). It costs a vaddps: vmulps + vaddps for one FMA.
+        value = value + tirx.call_llvm_pure_intrin(FLOAT, "llvm.arithmetic.fence", term)
+    if spec.out_dtype == "uint8":
+        return requantized_uint8(value, buffers["out_params"], spec.activation)
+    return activations.expression(spec.activation)(value)
 
 
 class _Builder:
@@ -235,24 +258,6 @@ class _Builder:
         return tirx.reinterpret(WORD, word)
 
     # --- the epilogue --------------------------------------------------------------------------
-    def _epilogue_value(self, acc_value, b, oh, ow, co):
-        spec, buffers = self.spec, self.buffers
-        value = tirx.Cast(FLOAT, acc_value) * buffers["scale"][co] + buffers["bias"][co]
-        if spec.residual == "float32":
-            value = value + buffers["residual"][b, oh, ow, co]
-        elif spec.residual == "uint8":
-            params = buffers["residual_params"]
-            term = (tirx.Cast(FLOAT, buffers["residual"][b, oh, ow, co]) - params[1]) * params[0]
-            # The dequantised residual is rounded to float32 before the add, as the fake-quant
-            # reference adds it (quantize.reference): the fence keeps LLVM from contracting the
-            # product and the add into one FMA, which rounds once and flipped a code now and
-            # then (torchvision ResNeXt-50 / ResNet-50: 3 of 6 inputs off by up to 1.2% of the
-            # max logit; exact with the fence). It costs a vaddps: vmulps + vaddps for one FMA.
-            value = value + tirx.call_llvm_pure_intrin(FLOAT, "llvm.arithmetic.fence", term)
-        if spec.out_dtype == "uint8":
-            return requantized_uint8(value, buffers["out_params"], spec.activation)
-        return activations.expression(spec.activation)(value)
-
     def _write_back(self, b, r, oh0, ow0, rows: int, cols: int, acc) -> list[tirx.Stmt]:
         spec, lanes = self.spec, self.path.lanes
         stores = []
@@ -260,7 +265,8 @@ class _Builder:
             j = tirx.Var("j", "int32")
             co = r * spec.block_size + v * lanes + j
             oh, ow = oh0 + q, ow0 + p
-            value = self._epilogue_value(acc[((q * cols + p) * self.vectors + v) * lanes + j], b, oh, ow, co)
+            acc_value = acc[((q * cols + p) * self.vectors + v) * lanes + j]
+            value = epilogue_value(spec, self.buffers, acc_value, b, oh, ow, co)
             store = tirx.BufferStore(self.buffers["out"], value, [b, oh, ow, co])
             stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
         return stores

@@ -40,6 +40,7 @@ and 16 registers cannot hold a useful tile (:func:`applies`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from tvm import tirx
@@ -125,13 +126,20 @@ def argument_shapes(spec: BlockSparseConvSpec) -> dict[str, tuple[tuple[int, ...
     return shapes
 
 
-def _problems(spec: BlockSparseConvSpec) -> list[str]:
-    """What ``spec`` lacks for this kernel, each as "needs ..." text; empty when it fits."""
+def pointwise_problems(spec) -> list[str]:
+    """What a conv ``spec`` (either precision) lacks for a grouped 1x1 kernel's shape, each as
+    "needs ..." text: a 1x1 kernel without padding, N = 16."""
     problems = []
     if spec.kernel_size != (1, 1) or any(spec.padding):
         problems.append(f"a 1x1 kernel without padding (got {spec.kernel_size}, padding {spec.padding})")
     if spec.block_size != BLOCK_SIZE:
         problems.append(f"N={BLOCK_SIZE} (got N={spec.block_size})")
+    return problems
+
+
+def _problems(spec: BlockSparseConvSpec) -> list[str]:
+    """What ``spec`` lacks for this kernel, each as "needs ..." text; empty when it fits."""
+    problems = pointwise_problems(spec)
     if spec.kept_per_row % GROUP:
         problems.append(f"K a multiple of {GROUP} (got K={spec.kept_per_row})")
     return problems
@@ -145,8 +153,9 @@ def _check(spec: BlockSparseConvSpec) -> None:
         raise KernelSpecError("the grouped 1x1 kernel needs " + " and ".join(problems))
 
 
-def _sum_channel_lanes(accumulators: list) -> tirx.PrimExpr:
-    """16 output channels in order from one pixel's 4 accumulators (see the module docstring):
+def sum_channel_lanes(accumulators: list) -> tirx.PrimExpr:
+    """16 output channels in order from one pixel's 4 accumulators (see the module docstring; any
+    16-lane type: the int8 kernel's int32 sums are laid out the same way):
     each 128-bit lane k of accumulator q holds output 4k+q's 4 channel partials; two rounds of
     pairwise shuffles (``vshufps`` even / odd lanes) and adds leave lane 4k+q = their sum."""
 
@@ -163,6 +172,37 @@ def _sum_channel_lanes(accumulators: list) -> tirx.PrimExpr:
     return pair_sums(pair_sums(a0, a1), pair_sums(a2, a3))
 
 
+def flat_pixel(spec, flat) -> tuple:
+    """(b, oh, ow) of output pixel ``flat`` of ``spec``'s output, pixels flattened over
+    (batch, row, column)."""
+    map_pixels = spec.out_height * spec.out_width
+    return flat // map_pixels, flat % map_pixels // spec.out_width, flat % spec.out_width
+
+
+def tile_tasks(
+    spec, parallel: str, register_tile: Callable[[tirx.PrimExpr, tirx.PrimExpr, int], tirx.Stmt]
+) -> tirx.For:
+    """The parallel loop over fused (tile of :data:`TILE_PIXELS` flat pixels, block-row) tasks of
+    ``spec`` (a conv spec of either precision), in ``parallel`` order, each task
+    ``register_tile(first flat pixel, block-row, pixels)``; the last tile holds the remainder."""
+    total = spec.batch * spec.out_height * spec.out_width
+    whole, rest = divmod(total, TILE_PIXELS)
+    tiles, rows = math.ceil(total / TILE_PIXELS), spec.block_rows
+    task = tirx.Var("task", "int32")
+    if parallel == PARALLEL_PIXELS:
+        tile, r = task // rows, task % rows
+    else:
+        tile, r = task % tiles, task // tiles
+    first = tile * TILE_PIXELS
+    if not rest:
+        inner = register_tile(first, r, TILE_PIXELS)
+    elif not whole:
+        inner = register_tile(first, r, rest)
+    else:
+        inner = tirx.IfThenElse(tile < whole, register_tile(first, r, TILE_PIXELS), register_tile(first, r, rest))
+    return tirx.For(task, 0, tiles * rows, ForKind.PARALLEL, inner)
+
+
 class _Builder:
     """Emits the loop nest for one spec; one instance per PrimFunc."""
 
@@ -172,12 +212,6 @@ class _Builder:
             name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in argument_shapes(spec).items()
         }
         self.activation = activations.expression(spec.activation)
-        self.map_pixels = spec.out_height * spec.out_width
-
-    def _pixel(self, flat):
-        """(b, oh, ow) of flat output pixel ``flat``."""
-        spec = self.spec
-        return flat // self.map_pixels, flat % self.map_pixels // spec.out_width, flat % spec.out_width
 
     def register_tile(self, first, r, pixels: int) -> tirx.Stmt:
         """Output pixels ``first .. first+pixels-1`` (flat) of block-row ``r``: zero, reduce, write back."""
@@ -195,7 +229,7 @@ class _Builder:
         zero = tirx.Broadcast(tirx.const(0.0, DTYPE), LANES)
         init = [tirx.BufferStore(acc, zero, [lanes_of(q)]) for acc in accs for q in range(GROUP)]
 
-        coordinates = [self._pixel(first + p) for p in range(pixels)]
+        coordinates = [flat_pixel(spec, first + p) for p in range(pixels)]
         g = tirx.Var("g", "int32")
         start = tirx.Var("start", "int32")
         steps: list[tirx.Stmt] = [tirx.Bind(start, buffers["group_starts"][r, g])]
@@ -220,7 +254,7 @@ class _Builder:
         for p, (b, oh, ow) in enumerate(coordinates):
             summed = tirx.decl_buffer((BLOCK_SIZE,), DTYPE, f"sum{p}", scope=ACCUMULATOR_SCOPE)
             sums.append(summed)
-            total = _sum_channel_lanes([accs[p][lanes_of(q)] for q in range(GROUP)])
+            total = sum_channel_lanes([accs[p][lanes_of(q)] for q in range(GROUP)])
             stores.append(tirx.BufferStore(summed, total, [tirx.Ramp(0, 1, BLOCK_SIZE)]))
             j = tirx.Var("j", "int32")
             channel = r * BLOCK_SIZE + j
@@ -235,25 +269,7 @@ class _Builder:
         return tirx.SeqStmt([*allocations, *init, reduction, *stores])
 
     def body(self) -> tirx.Stmt:
-        spec = self.spec
-        total = spec.batch * self.map_pixels
-        whole, rest = divmod(total, TILE_PIXELS)
-        tiles, rows = math.ceil(total / TILE_PIXELS), spec.block_rows
-        task = tirx.Var("task", "int32")
-        if self.parallel == PARALLEL_PIXELS:
-            tile, r = task // rows, task % rows
-        else:
-            tile, r = task % tiles, task // tiles
-        first = tile * TILE_PIXELS
-        if not rest:
-            inner = self.register_tile(first, r, TILE_PIXELS)
-        elif not whole:
-            inner = self.register_tile(first, r, rest)
-        else:
-            inner = tirx.IfThenElse(
-                tile < whole, self.register_tile(first, r, TILE_PIXELS), self.register_tile(first, r, rest)
-            )
-        return tirx.For(task, 0, tiles * rows, ForKind.PARALLEL, inner)
+        return tile_tasks(self.spec, self.parallel, self.register_tile)
 
 
 # Above this many bytes of weights, block-rows go outer ("block_rows"). Measured with cold weights
@@ -297,9 +313,13 @@ __all__ = [
     "argument_shapes",
     "describe",
     "fits",
+    "flat_pixel",
     "grouped_pointwise_primfunc",
     "kept_groups",
     "narrow_block_rows",
     "pack_values",
     "parallel_mode",
+    "pointwise_problems",
+    "sum_channel_lanes",
+    "tile_tasks",
 ]

@@ -17,6 +17,11 @@ lowering keeps to that while moving as few bytes as it can:
   ``quantize`` kernel for its int8 readers; if some reader needs fp32 (a pooling, an fp32
   conv's residual, the output), that reader gets the dequantised copy, so every reader sees the
   same fake-quantised value the reference computes.
+
+Which kernel: ``block_sparse_conv_int8`` for every int8 conv and linear, except the 1x1 convs
+that ``grouped_pointwise_int8.applies`` to (N = 16 block-rows keeping whole runs of 16 input
+channels, as ``input_group: 16`` masks make; stride 1 and at least 32 kept groups, where it was
+measured faster; VNNI on 16 lanes), whose weights are repacked for it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch.fx as fx
 
+from subp_fx.codegen.kernels import grouped_pointwise_int8 as grouped
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_int8_primfunc, int8_heuristic_tile
 from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path
@@ -326,22 +332,24 @@ def emit_int8_conv(
         activation=epilogue.activation,
         out_dtype=out_dtype,
     )
-    tile = int8_heuristic_tile(spec, int8.path)
-    arguments = [data.expr] + [
-        program.constant(array) for array in (packed.values, packed.group_starts, packed.scale, packed.bias)
-    ]
+    values, group_starts = packed.values, packed.group_starts
+    if grouped.applies(spec, group_starts, int8.path):
+        # A 1x1 conv keeping whole runs of 16 channels: the grouped kernel, weights repacked for it.
+        values, group_starts = grouped.pack_values(values), grouped.kept_runs(group_starts)
+        parallel = grouped.parallel_mode(spec)
+        key = ("grouped_pointwise_conv2d_int8", spec, parallel, int8.path.name)
+        name, tile_text = _kernel_name(spec, f"{layer.kind}_grouped"), grouped.describe(parallel)
+        build = lambda: grouped.grouped_pointwise_int8_primfunc(spec, int8.path, parallel)  # noqa: E731
+    else:
+        tile = int8_heuristic_tile(spec, int8.path)
+        key = ("block_sparse_conv2d_int8", spec, tile, int8.path.name)
+        name, tile_text = _kernel_name(spec, layer.kind), f"1x{tile.cols}px {tile.parallel}"
+        build = lambda: block_sparse_conv2d_int8_primfunc(spec, tile, int8.path)  # noqa: E731
+    arguments = [data.expr] + [program.constant(array) for array in (values, group_starts, packed.scale, packed.bias)]
     arguments += residual_arguments
     out_quant = int8.plan.activations[result.name] if out_dtype == UINT8 else None
     arguments += [program.constant(quant_params(out_quant))] if out_quant is not None else []
-    key = ("block_sparse_conv2d_int8", spec, tile, int8.path.name)
-    output = program.call(
-        key,
-        _kernel_name(spec, layer.kind),
-        lambda: block_sparse_conv2d_int8_primfunc(spec, tile, int8.path),
-        arguments,
-        spec.out_shape,
-        out_dtype,
-    )
+    output = program.call(key, name, build, arguments, spec.out_shape, out_dtype)
     output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
     kh, kw = layer.kernel_size
     kept = spec.kept_groups * 4
@@ -361,7 +369,7 @@ def emit_int8_conv(
         out_hw=(spec.out_height, spec.out_width),
         block_size=spec.block_size,
         macs=batch * spec.out_height * spec.out_width * weights.out_channels * kept * kh * kw,
-        tile=f"1x{tile.cols}px {tile.parallel}",
+        tile=tile_text,
         dense_reason=layer.dense_reason,
         precision=f"int8/{int8.path.name}" + ("->u8" if out_dtype == UINT8 else ""),
     )

@@ -436,6 +436,35 @@ def test_grouped_convs_whose_groups_hold_whole_blocks_run_int8():
     assert "N16" in kernels["by16"] and "N32" in kernels["by32"]
 
 
+class WideBottlenecks(nn.Module):
+    """1x1 convs as in ResNet-50's bottlenecks, for masks in input groups of 16: squeeze
+    (256->64, 128 kept: 32 groups of 4, the grouped int8 kernel) and mix (256->256 with a uint8
+    residual, the same), between a 64->256 expansion (32 kept: 8 groups, the general kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.expand = nn.Conv2d(64, 256, 1)
+        self.squeeze = nn.Conv2d(256, 64, 1)
+        self.mix = nn.Conv2d(256, 256, 1)
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        y = F.relu(self.expand(F.relu(self.stem(x))))
+        y = F.relu(self.mix(y) + y)
+        return self.fc(F.relu(self.squeeze(y)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cpu", ["native", "haswell"])
+def test_g16_masks_put_long_1x1_reductions_on_the_grouped_int8_kernel(cpu):
+    model = impose_random_masks(seeded(WideBottlenecks), prune_rate=0.5, N=16, seed=0, G=16)
+    build = Int8Build(model, (2, 3, 6, 5), target=f"llvm -mcpu={cpu}")
+    _assert_matches_reference(build)
+    tiles = {entry.layer: entry.tile for entry in build.compiled.kernel_table}
+    vnni = int8_path(build.compiled.target).name == "avx512-vnni"
+    assert {layer for layer, tile in tiles.items() if "grouped-16" in tile} == ({"squeeze", "mix"} if vnni else set())
+
+
 def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
     assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
