@@ -60,8 +60,8 @@ class SparsityConfig(_Strict):
         ge=1,
         description=(
             "block width G: aligned consecutive input channels per block (1: the published 1xN SUBP; 4: kept "
-            "channels in aligned runs of 4, one 32-bit load for int8 VNNI kernels); must divide C_in of a layer "
-            "for it to be selected"
+            "channels in aligned runs of 4, one 32-bit load for int8 VNNI kernels; 16: runs of 16, one 128-bit load "
+            "for the grouped int8 1x1 kernel); must divide C_in of a layer for it to be selected"
         ),
     )
     prune_rate: float = Field(
