@@ -32,7 +32,8 @@ Measured in the model (Ice Lake server, 2 threads, batch 1, int8, ResNet-50 66/1
 ``input_group: 16`` masks; ``benchmarks/results/profile_resnet50-2.0g-n16_int8_g16.md`` beside the
 G=4 profile): the 1x1 convs it takes ran at 53-84% of the int8 limit against 45-58% on the general
 kernel (layer3's 1024->256 54 against 80 us); the whole model 5.88 ms against 6.24 ms with this
-kernel off and 6.29 ms at G=4, interleaved in one process (``benchmarks/input_groups.py``).
+kernel off and 6.29 ms at G=4, interleaved in one process (``benchmarks/input_groups.py``; measured
+with block-rows outer only above 512 KiB of weights, see :data:`WEIGHTS_KEPT_IN_L2`).
 """
 
 from __future__ import annotations
@@ -219,9 +220,14 @@ class _Builder:
 
 
 # Above this many bytes of weights, block-rows go outer ("block_rows"), as in the fp32 grouped
-# kernel (its WEIGHTS_KEPT_IN_L2, measured there with cold weights); int8 weights are a quarter
-# of the bytes, so every ResNet-50 layer at 50% keep but the densest stays tiles outer.
-WEIGHTS_KEPT_IN_L2 = 512 * 1024
+# kernel. Measured with cold weights (a fresh copy of the weights each call, as in a model run;
+# Ice Lake server, 2 threads, medians, two runs): ResNet-50's 7x7 layers at G=16, 2048->512 (496 KiB)
+# 61-75 against 74-86 us tiles outer, 512->2048 (512 KiB, uint8 residual) 73-100 against 97-123 us;
+# 1024->256 at 14 px (124 KiB) 89-90 us either way; 512->128 at 28 px (32 KiB) tiles outer faster,
+# 79 against 89 us. So the cut lies between 128 and 496 KiB. In the whole model (ResNet-50 at G=16: 5
+# layer4 calls change order) the two cuts were within noise of each other (8.71 / 8.79 and 9.36 /
+# 9.33 ms, interleaved, in a slow period of this VM).
+WEIGHTS_KEPT_IN_L2 = 256 * 1024
 
 
 def parallel_mode(spec: Int8ConvSpec) -> str:
