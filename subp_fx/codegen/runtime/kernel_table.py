@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from subp_fx.codegen.kernels.isa import int8_path_named
+
 SPARSE = "sparse"
 DENSE = "dense"
 DEPTHWISE = "depthwise"
@@ -100,4 +102,23 @@ def format_kernel_table(entries: list[KernelEntry]) -> str:
     lines.append(
         f"total {total / 1e6:.1f} MMACs, of which {sparse / 1e6:.1f} in sparse kernels ({len(entries)} layers)"
     )
+    slow = slow_int8_paths(entries)
+    if slow:
+        lines.append(
+            f"note: the int8 layers run on {', '.join(slow)}, a fallback for CPUs without VNNI that is slower than "
+            "the same model in fp32 on this target (kernels.isa.Int8Path.faster_than_fp32); compile with "
+            "--precision fp32 for speed here, or for a target with avx512vnni / avxvnni"
+        )
     return "\n".join(lines)
+
+
+def slow_int8_paths(entries: list[KernelEntry]) -> list[str]:
+    """The int8 dot-product paths in ``entries``' precisions (``int8/<path>``, ``->u8`` aside) that
+    are not faster than fp32 on their target (:attr:`Int8Path.faster_than_fp32`), sorted."""
+    names = {
+        entry.precision.split("/", 1)[1].removesuffix("->u8")
+        for entry in entries
+        if entry.precision.startswith("int8/")
+    }
+    paths = (int8_path_named(name) for name in names)
+    return sorted(path.name for path in paths if path is not None and not path.faster_than_fp32)

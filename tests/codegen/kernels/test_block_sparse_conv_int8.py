@@ -212,6 +212,7 @@ def test_paths_and_their_assembly():
     assert "vpdpbusd" not in skylake and "vpmaddwd" in skylake and "%zmm" in skylake
     haswell = _asm(spec, HASWELL)
     assert "vpdpbusd" not in haswell and "%zmm" not in haswell and "vpmaddwd" in haswell
+    assert "vpshufb" in haswell  # the activation pairs widened by byte shuffles, not scalar code
     report = analyse_asm(vnni)
     assert report.hot_loop_spills == 0
 

@@ -18,7 +18,11 @@ from subp_fx.codegen.kernels.isa import int8_path  # noqa: E402
 from subp_fx.codegen.lowering.lower import lower_graph  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
 from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
-from subp_fx.codegen.runtime.kernel_table import INT8_DEPTHWISE_PRECISION  # noqa: E402
+from subp_fx.codegen.runtime.kernel_table import (  # noqa: E402
+    INT8_DEPTHWISE_PRECISION,
+    format_kernel_table,
+    slow_int8_paths,
+)
 from subp_fx.errors import CalibrationError, ConfigError  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 from subp_fx.quantize import calibrate, fake_quant_reference, plan_int8  # noqa: E402
@@ -469,6 +473,17 @@ def test_haswell_builds_the_avx2_fallback_and_matches():
     build = Int8Build(seeded(SharedReaders), SHARED_SHAPE, target=HASWELL)
     assert {build.precisions()[layer] for layer in set(build.plan.convs) - {"dw"}} == {"int8/avx2-pmaddwd"}
     _assert_matches_reference(build)
+    # and the compile report says that this fallback is slower than fp32 here
+    assert slow_int8_paths(build.compiled.kernel_table) == ["avx2-pmaddwd"]
+    assert "note: the int8 layers run on avx2-pmaddwd" in format_kernel_table(build.compiled.kernel_table)
+
+
+def test_the_report_has_no_fallback_note_for_a_vnni_build(toy):
+    table = toy.compiled.kernel_table
+    if int8_path(toy.compiled.target).faster_than_fp32:
+        assert slow_int8_paths(table) == [] and "note:" not in format_kernel_table(table)
+    else:  # a host without VNNI builds its own fallback for "native"
+        assert "note: the int8 layers run on" in format_kernel_table(table)
 
 
 def test_the_python_api_refuses_calibration_it_cannot_use():
