@@ -63,8 +63,7 @@ The 1x1 layers with few input channels (64->256: 8 kept groups a block-row) have
 reduction to amortise the tile's epilogue; the pmaddwd fallback is correct but 3-10x slower than
 VNNI (these timings predate its byte-shuffle widening of the activations, :mod:`int8_dot`), and a
 whole model on it runs slower than in fp32 on the same target (``isa.Int8Path.faster_than_fp32``:
-LLVM reassociates the integer adds after ``pmaddwd`` across the unrolled taps and spills the
-partial products), which the compile report says.
+its AVX2 code spills), which the compile report says.
 """
 
 from __future__ import annotations

@@ -109,8 +109,11 @@ class Int8Path:
     # Whether an int8 build on this path runs faster than fp32 on the same target. Only VNNI does:
     # ResNet-18 60/128 (G=4 masks) in haswell code (avx2-pmaddwd) took 26.3-26.4 ms in int8 against
     # 16.8-17.2 ms in fp32 (Ice Lake server, 2 threads, interleaved); in icelake-server code 3.3-3.4
-    # against 11.3-11.9 ms. LLVM reassociates the integer adds after ``pmaddwd`` across the taps and
-    # spills the partial products. The pmaddwd paths stay as the correct fallback.
+    # against 11.3-11.9 ms. The AVX2 code spills: 16 ymm registers hold the tile's accumulators, the
+    # int16 weight pairs of a step's taps and the byte-shuffle masks (LLVM also reassociated the integer
+    # adds across taps; a fence that kept them in order left it as slow, 27.0 ms). Weights packed as
+    # int16 pairs, read by ``vpmaddwd`` from memory, would free those registers: not done. The pmaddwd
+    # paths stay as the correct fallback.
     faster_than_fp32: bool = False
 
 
