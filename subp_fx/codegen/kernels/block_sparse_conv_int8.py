@@ -60,10 +60,10 @@ uint8 out with ReLU; heuristic tiles on both sides; the machine's load average w
 | 1x1 512->2048 @7 | 0.188 ms, 273 | 0.722 ms, 71 | 0.781 ms, 66 | 4.15x | 0.338 ms, 304 |
 
 The 1x1 layers with few input channels (64->256: 8 kept groups a block-row) have too short a
-reduction to amortise the tile's epilogue; the pmaddwd fallback is correct but 3-10x slower than
-VNNI (these timings predate its byte-shuffle widening of the activations, :mod:`int8_dot`), and a
-whole model on it runs slower than in fp32 on the same target (``isa.Int8Path.faster_than_fp32``:
-its AVX2 code spills), which the compile report says.
+reduction to amortise the tile's epilogue. The pmaddwd column predates that path's packed int16
+weight pairs, byte-shuffled activations and fenced sums (:mod:`int8_dot`): a whole ResNet-18 in
+haswell code now runs at 0.94-1.65x its fp32 speed in int8 (it was 0.46x); in skylake-avx512 code
+still 1.13x slower (``isa.Int8Path.faster_than_fp32``), which the compile report says.
 """
 
 from __future__ import annotations
@@ -71,13 +71,14 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 from tvm import tirx
 from tvm.target import Target
 from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.int8_dot import WORD, accumulate, prepare_weights
+from subp_fx.codegen.kernels.int8_dot import WORD, accumulate, pack_weight_pairs, prepare_weights, weights_in_pairs
 from subp_fx.codegen.kernels.int8_spec import GROUP, Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path, int8_path
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, border_split, guarded_bounds
@@ -136,6 +137,21 @@ def _check_tile(spec: Int8ConvSpec, tile: ConvTile, path: Int8Path) -> None:
         raise KernelSpecError(f"N={spec.block_size} is not a multiple of the {path.name} path's {path.lanes} lanes")
 
 
+def argument_shapes(spec: Int8ConvSpec, path: Int8Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The kernel's buffer arguments on ``path``: :meth:`Int8ConvSpec.argument_shapes`, but where
+    the path takes its weights in int16 pairs (:func:`int8_dot.weights_in_pairs`), values int16
+    (R, Kg, kh, kw, 2, N, 2) as :func:`kernel_values` packs them."""
+    shapes = spec.argument_shapes()
+    if weights_in_pairs(path):
+        shapes["values"] = ((*spec.values_shape[:-2], 2, spec.block_size, 2), "int16")
+    return shapes
+
+
+def kernel_values(values: np.ndarray, path: Int8Path) -> np.ndarray:
+    """int8 values (R, Kg, kh, kw, N, 4) as the kernel on ``path`` reads them (:func:`argument_shapes`)."""
+    return pack_weight_pairs(values) if weights_in_pairs(path) else values
+
+
 def epilogue_value(spec: Int8ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
     """What the kernel stores for output channel ``co`` of pixel (b, oh, ow) from its int32 sum
     ``acc_value``: :mod:`int8_spec`'s epilogue (scale, bias, residual, activation, requantisation)
@@ -164,7 +180,7 @@ class _Builder:
         self.spec, self.tile, self.path = spec, tile, path
         self.vectors = vectors_per_pixel(spec, path)
         self.buffers = {
-            name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in spec.argument_shapes().items()
+            name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in argument_shapes(spec, path).items()
         }
         data, values = self.buffers["data"], self.buffers["values"]
         # The same memory read as 32-bit words: 4 channels of a pixel (uint32, see _kernel_row) /
@@ -172,7 +188,7 @@ class _Builder:
         self.data_words = tirx.decl_buffer(
             (*spec.data_shape[:3], spec.groups), BOUND_WORD, "data_words", data=data.data
         )
-        self.value_words = tirx.decl_buffer(spec.values_shape[:-1], WORD, "value_words", data=values.data)
+        self.value_words = tirx.decl_buffer(values.shape[:-1], WORD, "value_words", data=values.data)
         self.zero_word = tirx.const(spec.input_zero_point * 0x01010101, BOUND_WORD)  # what padding reads
 
     # --- the reduction -------------------------------------------------------------------------
@@ -220,9 +236,14 @@ class _Builder:
         for t in range(kw):
             prepared = []
             for v in range(self.vectors):
-                weights = self.value_words[r, g, s, t, tirx.Ramp(v * lanes, 1, lanes)]
+                lane_range = tirx.Ramp(v * lanes, 1, lanes)
+                if weights_in_pairs(path):  # int16 pairs in memory: the forms pmaddwd takes, as loaded
+                    pair_type = f"int16x{2 * lanes}"
+                    loaded = [tirx.reinterpret(pair_type, self.value_words[r, g, s, t, i, lane_range]) for i in (0, 1)]
+                else:
+                    loaded = prepare_weights(path, self.value_words[r, g, s, t, lane_range])
                 forms = []
-                for index, form in enumerate(prepare_weights(path, weights)):
+                for index, form in enumerate(loaded):
                     var = tirx.Var(f"w{s}_{t}_{v}_{index}", str(form.ty))
                     steps.append(tirx.Bind(var, form))
                     forms.append(var)

@@ -106,14 +106,16 @@ class Int8Path:
     lanes: int
     intrinsic: str | None
     max_accumulators: int
-    # Whether an int8 build on this path runs faster than fp32 on the same target. Only VNNI does:
-    # ResNet-18 60/128 (G=4 masks) in haswell code (avx2-pmaddwd) took 26.3-26.4 ms in int8 against
-    # 16.8-17.2 ms in fp32 (Ice Lake server, 2 threads, interleaved); in icelake-server code 3.3-3.4
-    # against 11.3-11.9 ms. The AVX2 code spills: 16 ymm registers hold the tile's accumulators, the
-    # int16 weight pairs of a step's taps and the byte-shuffle masks (LLVM also reassociated the integer
-    # adds across taps; a fence that kept them in order left it as slow, 27.0 ms). Weights packed as
-    # int16 pairs, read by ``vpmaddwd`` from memory, would free those registers: not done. The pmaddwd
-    # paths stay as the correct fallback.
+    # Whether an int8 build on this path is at least as fast as fp32 on the same target (else the
+    # compile report says it is slower). Measured on ResNet-18 60/128 (G=4 masks; Ice Lake server,
+    # 2 threads, interleaved, each target's code run on that host): icelake-server code (avx512-vnni)
+    # 3.3-3.5 ms int8 against 11.3-12.4 fp32; haswell code (avx2-pmaddwd, 6 accumulators) 0.94-1.65x
+    # the fp32 speed over six runs (e.g. 11.8 against 14.9 ms, 17.3 against 17.1; a real AVX2 CPU
+    # such as Zen 3 is not measured); skylake-avx512 code (avx512-pmaddwd) 13.4-13.6 against 11.8,
+    # slower: a tap costs 2 byte shuffles + 2 vpmaddwd + 2 vpaddd per 64 multiply-adds on two
+    # ports where fp32 needs 4 zmm FMAs, while on AVX2 an FMA does only 8. The pmaddwd paths'
+    # ``max_accumulators`` were timed the same way: avx2 4 / 6 / 8 -> 15.4 / 11.9 / 21.0 ms (8
+    # spilled), avx512 8 / 10 / 14 -> 13.4 / 13.6 / 15.9 ms.
     faster_than_fp32: bool = False
 
 
@@ -125,8 +127,8 @@ _INT8_PATH_BY_FEATURE: tuple[tuple[str, Int8Path], ...] = (
         Int8Path("avx512-vnni", "vpdpbusd", 16, "llvm.x86.avx512.vpdpbusd.512", 14, faster_than_fp32=True),
     ),
     ("avxvnni", Int8Path("avx-vnni", "vpdpbusd", 8, "llvm.x86.avx512.vpdpbusd.256", 10, faster_than_fp32=True)),
-    ("avx512bw", Int8Path("avx512-pmaddwd", "pmaddwd", 16, "llvm.x86.avx512.pmaddw.d.512", max_accumulators=14)),
-    ("avx2", Int8Path("avx2-pmaddwd", "pmaddwd", 8, "llvm.x86.avx2.pmadd.wd", max_accumulators=8)),
+    ("avx512bw", Int8Path("avx512-pmaddwd", "pmaddwd", 16, "llvm.x86.avx512.pmaddw.d.512", max_accumulators=8)),
+    ("avx2", Int8Path("avx2-pmaddwd", "pmaddwd", 8, "llvm.x86.avx2.pmadd.wd", 6, faster_than_fp32=True)),
 )
 _BASELINE_INT8_PATH = Int8Path("generic-int32", "int32", 4, None, max_accumulators=8)
 

@@ -33,7 +33,11 @@ import numpy as np
 import torch.fx as fx
 
 from subp_fx.codegen.kernels import grouped_pointwise_int8 as grouped
-from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_int8_primfunc, int8_heuristic_tile
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import (
+    block_sparse_conv2d_int8_primfunc,
+    int8_heuristic_tile,
+    kernel_values,
+)
 from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path
 from subp_fx.codegen.kernels.quantize import dequantize_primfunc, quantize_image_primfunc, quantize_primfunc
@@ -341,6 +345,7 @@ def emit_int8_conv(
         name, tile_text = _kernel_name(spec, f"{layer.kind}_grouped"), grouped.describe(parallel)
         build = lambda: grouped.grouped_pointwise_int8_primfunc(spec, int8.path, parallel)  # noqa: E731
     else:
+        values = kernel_values(values, int8.path)
         tile = int8_heuristic_tile(spec, int8.path)
         key = ("block_sparse_conv2d_int8", spec, tile, int8.path.name)
         name, tile_text = _kernel_name(spec, layer.kind), f"1x{tile.cols}px {tile.parallel}"

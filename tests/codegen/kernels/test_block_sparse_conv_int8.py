@@ -12,6 +12,7 @@ from subp_fx.codegen.errors import KernelSpecError  # noqa: E402
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import (  # noqa: E402
     block_sparse_conv2d_int8_primfunc,
     int8_heuristic_tile,
+    kernel_values,
 )
 from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec  # noqa: E402
 from subp_fx.codegen.kernels.isa import int8_path  # noqa: E402
@@ -91,6 +92,7 @@ def _epilogue(spec: Int8ConvSpec, arrays, acc: np.ndarray) -> np.ndarray:
 
 def _run(spec, target, arrays, tile=None) -> np.ndarray:
     lib = _build(spec, target, tile)
+    arrays = dict(arrays, values=kernel_values(arrays["values"], int8_path(target)))
     tensors = [tvm.runtime.tensor(arrays[name]) for name in spec.argument_names()[:-1]]
     out = tvm.runtime.empty(spec.out_shape, spec.out_dtype)
     lib["conv"](*tensors, out)
