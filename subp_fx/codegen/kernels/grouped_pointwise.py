@@ -76,12 +76,20 @@ def applies(spec: BlockSparseConvSpec, indices: np.ndarray, isa: VectorISA) -> b
 def kept_groups(indices: np.ndarray) -> np.ndarray | None:
     """The (R, K/4) first channels of the aligned groups of 4 that ``indices`` (R, K) keep, or None
     where some block-row's kept channels are not whole aligned groups (sorted, as packed)."""
-    rows, kept = indices.shape
-    if kept % GROUP:
+    return aligned_runs(indices, GROUP, 1)
+
+
+def aligned_runs(items: np.ndarray, length: int, step: int) -> np.ndarray | None:
+    """The (R, M/length) first items of ``items`` (R, M) cut into runs of ``length``, where every
+    run is ``first, first + step, ...`` with ``first`` a multiple of ``length * step``; else None.
+    Kept channels in aligned groups of 4 (step 1), or kept groups of 4 in aligned runs of 16
+    channels (step 4, the int8 grouped kernel's)."""
+    rows, count = items.shape
+    if count % length:
         return None
-    grouped = indices.reshape(rows, kept // GROUP, GROUP)
-    starts = grouped[:, :, 0]
-    if np.any(starts % GROUP) or np.any(grouped != starts[:, :, None] + np.arange(GROUP)):
+    runs = items.reshape(rows, count // length, length)
+    starts = runs[:, :, 0]
+    if np.any(starts % (length * step)) or np.any(runs != starts[:, :, None] + step * np.arange(length)):
         return None
     return starts.astype(INDEX_DTYPE)
 
@@ -308,6 +316,7 @@ def describe(parallel: str) -> str:
 
 __all__ = [
     "GROUP",
+    "aligned_runs",
     "TILE_PIXELS",
     "applies",
     "argument_shapes",

@@ -47,6 +47,7 @@ from subp_fx.codegen.kernels.block_sparse_conv_int8 import epilogue_value
 from subp_fx.codegen.kernels.grouped_pointwise import (
     BLOCK_SIZE,
     TILE_PIXELS,
+    aligned_runs,
     flat_pixel,
     pointwise_problems,
     sum_channel_lanes,
@@ -79,31 +80,25 @@ def fits(spec: Int8ConvSpec, path: Int8Path) -> bool:
     return path.dot == "vpdpbusd" and path.lanes == LANES and not _problems(spec)
 
 
+def preferred(spec: Int8ConvSpec, path: Int8Path) -> bool:
+    """Whether the lowering takes this kernel for a layer of ``spec``'s shape on ``path`` when its
+    block-rows keep whole runs (:func:`kept_runs`): it :func:`fits`, and the layer is one where it
+    was measured faster than the general kernel (stride 1, at least :data:`MIN_KEPT_GROUPS` kept
+    groups)."""
+    return fits(spec, path) and spec.stride == (1, 1) and spec.kept_groups >= MIN_KEPT_GROUPS
+
+
 def applies(spec: Int8ConvSpec, group_starts: np.ndarray, path: Int8Path) -> bool:
-    """Whether the lowering runs ``spec`` with ``group_starts`` (R, Kg) on this kernel: it
-    :func:`fits`, every block-row keeps whole runs of 16 channels (:func:`kept_runs`), and the
-    layer is one where it was measured faster than the general kernel (stride 1, at least
-    :data:`MIN_KEPT_GROUPS` kept groups)."""
-    return (
-        fits(spec, path)
-        and spec.stride == (1, 1)
-        and spec.kept_groups >= MIN_KEPT_GROUPS
-        and kept_runs(group_starts) is not None
-    )
+    """Whether the lowering runs ``spec`` with ``group_starts`` (R, Kg) on this kernel:
+    :func:`preferred`, and every block-row keeps whole runs of 16 channels (:func:`kept_runs`)."""
+    return preferred(spec, path) and kept_runs(group_starts) is not None
 
 
 def kept_runs(group_starts: np.ndarray) -> np.ndarray | None:
     """The (R, Kg/4) first channels of the aligned runs of 16 input channels that ``group_starts``
     (R, Kg: first channels of the kept groups of 4, ascending) make up, or None where some
     block-row's groups are not whole aligned runs."""
-    rows, groups = group_starts.shape
-    if groups % RUN:
-        return None
-    runs = group_starts.reshape(rows, groups // RUN, RUN)
-    starts = runs[:, :, 0]
-    if np.any(starts % RUN_CHANNELS) or np.any(runs != starts[:, :, None] + GROUP * np.arange(RUN)):
-        return None
-    return starts.astype(np.int32)
+    return aligned_runs(group_starts, RUN, GROUP)
 
 
 def pack_values(values: np.ndarray) -> np.ndarray:
@@ -266,4 +261,5 @@ __all__ = [
     "kept_runs",
     "pack_values",
     "parallel_mode",
+    "preferred",
 ]

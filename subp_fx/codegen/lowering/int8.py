@@ -337,9 +337,10 @@ def emit_int8_conv(
         out_dtype=out_dtype,
     )
     values, group_starts = packed.values, packed.group_starts
-    if grouped.applies(spec, group_starts, int8.path):
+    runs = grouped.kept_runs(group_starts) if grouped.preferred(spec, int8.path) else None
+    if runs is not None:
         # A 1x1 conv keeping whole runs of 16 channels: the grouped kernel, weights repacked for it.
-        values, group_starts = grouped.pack_values(values), grouped.kept_runs(group_starts)
+        values, group_starts = grouped.pack_values(values), runs
         parallel = grouped.parallel_mode(spec)
         key = ("grouped_pointwise_conv2d_int8", spec, parallel, int8.path.name)
         name, tile_text = _kernel_name(spec, f"{layer.kind}_grouped"), grouped.describe(parallel)
