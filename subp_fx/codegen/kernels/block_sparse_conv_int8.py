@@ -62,8 +62,9 @@ uint8 out with ReLU; heuristic tiles on both sides; the machine's load average w
 The 1x1 layers with few input channels (64->256: 8 kept groups a block-row) have too short a
 reduction to amortise the tile's epilogue. The pmaddwd column predates that path's packed int16
 weight pairs, byte-shuffled activations and fenced sums (:mod:`int8_dot`): a whole ResNet-18 in
-haswell code now runs at 0.94-1.65x its fp32 speed in int8 (it was 0.46x); in skylake-avx512 code
-still 1.13x slower (``isa.Int8Path.faster_than_fp32``), which the compile report says.
+haswell code now runs at about its fp32 speed in int8 (0.96x in ``benchmarks/int8_paths.py``; it
+was 0.46x), in skylake-avx512 code at 0.86-0.89x (``isa.Int8Path.faster_than_fp32``): neither is
+faster than fp32, which the compile report says.
 """
 
 from __future__ import annotations

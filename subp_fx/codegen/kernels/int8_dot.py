@@ -16,7 +16,7 @@ so that the weight work is done once per reduction step and shared by every pixe
   otherwise reassociates the integer adds across the unrolled taps and keeps every product live.
   ResNet-18 60/128 int8 in haswell code (Ice Lake server, 2 threads, interleaved with its fp32
   build): scalar byte extraction 39.7 ms (fp32 18.4), the byte shuffle 26.3 (16.8), with packed pairs
-  and the fence 11.8-17.3 over six runs (fp32 14.9-19.6; 0.94-1.65x its speed);
+  and the fence 0.94-1.65x the fp32 speed over six runs, 0.96x in ``benchmarks/int8_paths.py``;
 - ``int32``: 4 widened products per lane in plain int32 arithmetic, which LLVM vectorises.
 
 LLVM 22's ``vpdpbusd`` takes its byte operands as <4L x i8> (TVM 0.27's shipped tensor intrinsic

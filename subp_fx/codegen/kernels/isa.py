@@ -108,14 +108,15 @@ class Int8Path:
     max_accumulators: int
     # Whether an int8 build on this path is at least as fast as fp32 on the same target (else the
     # compile report says it is slower). Measured on ResNet-18 60/128 (G=4 masks; Ice Lake server,
-    # 2 threads, interleaved, each target's code run on that host): icelake-server code (avx512-vnni)
-    # 3.3-3.5 ms int8 against 11.3-12.4 fp32; haswell code (avx2-pmaddwd, 6 accumulators) 0.94-1.65x
-    # the fp32 speed over six runs (e.g. 11.8 against 14.9 ms, 17.3 against 17.1; a real AVX2 CPU
-    # such as Zen 3 is not measured); skylake-avx512 code (avx512-pmaddwd) 13.4-13.6 against 11.8,
-    # slower: a tap costs 2 byte shuffles + 2 vpmaddwd + 2 vpaddd per 64 multiply-adds on two
-    # ports where fp32 needs 4 zmm FMAs, while on AVX2 an FMA does only 8. The pmaddwd paths'
-    # ``max_accumulators`` were timed the same way: avx2 4 / 6 / 8 -> 15.4 / 11.9 / 21.0 ms (8
-    # spilled), avx512 8 / 10 / 14 -> 13.4 / 13.6 / 15.9 ms.
+    # 2 threads, each target's code run on that host; ``benchmarks/int8_paths.py``, every build
+    # interleaved): icelake-server code (avx512-vnni) 3.8-4.0 ms int8 against 12.7-13.3 fp32 (3.35x);
+    # skylake-avx512 code (avx512-pmaddwd) 14.2-15.2 against 12.7-13.1 (0.86-0.89x): a tap costs 2
+    # byte shuffles + 2 vpmaddwd + 2 vpaddd per 64 multiply-adds on two ports where fp32 needs 4 zmm
+    # FMAs; haswell code (avx2-pmaddwd) 20.2-21.7 against 19.4-20.9 (0.96x; 0.94-1.65x in six runs
+    # that interleaved only the two haswell builds), so no faster either. A real AVX2 CPU such as
+    # Zen 3 is not measured. The pmaddwd paths' ``max_accumulators`` were timed the same way (the two
+    # builds alone): avx2 4 / 6 / 8 -> 15.4 / 11.9 / 21.0 ms (8 spilled), avx512 8 / 10 / 14 -> 13.4 /
+    # 13.6 / 15.9 ms.
     faster_than_fp32: bool = False
 
 
@@ -128,7 +129,7 @@ _INT8_PATH_BY_FEATURE: tuple[tuple[str, Int8Path], ...] = (
     ),
     ("avxvnni", Int8Path("avx-vnni", "vpdpbusd", 8, "llvm.x86.avx512.vpdpbusd.256", 10, faster_than_fp32=True)),
     ("avx512bw", Int8Path("avx512-pmaddwd", "pmaddwd", 16, "llvm.x86.avx512.pmaddw.d.512", max_accumulators=8)),
-    ("avx2", Int8Path("avx2-pmaddwd", "pmaddwd", 8, "llvm.x86.avx2.pmadd.wd", 6, faster_than_fp32=True)),
+    ("avx2", Int8Path("avx2-pmaddwd", "pmaddwd", 8, "llvm.x86.avx2.pmadd.wd", max_accumulators=6)),
 )
 _BASELINE_INT8_PATH = Int8Path("generic-int32", "int32", 4, None, max_accumulators=8)
 
