@@ -3,8 +3,11 @@
 The precision names themselves are ``quantize.precision.PRECISIONS`` (one registry); this module
 only knows what each needs from a CPU. int8 builds on every CPU (VNNI where the target has it, a
 plain widening int32 path elsewhere: the kernel table says which). bf16 needs avx512_bf16 and
-kernels that do not exist yet, so it is refused on every target, for the first reason that
-applies.
+kernels that TVM 0.27 cannot build: its TIR pipeline legalises every bf16 value to float32 or
+uint16 before LLVM sees it, so a call of ``vdpbf16ps`` (LLVM 22 takes ``<32 x bfloat>``) fails
+LLVM's verifier, and with the legalisation off TVM's codegen crashes
+(``benchmarks/probes/bf16_intrinsic.py``, 2026-11-30). So it is refused on every target, for the
+first reason that applies.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def check_precision_target(precision: str, target: Target) -> None:
             "valid here: fp32 or int8 (int8 uses VNNI where the CPU has it)"
         )
     raise TargetError(
-        f"--precision bf16 is not built yet: the target ({cpu}) has avx512_bf16, but subp-fx has no bf16 kernels "
-        "in this version; valid: fp32 or int8"
+        f"--precision bf16 is not built: the target ({cpu}) has avx512_bf16, but TVM 0.27, which subp-fx "
+        "generates its kernels with, cannot emit vdpbf16ps (benchmarks/probes/bf16_intrinsic.py); "
+        "valid: fp32 or int8"
     )
