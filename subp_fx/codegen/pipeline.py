@@ -69,6 +69,7 @@ from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
 from subp_fx.codegen.runtime.manifest import LIBRARY_FILE, GraphPassReport, Manifest
 from subp_fx.codegen.target import compile_target
 from subp_fx.codegen.threads import physical_core_count, set_num_threads, thread_pool_capacity
+from subp_fx.codegen.tir_passes.pipeline import tir_pipeline
 from subp_fx.codegen.tuning.log import TuningLog
 from subp_fx.errors import ConfigError, UnsupportedOpError
 from subp_fx.passes.capture import capture_for_compile
@@ -199,20 +200,28 @@ def kernel_count(mod: tvm.IRModule) -> int:
     return sum(isinstance(function, tvm.tirx.PrimFunc) for function in mod.functions.values())
 
 
-def build(lowered: LoweredModel, progress: CompileProgress | None = None) -> relax.VMExecutable:
+def build(
+    lowered: LoweredModel, progress: CompileProgress | None = None, workers: int | None = None
+) -> relax.VMExecutable:
     """Stages 4-5: the Relax passes and TVM's TIR pipeline, to a VM executable.
 
     The Relax passes run here rather than inside ``tvm.compile`` (which is then given no Relax
     pipeline) only so that an observer sees them as a stage of their own: ``tvm.relax.build``
-    runs its pipeline exactly so, under ``with target``.
+    runs its pipeline exactly so, under ``with target``. The TIR pipeline is TVM's, plus, on x86,
+    parallel loops whose tasks ``workers`` workers claim as they go (``tir_passes.dynamic_tasks``;
+    default: as many as this process's TVM pool can run, so a model run on fewer threads, as
+    ``set_num_threads`` allows, still uses each of them).
     """
+    workers = thread_pool_capacity() if workers is None else workers
     progress = progress or CompileProgress()
     with stage(progress, "check_relax_ops"):
         check_relax_ops(lowered.module)
     with stage(progress, "relax_passes"), lowered.target:
         module = relax_passes(lowered.target)(lowered.module)
     with stage(progress, "build", note=f"{kernel_count(module)} kernels"):
-        return tvm.compile(module, target=lowered.target, relax_pipeline=None)
+        return tvm.compile(
+            module, target=lowered.target, relax_pipeline=None, tir_pipeline=tir_pipeline(lowered.target, workers)
+        )
 
 
 def _example_shape(example_input: Any) -> tuple[int, ...]:

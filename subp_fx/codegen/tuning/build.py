@@ -33,7 +33,8 @@ from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLE
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_candidates
 from subp_fx.codegen.target import parse_target
-from subp_fx.codegen.threads import get_num_threads
+from subp_fx.codegen.threads import get_num_threads, thread_pool_capacity
+from subp_fx.codegen.tir_passes.pipeline import tir_pipeline
 from subp_fx.codegen.tuning.asm import AsmReport, analyse_asm
 from subp_fx.codegen.tuning.log import TuningLog
 
@@ -159,7 +160,9 @@ def compile_block_sparse_conv(
     """Compile one tile of the kernel for ``target`` (no choice, no timing)."""
     target = _resolve_target(target)
     func = block_sparse_conv2d_primfunc(spec, tile, vector_isa(target)).with_attr("global_symbol", KERNEL_NAME)
-    executable = tvm.compile(tvm.IRModule({KERNEL_NAME: func}), target=target)
+    # The model's TIR pipeline (tir_passes), so that a tile is timed as the model will run it.
+    pipeline = tir_pipeline(target, thread_pool_capacity())
+    executable = tvm.compile(tvm.IRModule({KERNEL_NAME: func}), target=target, tir_pipeline=pipeline)
     return BlockSparseConv(spec, tile, target, executable.jit())
 
 
