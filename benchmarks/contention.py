@@ -8,8 +8,8 @@ random uniform masks at the recipe's prune rate; ``--input-group`` as in ``paper
 our sparse build as ``compile`` makes it (tasks claimed as the threads go), the same build with
 TVM's fixed split (``tir_passes`` switched off for that compile only), and ONNX Runtime and
 OpenVINO fp32 where installed; all timed interleaved in one process (``measure_interleaved``),
-first on a quiet machine, then while a busy loop pinned to the last CPU runs ``BUSY`` ms in every
-``BUSY + IDLE`` (``--duty``). Writes ``benchmarks/results/contention.{md,json}``.
+first on a quiet machine, then while a busy loop pinned to the last CPU runs ``busy`` ms in every
+``busy + idle`` (:data:`DUTIES`). Writes ``benchmarks/results/contention.{md,json}``.
 
     python benchmarks/contention.py [--configs resnet50-2.0g-n16 resnet18-n16] [--input-group 4]
 

@@ -7,8 +7,9 @@ at a time (another tenant on its sibling, host frequency): a plain FMA loop pinn
 ran at 0.81-1.22 of its mean, the two cores independently. Every kernel then waits for the slow
 core, and whole models ran 15-20% slower for minutes while OpenVINO, whose threads take work
 as they go, held its time. With a process busy 1 ms in every 5 on the second core, ResNet-50
-66/128 (G=4, fp32) ran 1.30x slower, OpenVINO 1.12-1.32x; busy 2 ms in every 4, 2.0x against
-OpenVINO's 1.44-1.51x (``benchmarks/results/README.md``).
+66/128 (G=4, fp32) with fixed halves ran 1.52x slower than quiet, OpenVINO 1.30x; busy 2 ms in
+every 4, 2.37x against 1.78x; with this rewrite 1.21x and 1.81x, and 1.03x faster quiet
+(``benchmarks/contention.py``, ``benchmarks/results/contention.md``).
 
 The rewrite (after TVM's TIR lowering, so every kernel gets it, scheduled or hand-built): a
 parallel loop ``for task in T.parallel(n): body`` becomes
