@@ -55,6 +55,8 @@ def compile_variant(name: str, precision: str, input_group: int, threads: int):
             "calibration": calibration.batches_for(source.input_shape),
             "calibration_info": calibration.to_json(),
         }
+    elif precision != "fp32":
+        options = {"precision": precision}
     compiled = compile_model(source.model, source.input_shape, threads=threads, **options)
     return compiled, source.input_shape
 

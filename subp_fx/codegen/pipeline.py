@@ -281,8 +281,9 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     runs on an int8 kernel (VNNI where the target has it), its input quantised per tensor with
     ranges recorded on ``calibration`` (an iterable of NCHW float batches of the compiled input's
     channels and size, or (images, labels) pairs; required for int8); ``calibration_info`` is
-    recorded in the manifest (e.g. the data set's name). ``"bf16"`` is refused (no bf16 kernels
-    yet; on a target without avx512_bf16 the message says so first).
+    recorded in the manifest (e.g. the data set's name). ``"bf16"`` (targets with avx512_bf16
+    only; no calibration): every conv on the 1xN kernel reads bf16 inputs and weights and sums in
+    float32 (``vdpbf16ps``; ``lowering.bf16``), the rest stays fp32.
     Refuses, at once, a precision or calibration that cannot work, a target it cannot build
     (``compile_target``: only CPU ``llvm`` targets of
     this machine's architecture, with a CPU LLVM knows; a ``TargetError``); then whatever
@@ -319,6 +320,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
             tuning_log=log,
             progress=progress,
             activation_ranges=ranges,
+            bf16=precision == "bf16",
         )
     if log is not None and log.added:
         log.save()

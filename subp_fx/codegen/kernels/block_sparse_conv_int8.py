@@ -175,22 +175,57 @@ def epilogue_value(spec: Int8ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
 
 
 class _Builder:
-    """Emits the loop nest for one (spec, tile, path); one instance per PrimFunc."""
+    """Emits the loop nest for one (spec, tile, path); one instance per PrimFunc.
 
-    def __init__(self, spec: Int8ConvSpec, tile: ConvTile, path: Int8Path) -> None:
+    The loop nest reads activations and weights as 32-bit words of ``channels_per_word``
+    channels and accumulates in ``acc_dtype`` lanes; the word-level arithmetic is in the hooks
+    (``_weight_forms``, ``_word_operand``, ``_accumulate``, ``_epilogue``), which the bf16 kernel
+    (:mod:`block_sparse_conv_bf16`) overrides with the same nest.
+    """
+
+    channels_per_word = GROUP
+    acc_dtype = WORD
+    starts_buffer = "group_starts"  # the argument holding each block-row's kept words' first channels
+
+    def __init__(self, spec, tile: ConvTile, path) -> None:
         self.spec, self.tile, self.path = spec, tile, path
         self.vectors = vectors_per_pixel(spec, path)
         self.buffers = {
-            name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in argument_shapes(spec, path).items()
+            name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in self._argument_shapes().items()
         }
         data, values = self.buffers["data"], self.buffers["values"]
-        # The same memory read as 32-bit words: 4 channels of a pixel (uint32, see _kernel_row) /
-        # 4 weights of a lane.
-        self.data_words = tirx.decl_buffer(
-            (*spec.data_shape[:3], spec.groups), BOUND_WORD, "data_words", data=data.data
-        )
+        # The same memory read as 32-bit words: the channels of one word of a pixel (uint32, see
+        # _kernel_row) / the weights of one lane.
+        words = spec.in_channels // self.channels_per_word
+        self.data_words = tirx.decl_buffer((*spec.data_shape[:3], words), BOUND_WORD, "data_words", data=data.data)
         self.value_words = tirx.decl_buffer(values.shape[:-1], WORD, "value_words", data=values.data)
-        self.zero_word = tirx.const(spec.input_zero_point * 0x01010101, BOUND_WORD)  # what padding reads
+        self.zero_word = self._zero_word()  # what padding reads
+
+    # --- the hooks (int8 here) -----------------------------------------------------------------
+    def _argument_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return argument_shapes(self.spec, self.path)
+
+    def _kept_words(self) -> int:
+        """Words (kept groups) each block-row reduces over."""
+        return self.spec.kept_groups
+
+    def _zero_word(self):
+        return tirx.const(self.spec.input_zero_point * 0x01010101, BOUND_WORD)
+
+    def _weight_forms(self, r, g, s, t, v: int) -> list:
+        """The forms of weight vector ``v`` of step (g, s, t) that :meth:`_accumulate` takes."""
+        lanes = self.path.lanes
+        lane_range = tirx.Ramp(v * lanes, 1, lanes)
+        if weights_in_pairs(self.path):  # int16 pairs in memory: the forms pmaddwd takes, as loaded
+            pair_type = f"int16x{2 * lanes}"
+            return [tirx.reinterpret(pair_type, self.value_words[r, g, s, t, i, lane_range]) for i in (0, 1)]
+        return prepare_weights(self.path, self.value_words[r, g, s, t, lane_range])
+
+    def _accumulate(self, acc_vector, word, forms: list):
+        return accumulate(self.path, acc_vector, word, forms)
+
+    def _epilogue(self, acc_value, b, oh, ow, co):
+        return epilogue_value(self.spec, self.buffers, acc_value, b, oh, ow, co)
 
     # --- the reduction -------------------------------------------------------------------------
     def _inside(self, h, w):
@@ -216,7 +251,8 @@ class _Builder:
         kh, kw = self.spec.kernel_size
         g = tirx.Var("g", "int32")
         word_index = tirx.Var("group_word", "int32")
-        steps: list[tirx.Stmt] = [tirx.Bind(word_index, self.buffers["group_starts"][r, g] // GROUP)]
+        first_channel = self.buffers[self.starts_buffer][r, g]
+        steps: list[tirx.Stmt] = [tirx.Bind(word_index, first_channel // self.channels_per_word)]
         if kh * kw <= UNROLLED_TAPS:
             for s in range(kh):
                 steps += self._kernel_row(b, r, g, word_index, s, oh0, ow0, rows, cols, acc, guarded)
@@ -224,27 +260,21 @@ class _Builder:
             s = tirx.Var("s", "int32")
             row = self._kernel_row(b, r, g, word_index, s, oh0, ow0, rows, cols, acc, guarded)
             steps.append(tirx.For(s, 0, kh, ForKind.SERIAL, tirx.SeqStmt(row)))
-        return tirx.For(g, 0, self.spec.kept_groups, ForKind.SERIAL, tirx.SeqStmt(steps))
+        return tirx.For(g, 0, self._kept_words(), ForKind.SERIAL, tirx.SeqStmt(steps))
 
     def _kernel_row(
         self, b, r, g, word_index, s, oh0, ow0, rows: int, cols: int, acc, guarded: bool
     ) -> list[tirx.Stmt]:
         """The steps of kernel row ``s`` (an int or a loop variable), its columns t and the
         tile's pixels (rows x cols) unrolled."""
-        spec, path, lanes = self.spec, self.path, self.path.lanes
+        spec, lanes = self.spec, self.path.lanes
         kw, (sh, sw), (ph, pw) = spec.kernel_size[1], spec.stride, spec.padding
         steps: list[tirx.Stmt] = []
         for t in range(kw):
             prepared = []
             for v in range(self.vectors):
-                lane_range = tirx.Ramp(v * lanes, 1, lanes)
-                if weights_in_pairs(path):  # int16 pairs in memory: the forms pmaddwd takes, as loaded
-                    pair_type = f"int16x{2 * lanes}"
-                    loaded = [tirx.reinterpret(pair_type, self.value_words[r, g, s, t, i, lane_range]) for i in (0, 1)]
-                else:
-                    loaded = prepare_weights(path, self.value_words[r, g, s, t, lane_range])
                 forms = []
-                for index, form in enumerate(loaded):
+                for index, form in enumerate(self._weight_forms(r, g, s, t, v)):
                     var = tirx.Var(f"w{s}_{t}_{v}_{index}", str(form.ty))
                     steps.append(tirx.Bind(var, form))
                     forms.append(var)
@@ -264,14 +294,14 @@ class _Builder:
                     word = tirx.if_then_else(condition, word, self.zero_word)
                 word_var = tirx.Var(f"x{s}_{t}_{q}_{p}", BOUND_WORD)
                 steps.append(tirx.Bind(word_var, word))
-                word = self._signed(word_var)
+                word = self._word_operand(word_var)
                 for v in range(self.vectors):
                     lane_range = tirx.Ramp(((q * cols + p) * self.vectors + v) * lanes, 1, lanes)
-                    value = accumulate(path, acc[lane_range], word, prepared[v])
+                    value = self._accumulate(acc[lane_range], word, prepared[v])
                     steps.append(tirx.BufferStore(acc, value, [lane_range]))
         return steps
 
-    def _signed(self, word):
+    def _word_operand(self, word):
         """The int32 the dot product takes for a bound uint32 ``word``: the same bits. Where a
         padded tap's word is known statically, TVM substitutes the zero-point constant for
         ``word``; it refuses to build the cast of a constant of 2^31 and above, and LLVM
@@ -290,7 +320,7 @@ class _Builder:
             co = r * spec.block_size + v * lanes + j
             oh, ow = oh0 + q, ow0 + p
             acc_value = acc[((q * cols + p) * self.vectors + v) * lanes + j]
-            value = epilogue_value(spec, self.buffers, acc_value, b, oh, ow, co)
+            value = self._epilogue(acc_value, b, oh, ow, co)
             store = tirx.BufferStore(self.buffers["out"], value, [b, oh, ow, co])
             stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
         return stores
@@ -301,8 +331,8 @@ class _Builder:
         write back."""
         lanes = self.path.lanes
         count = rows * cols * self.vectors
-        acc = tirx.decl_buffer((count * lanes,), WORD, "acc", scope=ACCUMULATOR_SCOPE)
-        zero = tirx.Broadcast(tirx.const(0, WORD), lanes)
+        acc = tirx.decl_buffer((count * lanes,), self.acc_dtype, "acc", scope=ACCUMULATOR_SCOPE)
+        zero = tirx.Broadcast(tirx.const(0, self.acc_dtype), lanes)
         init = [tirx.BufferStore(acc, zero, [tirx.Ramp(index * lanes, 1, lanes)]) for index in range(count)]
         reduction = border_split(
             any(self.spec.padding),

@@ -1,7 +1,7 @@
 """The SIMD unit a kernel is scheduled for: float32 lanes and measured register budgets
-(``VectorISA``), and the int8 dot-product path (``Int8Path``).
+(``VectorISA``), the int8 dot-product path (``Int8Path``) and the bf16 one (``Bf16Path``).
 
-``vector_isa(target)`` and ``int8_path(target)`` read them from a TVM target (the only functions
+``vector_isa(target)``, ``int8_path(target)`` and ``bf16_path(target)`` read them from a TVM target (the only functions
 here that touch TVM, imported when called, so the tile and spec vocabulary stays importable
 without TVM).
 """
@@ -143,3 +143,22 @@ def int8_path_named(name: str) -> Int8Path | None:
 def int8_path(target: Target) -> Int8Path:
     """The fastest int8 dot-product path ``target`` (its ``mcpu`` and ``mattr``) has."""
     return _first_with_feature(target, _INT8_PATH_BY_FEATURE, _BASELINE_INT8_PATH)
+
+
+@dataclass(frozen=True)
+class Bf16Path:
+    """How the bf16 conv kernel multiplies 2 bf16 activations by 2 bf16 weights into a float32
+    lane: ``vdpbf16ps`` (AVX-512 BF16), 16 lanes a zmm. ``max_accumulators`` as
+    :class:`Int8Path`'s (the same nest, the same register file). ``name``: the kernel table's."""
+
+    name: str
+    lanes: int
+    max_accumulators: int
+
+
+_BF16_PATH_BY_FEATURE: tuple[tuple[str, Bf16Path], ...] = (("avx512bf16", Bf16Path("avx512-bf16", 16, 14)),)
+
+
+def bf16_path(target: Target) -> Bf16Path | None:
+    """The bf16 dot-product path ``target`` has, or None (no avx512_bf16: no bf16 kernels)."""
+    return _first_with_feature(target, _BF16_PATH_BY_FEATURE, None)

@@ -29,7 +29,8 @@ class LoweringContext:
     value for nodes that compute shapes (``x.size(0)``). ``epilogues`` maps a conv node to what
     its kernel fuses (see ``fusion``). ``tune_tiles`` times a few register tiles per distinct conv
     shape (``choose_tile``) instead of taking the cost model's choice; ``tuning_log`` reuses and
-    records those timings. ``int8``: an int8 build's plan and uint8 tensors (``lowering.int8``).
+    records those timings. ``int8``: an int8 build's plan and uint8 tensors (``lowering.int8``);
+    ``bf16``: a bf16 build's path and bf16 copies (``lowering.bf16``).
     """
 
     view: GraphView
@@ -42,6 +43,7 @@ class LoweringContext:
     values: dict[fx.Node, Any] = field(default_factory=dict)
     kernel_table: list[KernelEntry] = field(default_factory=list)
     int8: Any = None  # lowering.int8.Int8Lowering of an int8 build, else None
+    bf16: Any = None  # lowering.bf16.Bf16Lowering of a bf16 build, else None
     _reordered: dict[tuple[fx.Node, tuple[int, ...]], LoweredTensor] = field(default_factory=dict)
 
     @property

@@ -33,11 +33,13 @@ import torch.nn as nn
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.kernels import grouped_pointwise
+from subp_fx.codegen.kernels.bf16_spec import BF16_BLOCK_SIZES
 from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
 from subp_fx.codegen.kernels.cache import l1_data_cache
 from subp_fx.codegen.kernels.packing import dense_as_block_sparse, grouped_as_block_sparse
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import cheapest_block_size
+from subp_fx.codegen.lowering.bf16 import emit_bf16_conv
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.depthwise import lower_depthwise_conv
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility
@@ -255,6 +257,8 @@ def _emit_block_sparse_kernel(
     An int8 build's planned convs go to the int8 kernel instead (``lowering.int8``)."""
     if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
         return emit_int8_conv(ctx, node, weights, layer)
+    if ctx.bf16 is not None and ctx.bf16.runs(weights) and data.is_feature_map:
+        return emit_bf16_conv(ctx, node, data, weights, layer)
     epilogue: Epilogue = ctx.epilogue(node)
     batch, _, _, in_channels = data.stored_shape
     spec = _kernel_spec(
@@ -341,6 +345,10 @@ def _emit_dense_kernel(
     :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
     if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
         return emit_int8_conv(ctx, node, pack_dense(weight, bias, dense_int8_block_size(weight.shape[0])), layer)
+    if ctx.bf16 is not None and weight.shape[0] % BF16_BLOCK_SIZES[0] == 0:
+        # N=32 where it divides C_out (7 pixels x 2 zmm: half the broadcasts a vdpbf16ps of N=16)
+        block_size = max(size for size in BF16_BLOCK_SIZES if weight.shape[0] % size == 0)
+        return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
     if _dense_grouped_pointwise(spec, ctx):

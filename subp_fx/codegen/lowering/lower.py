@@ -30,8 +30,10 @@ import tvm
 from tvm.target import Target
 
 from subp_fx.codegen.defaults import DEFAULT_TARGET
+from subp_fx.codegen.kernels.block_sparse_conv_bf16 import resolve_bf16_path
 from subp_fx.codegen.kernels.isa import int8_path, vector_isa
 from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
+from subp_fx.codegen.lowering.bf16 import Bf16Lowering
 from subp_fx.codegen.lowering.context import LoweringContext
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
@@ -141,6 +143,7 @@ def lower_graph(
     tuning_log: TuningLog | None = None,
     progress: CompileProgress | None = None,
     activation_ranges: ActivationRanges | None = None,
+    bf16: bool = False,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
@@ -151,7 +154,8 @@ def lower_graph(
     ``tuning_log`` the shapes it has are not timed again and new timings are added to it (in
     memory: the caller saves it). ``progress`` learns the node count and advances per node lowered.
     ``activation_ranges`` (``quantize.calibrate`` on ``gm``) makes an int8 build: the convs
-    ``quantize.plan_int8`` picks run on the int8 kernel (``lowering.int8``).
+    ``quantize.plan_int8`` picks run on the int8 kernel (``lowering.int8``). ``bf16`` makes a bf16
+    build (``lowering.bf16``; the target must have avx512_bf16, else ``TargetError``); not both.
     """
     target = target if isinstance(target, Target) else parse_target(target)
     traced = trace(gm)
@@ -172,6 +176,10 @@ def lower_graph(
             view, lambda node: int8_fusion_ability(view, plan, node, _fusion_ability(view, node))
         )
         ctx.int8 = Int8Lowering.build(view, plan, ctx.epilogues, int8_path(target))
+    if bf16:
+        if plan is not None:
+            raise ValueError("a build is int8 (activation_ranges) or bf16, not both")
+        ctx.bf16 = Bf16Lowering(resolve_bf16_path(target))
     with program.function():
         result = _walk(ctx, progress)
         program.finish(result.expr)

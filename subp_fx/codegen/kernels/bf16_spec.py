@@ -1,0 +1,134 @@
+"""What a bf16 block-sparse conv kernel is: ``Bf16ConvSpec``, its static shape and epilogue.
+
+The arithmetic (what ``vdpbf16ps`` computes; ``bf16(v)`` is ``v`` rounded to bfloat16, to
+nearest even, and every product of two bf16 values is exact in float32)::
+
+    acc[b, oh, ow, r*N + j] = sum_{g, s, t, i} float32(data[b, oh*sh + s - ph, ow*sw + t - pw, pair_starts[r, g] + i])
+                                             * float32(values[r, g, s, t, j, i])         (float32 sums)
+    y   = acc + bias[co]  (+ residual, float32 or bf16)
+    y   = act(y)
+    out = y  (float32)   or   bf16(y)  (stored as its 16 bits, uint16)
+
+``data`` is bf16 NHWC (stored as uint16; C_in even; padding reads 0.0); ``values`` bf16 (R, Kg,
+kh, kw, N, 2): each block-row keeps Kg aligned *pairs* of input channels (``pair_starts`` int32
+(R, Kg), even channel indices), the 2 channels of a pair being one 32-bit word of an NHWC pixel,
+which ``vdpbf16ps`` multiplies with a lane's 2 weights and adds to its float32 sum. A 1xN
+mask whose kept channels do not come in pairs is packed with the unkept partner's weight 0
+(``lowering.bf16.pack_pairs``). Pure Python, no TVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvGeometry
+
+# Input channels per kept pair: one 32-bit word of bf16 activations, one vdpbf16ps lane's 2 products.
+PAIR = 2
+# N the kernel takes: whole zmm registers of 16 float32 sums.
+BF16_BLOCK_SIZES = (16, 32)
+BF16 = "uint16"  # how a bf16 tensor is stored and passed (its 16 bits; TVM legalises real bf16 away)
+RESIDUAL_KINDS = ("none", "float32", "bfloat16")
+OUT_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Bf16ConvSpec(ConvGeometry):
+    """Everything static about one bf16 1xN block-sparse conv kernel (see the module docstring).
+
+    ``block_size`` is N (16 or 32), ``kept_pairs`` Kg (aligned pairs of input channels each
+    block-row keeps; Kg = in_channels / 2 is a dense conv). ``kernel_size``, ``stride`` and
+    ``padding`` take an int or an (h, w) pair.
+    """
+
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    block_size: int
+    kept_pairs: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    residual: str = "none"
+    activation: str = "none"
+    out_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self._check_geometry(("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_pairs"))
+        if self.in_channels % PAIR:
+            raise KernelSpecError(
+                f"in_channels={self.in_channels} is odd; the bf16 kernel reads input channels in aligned pairs "
+                "(store the input with one zero channel more)"
+            )
+        if self.block_size not in BF16_BLOCK_SIZES:
+            raise KernelSpecError(
+                f"block_size N={self.block_size} is not supported by the bf16 kernel; valid N are {BF16_BLOCK_SIZES}"
+            )
+        if self.kept_pairs > self.pairs:
+            raise KernelSpecError(
+                f"kept_pairs Kg={self.kept_pairs} exceeds the {self.pairs} pairs in in_channels={self.in_channels}; "
+                f"valid Kg are 1..{self.pairs}"
+            )
+        for name, allowed in (("residual", RESIDUAL_KINDS), ("out_dtype", OUT_DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise KernelSpecError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._check_activation_and_fit()
+
+    @property
+    def pairs(self) -> int:
+        """Aligned pairs in the input channels (C_in / 2)."""
+        return self.in_channels // PAIR
+
+    @property
+    def values_shape(self) -> tuple[int, ...]:
+        return (self.block_rows, self.kept_pairs, *self.kernel_size, self.block_size, PAIR)
+
+    @property
+    def pair_starts_shape(self) -> tuple[int, int]:
+        return (self.block_rows, self.kept_pairs)
+
+    @property
+    def ops(self) -> int:
+        """Multiply-adds x 2 the kernel does (pruned pairs excluded, a kept pair's zero partner
+        and padded taps included)."""
+        kh, kw = self.kernel_size
+        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_pairs * PAIR * kh * kw
+
+    def argument_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Every buffer argument's (shape, dtype), in call order (the output last)."""
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {
+            "data": (self.data_shape, BF16),
+            "values": (self.values_shape, BF16),
+            "pair_starts": (self.pair_starts_shape, "int32"),
+            "bias": ((self.out_channels,), "float32"),
+        }
+        if self.residual != "none":
+            shapes["residual"] = (self.out_shape, "float32" if self.residual == "float32" else BF16)
+        shapes["out"] = (self.out_shape, "float32" if self.out_dtype == "float32" else BF16)
+        return shapes
+
+    def argument_names(self) -> list[str]:
+        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
+        return list(self.argument_shapes())
+
+    def float_equivalent(self) -> BlockSparseConvSpec:
+        """The fp32 kernel's spec of the same layer (K = 2 Kg kept channels): for the fp32
+        tiling's parallel-mode choice, and for comparing the two kernels."""
+        return BlockSparseConvSpec(
+            self.batch,
+            self.height,
+            self.width,
+            self.in_channels,
+            self.out_channels,
+            self.block_size,
+            self.kept_pairs * PAIR,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            bias=True,
+            residual=self.residual != "none",
+            activation=self.activation,
+        )

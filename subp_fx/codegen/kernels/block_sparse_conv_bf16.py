@@ -1,0 +1,129 @@
+"""The bf16 1xN block-sparse conv2d (NHWC) on AVX-512 BF16: the int8 kernel's loop nest, 2 channels a word.
+
+What it computes is :mod:`bf16_spec`'s formula. How: exactly the schedule of
+:mod:`block_sparse_conv_int8` (same builder: parallel tasks over block-rows and row tiles, register
+tiles of up to 14 zmm of float32 partial sums, every tap unrolled for kernels up to 3x3, border
+tiles guarded, the epilogue on the registers), with
+
+- one 32-bit word of an NHWC pixel holding 2 bf16 channels (a kept pair) instead of 4 uint8;
+- each lane's weight word the pair's 2 bf16 weights of one output channel;
+- one ``vdpbf16ps`` per pixel and weight vector (:mod:`bf16_dot`): 32 multiply-adds where an fp32
+  FMA does 16, and half the bytes of every activation and weight read;
+- float32 sums: the epilogue adds the bias (batch norm is folded into the weights before they
+  are rounded to bf16), the residual (float32, or bf16 widened) and the activation, and stores
+  float32 or bf16 (rounded to nearest even).
+
+Only for targets with avx512_bf16 (:func:`isa.bf16_path`); nothing else is built in bf16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import tirx
+from tvm.target import Target
+
+from subp_fx.codegen import activations
+from subp_fx.codegen.errors import KernelSpecError, TargetError
+from subp_fx.codegen.kernels import bf16_dot
+from subp_fx.codegen.kernels.bf16_spec import PAIR, Bf16ConvSpec
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import BOUND_WORD, _Builder, int8_heuristic_tile
+from subp_fx.codegen.kernels.isa import Bf16Path, bf16_path
+from subp_fx.codegen.kernels.modes import PADDING_INLINE
+from subp_fx.codegen.kernels.spec import ConvTile
+
+FLOAT = "float32"
+
+
+def resolve_bf16_path(isa_or_target: Bf16Path | Target) -> Bf16Path:
+    """The :class:`Bf16Path` given, or the target's; ``TargetError`` for a target without avx512_bf16."""
+    if isinstance(isa_or_target, Bf16Path):
+        return isa_or_target
+    if isinstance(isa_or_target, Target):
+        path = bf16_path(isa_or_target)
+        if path is None:
+            cpu = isa_or_target.attrs.get("mcpu", "") or "the default CPU"
+            raise TargetError(f"the bf16 conv kernel needs avx512_bf16 (vdpbf16ps); the target ({cpu}) has none")
+        return path
+    raise KernelSpecError(f"isa_or_target must be a Bf16Path or a tvm.target.Target, got {isa_or_target!r}")
+
+
+def bf16_heuristic_tile(spec: Bf16ConvSpec, path: Bf16Path) -> ConvTile:
+    """The int8 kernel's heuristic tile (:func:`int8_heuristic_tile`): the same register budget
+    of 16-lane accumulators, the same parallel-mode choice on the fp32 spec."""
+    return int8_heuristic_tile(spec, path)
+
+
+def epilogue_value(spec: Bf16ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
+    """What the kernel stores for output channel ``co`` of pixel (b, oh, ow) from its float32 sum."""
+    value = acc_value + buffers["bias"][co]
+    if spec.residual == "float32":
+        value = value + buffers["residual"][b, oh, ow, co]
+    elif spec.residual == "bfloat16":
+        value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, co])
+    value = activations.expression(spec.activation)(value)
+    return bf16_dot.rounded_bf16_bits(value) if spec.out_dtype == "bfloat16" else value
+
+
+class _Bf16Builder(_Builder):
+    """The int8 builder's loop nest with :mod:`bf16_dot`'s step and a float32 epilogue."""
+
+    channels_per_word = PAIR
+    acc_dtype = FLOAT
+    starts_buffer = "pair_starts"
+
+    def _argument_shapes(self):
+        return self.spec.argument_shapes()
+
+    def _kept_words(self) -> int:
+        return self.spec.kept_pairs
+
+    def _zero_word(self):
+        return tirx.const(0, BOUND_WORD)  # two bf16 zeros
+
+    def _weight_forms(self, r, g, s, t, v: int) -> list:
+        lanes = self.path.lanes
+        return [self.value_words[r, g, s, t, tirx.Ramp(v * lanes, 1, lanes)]]
+
+    def _word_operand(self, word):
+        # a cast, not a reinterpret: the same bits, and TVM's LLVM codegen refuses the reinterpret
+        # of the constant 0 it substitutes for a padded tap's word (see the int8 builder)
+        return tirx.Cast("int32", word)
+
+    def _accumulate(self, acc_vector, word, forms: list):
+        return bf16_dot.dot(acc_vector, tirx.Broadcast(word, self.path.lanes), forms[0])
+
+    def _epilogue(self, acc_value, b, oh, ow, co):
+        return epilogue_value(self.spec, self.buffers, acc_value, b, oh, ow, co)
+
+
+def block_sparse_conv2d_bf16_primfunc(
+    spec: Bf16ConvSpec, tile: ConvTile | None, isa_or_target: Bf16Path | Target
+) -> tirx.PrimFunc:
+    """The bf16 kernel as a PrimFunc with buffer arguments ``spec.argument_names()`` (output
+    last). ``tile``: a :class:`ConvTile` with inline padding, or None for
+    :func:`bf16_heuristic_tile`. Raises :class:`KernelSpecError` for another tile or spec,
+    :class:`TargetError` for a target without avx512_bf16."""
+    if not isinstance(spec, Bf16ConvSpec):
+        raise KernelSpecError(f"spec must be a Bf16ConvSpec, got {spec!r}")
+    path = resolve_bf16_path(isa_or_target)
+    tile = bf16_heuristic_tile(spec, path) if tile is None else tile
+    if not isinstance(tile, ConvTile) or tile.padding != PADDING_INLINE:
+        raise KernelSpecError(f"the bf16 kernel takes a ConvTile with inline padding, got {tile!r}")
+    builder = _Bf16Builder(spec, tile, path)
+    params = [builder.buffers[name] for name in spec.argument_names()]
+    func = tirx.PrimFunc(params, bf16_dot.importing_dot(builder.body()))
+    return func.with_attr("tirx.noalias", True).with_attr("subp_fx.bf16_path", path.name)
+
+
+def to_bf16_bits(array: np.ndarray) -> np.ndarray:
+    """float32 ``array`` rounded to bf16 (nearest, ties to even), as its uint16 bits: torch's own
+    conversion, so the eager reference rounds the same weights to the same values."""
+    import torch
+
+    bits = torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(torch.bfloat16).view(torch.int16)
+    return bits.numpy().view(np.uint16)
+
+
+def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    """The float32 values of bf16 ``bits`` (uint16)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)

@@ -1,0 +1,164 @@
+"""The bf16 part of a lowering: which convs run on the bf16 kernel, and their inputs.
+
+A bf16 build (``precision="bf16"``, targets with avx512_bf16) runs every conv that the fp32
+build would run on the 1xN block-sparse kernel (sparse, dense and grouped convs, 1x1 maps of a
+Linear) on :mod:`block_sparse_conv_bf16` instead, when its block size N is 16 or 32 (a dense
+conv is packed at N = 32 where that divides C_out, else 16; one whose C_out 16 does not divide
+stays fp32). Its semantics, which ``quantize.reference.bf16_reference`` computes eagerly: each
+such conv's input and weights (batch norm folded in) are rounded to bf16, to nearest even, and
+multiplied and summed in float32; bias, residual, activation and every other op (depthwise convs,
+pooling, the classifier, ...) stay float32, as in the fp32 build.
+
+How: a bf16 conv reads its input as a bf16 copy, made once per tensor by
+:func:`kernels.bf16_convert.to_bf16_primfunc` (channels padded to a pair: an RGB image gets a
+fourth, zero channel); it writes float32, so every other reader is the fp32 build's. Kept input
+channels are read in aligned pairs (:func:`pack_pairs`): a block-row keeping channel 2i but not
+2i+1 multiplies the pair with a zero weight, so masks pruned in pairs or groups of 4
+(``input_group: 2`` or ``4``) waste nothing, and a G=1 mask does up to twice its MACs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch.fx as fx
+
+from subp_fx.codegen.kernels.bf16_convert import to_bf16_primfunc
+from subp_fx.codegen.kernels.bf16_spec import BF16, BF16_BLOCK_SIZES, PAIR, Bf16ConvSpec
+from subp_fx.codegen.kernels.block_sparse_conv_bf16 import (
+    bf16_heuristic_tile,
+    block_sparse_conv2d_bf16_primfunc,
+    to_bf16_bits,
+)
+from subp_fx.codegen.kernels.isa import Bf16Path
+from subp_fx.codegen.lowering.graph_view import LoweredTensor
+from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
+
+if TYPE_CHECKING:
+    from subp_fx.codegen.lowering.context import LoweringContext
+
+FLOAT32 = "float32"
+BF16_PRECISION = "bf16"  # quantize.precision.PRECISIONS' name of this build
+
+
+def pack_pairs(values: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Block-sparse float32 ``values`` (R, K, kh, kw, N) with kept channels ``indices`` (R, K) as
+    aligned pairs: (values (R, Kg, kh, kw, N, 2) float32, pair starts (R, Kg) int32, even).
+
+    Kg is the most pairs any block-row touches (SUBP's rows keep the same channels count, so the
+    same pairs count when masks are pruned in pairs; otherwise rows with fewer pairs repeat their
+    last pair with zero weights, which adds nothing)."""
+    rows, _, kh, kw, block = values.shape
+    row_pairs = [np.unique(indices[r] // PAIR) for r in range(rows)]
+    kept_pairs = max(len(pairs) for pairs in row_pairs)
+    packed = np.zeros((rows, kept_pairs, kh, kw, block, PAIR), np.float32)
+    starts = np.zeros((rows, kept_pairs), np.int32)
+    for r, pairs in enumerate(row_pairs):
+        starts[r, : len(pairs)] = pairs * PAIR
+        starts[r, len(pairs) :] = pairs[-1] * PAIR
+        slot = np.searchsorted(pairs, indices[r] // PAIR)
+        packed[r, slot, :, :, :, indices[r] % PAIR] = values[r]
+    return packed, starts
+
+
+@dataclass
+class Bf16Lowering:
+    """A bf16 build's instruction path and the bf16 copies made so far (by the fp32 tensor's
+    Relax expression, so a tensor read by two bf16 convs is converted once)."""
+
+    path: Bf16Path
+    _converted: dict[int, tuple[object, LoweredTensor]] = field(default_factory=dict)
+
+    def runs(self, weights) -> bool:
+        """Whether a conv with ``weights`` (``conv.KernelWeights``) runs on the bf16 kernel."""
+        return weights.block_size in BF16_BLOCK_SIZES
+
+    def converted(self, ctx: LoweringContext, data: LoweredTensor) -> LoweredTensor:
+        """``data`` (a float32 NHWC feature map) as bf16, channels padded to a whole pair."""
+        cached = self._converted.get(id(data.expr))
+        if cached is not None:
+            return cached[1]
+        shape = data.stored_shape
+        channels = -(-shape[-1] // PAIR) * PAIR
+        expr = ctx.program.call(
+            ("to_bf16", shape, channels),
+            "to_bf16_" + "x".join(map(str, shape)) + f"_c{channels}",
+            lambda: to_bf16_primfunc(shape, channels),
+            [data.expr],
+            (*shape[:-1], channels),
+            BF16,
+        )
+        batch, height, width, _ = shape
+        tensor = LoweredTensor(expr, (batch, channels, height, width), dtype=BF16)
+        self._converted[id(data.expr)] = (data.expr, tensor)  # the expr kept alive: its id stays unique
+        return tensor
+
+
+def _kernel_name(spec: Bf16ConvSpec, kind: str) -> str:
+    kh, kw = spec.kernel_size
+    parts = [f"{kind}_bf16", f"conv{kh}x{kw}s{spec.stride[0]}", f"b{spec.batch}", f"{spec.height}x{spec.width}"]
+    parts += [f"{spec.in_channels}to{spec.out_channels}", f"P{spec.kept_pairs}N{spec.block_size}"]
+    parts += [f"residual_{spec.residual}"] * (spec.residual != "none")
+    parts += [spec.activation] * (spec.activation != "none")
+    parts += ["bf16out"] * (spec.out_dtype == "bfloat16")
+    return "_".join(parts)
+
+
+def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, weights, layer) -> LoweredTensor:
+    """``node`` on the bf16 kernel: ``data`` its float32 NHWC input, ``weights`` its float32
+    ``conv.KernelWeights`` (N 16 or 32), ``layer`` its ``conv._KernelLayer``. Writes float32."""
+    bf16: Bf16Lowering = ctx.bf16
+    program = ctx.program
+    epilogue = ctx.epilogue(node)
+    source = bf16.converted(ctx, data)
+    batch, height, width, in_channels = source.stored_shape
+    values, starts = pack_pairs(weights.values, weights.indices)
+    bias = weights.bias if weights.bias is not None else np.zeros(weights.padded_out_channels, np.float32)
+    spec = Bf16ConvSpec(
+        batch=batch,
+        height=height,
+        width=width,
+        in_channels=in_channels,
+        out_channels=weights.padded_out_channels,
+        block_size=weights.block_size,
+        kept_pairs=values.shape[1],
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        residual="none" if epilogue.residual is None else FLOAT32,
+        activation=epilogue.activation,
+    )
+    tile = bf16_heuristic_tile(spec, bf16.path)
+    key = ("block_sparse_conv2d_bf16", spec, tile, bf16.path.name)
+    arguments = [source.expr, program.constant(to_bf16_bits(values)), program.constant(starts)]
+    arguments += [program.constant(np.ascontiguousarray(bias, np.float32))]
+    arguments += [ctx.tensor(epilogue.residual).expr] if epilogue.residual is not None else []
+    name = _kernel_name(spec, layer.kind)
+    build = lambda: block_sparse_conv2d_bf16_primfunc(spec, tile, bf16.path)  # noqa: E731
+    output = program.call(key, name, build, arguments, spec.out_shape)
+    output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
+    kh, kw = layer.kernel_size
+    kept = spec.kept_pairs * PAIR
+    ctx.record_kernel(
+        node,
+        key,
+        bias=weights.bias is not None,
+        residual=spec.residual != "none",
+        activation=spec.activation,
+        kind=layer.kind,
+        op="conv2d",
+        in_channels=data.stored_shape[3],
+        kept_per_row=kept,
+        out_channels=weights.out_channels,
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        out_hw=(spec.out_height, spec.out_width),
+        block_size=spec.block_size,
+        macs=batch * spec.out_height * spec.out_width * weights.out_channels * kept * kh * kw,
+        tile=f"{tile.rows}x{tile.cols}px {tile.parallel}",
+        dense_reason=layer.dense_reason,
+        precision=f"{BF16_PRECISION}/{bf16.path.name}",
+    )
+    return LoweredTensor(output, (batch, weights.out_channels, spec.out_height, spec.out_width))
