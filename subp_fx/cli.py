@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32",
         choices=PRECISIONS,
-        help="what the convs compute in (default fp32); int8 needs --calibration-data; bf16 is refused for now",
+        help="what the convs compute in (default fp32); int8 needs --calibration-data; bf16 needs avx512_bf16",
     )
     compile_.add_argument(
         "--calibration-data",

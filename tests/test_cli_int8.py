@@ -82,7 +82,10 @@ def _image_folder(root, channels_mode: str, count: int):
         (["--precision", "int8", "--calibration-data", "imagefolder"], ["imagefolder needs its ROOT"]),
         (["--precision", "int8", "--calibration-data", "cifar10"], ["'cifar10' is not a calibration source", "valid"]),
         (["--precision", "int8", "--calibration-data", "synthetic", "x", "y"], ["takes a source and"]),
-        (["--precision", "bf16"], ["--precision bf16", "valid", "int8"]),
+        (
+            ["--precision", "bf16", "--target", "llvm -mcpu=znver3"],
+            ["--precision bf16 needs a CPU with avx512_bf16", "(znver3) has none", "valid here: fp32 or int8"],
+        ),
     ],
 )
 def test_bad_int8_options_are_refused_before_any_work(recipe, tmp_path, capsys, options, fragments):
@@ -92,13 +95,20 @@ def test_bad_int8_options_are_refused_before_any_work(recipe, tmp_path, capsys, 
     assert not (tmp_path / "out").exists()
 
 
-def test_bf16_on_this_cpu_names_the_missing_avx512_bf16(recipe, tmp_path, capsys):
+def test_bf16_on_this_cpu_compiles_or_names_the_missing_avx512_bf16(recipe, tmp_path, capsys):
     with open("/proc/cpuinfo") as cpuinfo:
-        if "avx512_bf16" in cpuinfo.read():
-            pytest.skip("this CPU has avx512_bf16: refused for the other reason (TVM cannot emit vdpbf16ps)")
-    status, _, err = run_cli(capsys, "compile", recipe, "-o", tmp_path / "out", "--precision", "bf16")
-    assert_user_error(status, err, "needs a CPU with avx512_bf16", "valid here: fp32 or int8")
-    assert not (tmp_path / "out").exists()
+        has_bf16 = "avx512_bf16" in cpuinfo.read()
+    out = tmp_path / "out"
+    status, printed, err = run_cli(
+        capsys, "compile", recipe, "-o", out, "--precision", "bf16", "--no-dense-baseline", "--quiet"
+    )
+    if not has_bf16:
+        assert_user_error(status, err, "needs a CPU with avx512_bf16", "valid here: fp32 or int8")
+        assert not out.exists()
+        return
+    assert status == 0, err
+    assert "in bf16" in printed and "bf16/avx512-bf16" in printed  # the kernel table names the path
+    assert json.loads((out / "manifest.json").read_text())["precision"] == "bf16"
 
 
 def test_calibration_sets_that_cannot_calibrate_are_refused_with_nothing_written(recipe, tmp_path, capsys):

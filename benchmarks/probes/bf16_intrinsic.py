@@ -1,25 +1,29 @@
-"""Can TVM emit AVX-512 BF16's ``vdpbf16ps``? The probe that keeps ``--precision bf16`` refused.
+"""Can TVM emit AVX-512 BF16's ``vdpbf16ps``? Each way a TIR kernel can ask for it, built in turn.
 
-A bf16 1xN kernel would be the int8 kernel's loop nest with 2 channels a 32-bit word instead of 4:
+A bf16 1xN kernel is the int8 kernel's loop nest with 2 channels a 32-bit word instead of 4:
 one ``vdpbf16ps`` (16 fp32 lanes += 16 x 2 bf16 products) per pixel and weight vector, the
-activation pair broadcast. TVM builds that only through ``call_llvm_pure_intrin`` on
-``llvm.x86.avx512bf16.dpbf16ps.512``, whose operands in LLVM 22 (the LLVM inside TVM 0.27) are
-``<32 x bfloat>``. This script builds a one-step kernel for ``-mcpu=sapphirerapids`` (avx512_bf16;
-nothing runs, so any host will do) with the operands typed each way TIR can type them, each build
-in a child process (one of them crashes the process), and prints what happened:
+activation pair broadcast. The LLVM intrinsic ``llvm.x86.avx512bf16.dpbf16ps.512`` takes
+``<32 x bfloat>`` operands in LLVM 22 (the LLVM inside TVM 0.27). This script builds a one-step
+kernel for ``-mcpu=sapphirerapids`` (avx512_bf16; nothing runs, so any host will do) each way,
+each build in a child process (one of them crashes the process), and prints what happened:
 
-- ``bfloat16x32``: TVM's TIR pipeline legalises every bf16 value before codegen
-  (``BF16ComputeLegalize`` widens it to float32, ``BF16StorageLegalize`` stores it as uint16), so
-  the call reaches LLVM with ``<32 x float>`` or ``<32 x i16>`` operands and fails LLVM's
-  verifier; with the two passes switched off, TVM's LLVM codegen segfaults;
-- ``int16x32`` / ``float16x32``: no implicit bitcast to ``<32 x bfloat>``; the verifier refuses.
+- ``call_llvm_pure_intrin`` with ``bfloat16x32`` operands: TVM's TIR pipeline legalises every
+  bf16 value before codegen (``BF16ComputeLegalize`` widens it to float32,
+  ``BF16StorageLegalize`` stores it as uint16), so the call reaches LLVM with ``<32 x float>``
+  or ``<32 x i16>`` operands and fails LLVM's verifier; with the two passes switched off, TVM's
+  LLVM codegen segfaults;
+- ``int16x32`` / ``float16x32`` operands: no implicit bitcast to ``<32 x bfloat>``; the verifier
+  refuses;
+- an imported LLVM function (``pragma_import_llvm``, the route ``subp_fx.codegen.kernels.bf16_dot``
+  takes): a three-line LLVM function takes ``<16 x i32>`` words and bitcasts them itself; TVM
+  links it into the kernel's module, always-inline, before optimisation: one ``vdpbf16ps``.
 
-Measured 2026-11-30 with TVM 0.27.0.post1: every variant fails, so subp-fx has no bf16 kernels and
-``codegen.precision`` refuses ``--precision bf16`` saying so. Run this again on a new TVM:
+Measured 2026-11-30 with TVM 0.27.0.post1: the first four fail, the import builds. Run
 
     python benchmarks/probes/bf16_intrinsic.py
 
-exits 0 and prints the ``vdpbf16ps`` line when a variant builds.
+(exit 0 when some variant emits ``vdpbf16ps``) on a new TVM to see whether a native bf16 type
+now reaches LLVM, which would let the kernel drop the imported function.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ VARIANTS = [
     ("bfloat16x32, BF16 legalisation passes off", "bfloat16x32", True),
     ("int16x32", "int16x32", False),
     ("float16x32", "float16x32", False),
+    ("imported LLVM function taking int32x16 words", "import", False),
 ]
 
 
@@ -49,13 +54,22 @@ def build(operand_type: str, skip_legalisation: bool) -> str:
     out = tirx.decl_buffer((16,), "float32", "o")
     acc = tirx.decl_buffer((16,), "float32", "acc", scope="local")
     k, lanes = tirx.Var("k", "int32"), tirx.Ramp(0, 1, 16)
-    dot = tirx.call_llvm_pure_intrin(
-        "float32x16",
-        INTRINSIC,
-        acc[lanes],
-        tirx.reinterpret(operand_type, tirx.Broadcast(words[k], 16)),
-        tirx.reinterpret(operand_type, weights[k, lanes]),
-    )
+    if operand_type == "import":
+        from subp_fx.codegen.kernels import bf16_dot
+
+        dot = bf16_dot.dot(
+            acc[lanes],
+            tirx.reinterpret("int32x16", tirx.Broadcast(words[k], 16)),
+            tirx.reinterpret("int32x16", weights[k, lanes]),
+        )
+    else:
+        dot = tirx.call_llvm_pure_intrin(
+            "float32x16",
+            INTRINSIC,
+            acc[lanes],
+            tirx.reinterpret(operand_type, tirx.Broadcast(words[k], 16)),
+            tirx.reinterpret(operand_type, weights[k, lanes]),
+        )
     body = tirx.SeqStmt(
         [
             tirx.AllocBuffer(acc),
@@ -64,6 +78,10 @@ def build(operand_type: str, skip_legalisation: bool) -> str:
             tirx.BufferStore(out, acc[lanes], [lanes]),
         ]
     )
+    if operand_type == "import":
+        from subp_fx.codegen.kernels import bf16_dot
+
+        body = bf16_dot.importing_dot(body)
     func = tirx.PrimFunc([words, weights, out], body).with_attr("global_symbol", "step")
     if skip_legalisation:
         identity = lambda: tvm.transform.Sequential([])  # noqa: E731

@@ -1,6 +1,7 @@
 """int8 quantisation, the torch half (no TVM): calibrate activation ranges on an inference graph,
 plan which convs and linears run in int8, pack their weights for the int8 kernel, and build the eager
-fake-quant reference the compiled model is checked against. See README.md here.
+fake-quant reference the compiled model is checked against (and the bf16 build's eager reference,
+``bf16_reference``). See README.md here.
 
 Names are imported on first use, so ``subp_fx.quantize.precision`` (the precision registry) stays
 importable without torch.
@@ -34,6 +35,8 @@ _EXPORTS = {
     "Int8Conv2dReference": "subp_fx.quantize.modules",
     "Int8LinearReference": "subp_fx.quantize.modules",
     "fake_quant_reference": "subp_fx.quantize.reference",
+    "bf16_reference": "subp_fx.quantize.bf16_reference",
+    "round_to_bf16": "subp_fx.quantize.bf16_reference",
     "CalibrationError": "subp_fx.errors",
 }
 
