@@ -14,6 +14,7 @@ table and the raw JSON.
     python benchmarks/paper_configs.py --precision int8      # int8 builds, int8 peers (-> paper_configs_int8.*)
     python benchmarks/paper_configs.py --input-group 4       # fp32, masks in groups of 4 (-> paper_configs_g4.*)
     python benchmarks/paper_configs.py --precision int8 --input-group 16   # (-> paper_configs_int8_g16.*)
+    python benchmarks/paper_configs.py --precision bf16      # bf16 builds (avx512_bf16 CPUs) -> paper_configs_bf16.*
 
 ``--precision int8``: the masks keep input channels in aligned groups of 4
 (``sparsity.input_group=4``, the kept count rounded to whole groups: ResNet-50's 66/128 pruned
@@ -24,6 +25,9 @@ calibration images) runs in ONNX Runtime and in OpenVINO beside the fp32 peers.
 kernel (``kernels.grouped_pointwise``, AVX-512 targets), the same FLOPs as G=1. ``--input-group 16``
 with int8 keeps runs of 16 channels, which the int8 1x1 convs of long reductions run on the grouped
 int8 kernel (``kernels.grouped_pointwise_int8``, AVX-512 VNNI targets).
+``--precision bf16`` (CPUs with avx512_bf16): masks in groups of 4 as for int8 (the bf16 kernel
+reads aligned pairs of input channels, so G=1 masks would do up to twice their MACs), both our
+builds bf16; the bf16 peer is OpenVINO at its default precision, bf16 on such a CPU.
 
 Run it on an otherwise idle machine: every contender shares the same cores.
 """
@@ -130,8 +134,8 @@ def run_config(
 
 def default_input_group(precision: str) -> int:
     """G of the masks a precision is measured with unless told: 4 for int8 (its kernel reads groups
-    of 4), 1 -- the paper's -- for fp32."""
-    return 4 if precision == "int8" else 1
+    of 4) and bf16 (pairs), 1 -- the paper's -- for fp32."""
+    return 4 if precision in ("int8", "bf16") else 1
 
 
 def input_group_suffix(precision: str, input_group: int) -> str:
@@ -177,17 +181,19 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--no-torch-compile", action="store_true")
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32")
     parser.add_argument(
         "--input-group",
         type=int,
         choices=(1, 4, 16),
-        help="G, input channels per kept group of the masks (default: 4 for int8, 1 -- the paper's -- for fp32)",
+        help="G, input channels per kept group of the masks (default: 4 for int8 and bf16, 1 -- the paper's -- fp32)",
     )
     parser.add_argument("--output", help="path prefix of the .md and .json written (default: by precision and G)")
     args = parser.parse_args()
     args.input_group = args.input_group or default_input_group(args.precision)
-    suffix = ("_int8" if args.precision == "int8" else "") + input_group_suffix(args.precision, args.input_group)
+    suffix = ("" if args.precision == "fp32" else f"_{args.precision}") + input_group_suffix(
+        args.precision, args.input_group
+    )
     args.output = args.output or str(RESULTS / ("paper_configs" + suffix))
 
     machine = describe_machine()

@@ -14,14 +14,16 @@ ISA, and a virtual machine's real speed is what counts):
 - fp32: :data:`CHAINS` independent FMA chains per thread on registers (float32 x the ISA's lanes);
 - int8: the same with the target's int8 dot step (:mod:`int8_dot`: ``vpdpbusd`` on VNNI, the
   ``pmaddwd`` pairs or plain int32 elsewhere), 4 multiply-adds per int32 lane and step;
+- bf16 (targets with avx512_bf16 only): the same with ``vdpbf16ps`` (:mod:`bf16_dot`), 2
+  multiply-adds per float32 lane and step;
 - bandwidth: a parallel vector copy of working sets from 32 KiB to 32 MiB (bytes read plus
   written per second), the best of several runs, so that each size streams from the cache level
   it fits.
 
 Which arithmetic a layer does is its kernel table precision: ``int8/<dot path>`` convs and linears
-use the int8 dot rate; fp32 layers and the int8 depthwise convs (which sum exact integers in
-float32 FMAs) the fp32 rate. Ops without multiply-adds (layout, pooling, quantisation) have only a
-memory limit.
+use the int8 dot rate, ``bf16/<path>`` convs the bf16 rate; fp32 layers and the int8 depthwise
+convs (which sum exact integers in float32 FMAs) the fp32 rate. Ops without multiply-adds (layout,
+pooling, quantisation) have only a memory limit.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from tvm import tirx
 from tvm.target import Target
 from tvm.tirx import ForKind
 
+from subp_fx.codegen.kernels import bf16_dot
 from subp_fx.codegen.kernels.int8_dot import WORD, accumulate, prepare_weights
-from subp_fx.codegen.kernels.isa import int8_path, vector_isa
+from subp_fx.codegen.kernels.isa import bf16_path, int8_path, vector_isa
 from subp_fx.codegen.runtime.kernel_table import INT8_DEPTHWISE_PRECISION
 
 # A call at or above this share of its limit is efficient; the profile names the others.
@@ -59,8 +62,9 @@ class MachineLimits:
     """Measured peak rates for one target and thread count (all threads together).
 
     ``fp32_macs_per_us``: float32 multiply-adds per microsecond; ``int8_macs_per_us``: int8 ones
-    on the target's dot path (``int8_path`` names it); ``bandwidth``: (working-set bytes, bytes
-    per microsecond) pairs, ascending in size.
+    on the target's dot path (``int8_path`` names it); ``bf16_macs_per_us``: bf16 ones
+    (``vdpbf16ps``), None on a target without avx512_bf16; ``bandwidth``: (working-set bytes,
+    bytes per microsecond) pairs, ascending in size.
     """
 
     target: str
@@ -70,6 +74,7 @@ class MachineLimits:
     fp32_macs_per_us: float
     int8_macs_per_us: float
     bandwidth: tuple[tuple[int, float], ...]
+    bf16_macs_per_us: float | None = None
 
     def bytes_per_us(self, nbytes: int) -> float:
         """The streaming rate of the smallest measured working set that holds ``nbytes`` (the
@@ -82,6 +87,8 @@ class MachineLimits:
         """The multiply-add rate of the arithmetic a layer of kernel table ``precision`` does."""
         if precision.startswith("int8/") and not precision.startswith(INT8_DEPTHWISE_PRECISION):
             return self.int8_macs_per_us
+        if precision.startswith("bf16/") and self.bf16_macs_per_us is not None:
+            return self.bf16_macs_per_us
         return self.fp32_macs_per_us
 
     def limit_us(self, macs: int | None, precision: str, nbytes: int) -> tuple[float, str]:
@@ -104,6 +111,9 @@ class MachineLimits:
             self,
             fp32_macs_per_us=max(self.fp32_macs_per_us, other.fp32_macs_per_us),
             int8_macs_per_us=max(self.int8_macs_per_us, other.int8_macs_per_us),
+            bf16_macs_per_us=None
+            if self.bf16_macs_per_us is None or other.bf16_macs_per_us is None
+            else max(self.bf16_macs_per_us, other.bf16_macs_per_us),
             bandwidth=tuple(
                 (size, max(mine, theirs)) for (size, mine), (_, theirs) in zip(self.bandwidth, other.bandwidth)
             ),
@@ -117,7 +127,9 @@ class MachineLimits:
         return (
             f"limits measured here ({self.threads} threads, {self.vector_isa}): "
             f"fp32 {self.fp32_macs_per_us / 1e3:.0f} GMAC/s, int8 {self.int8_macs_per_us / 1e3:.0f} GMAC/s "
-            f"({self.int8_path}); copy GB/s by working set: {rates}"
+            f"({self.int8_path}); "
+            + (f"bf16 {self.bf16_macs_per_us / 1e3:.0f} GMAC/s; " if self.bf16_macs_per_us is not None else "")
+            + f"copy GB/s by working set: {rates}"
         )
 
 
@@ -166,6 +178,17 @@ def _int8_probe(target: Target, threads: int) -> tuple[tirx.PrimFunc, int]:
     return _arithmetic_probe(path.lanes, WORD, step, threads), path.lanes
 
 
+def _bf16_probe(threads: int) -> tirx.PrimFunc:
+    """The bf16 kernel's step: a broadcast pair of activations (one word) against a weight vector."""
+
+    def step(acc, operand, word):
+        weights = tirx.reinterpret(f"int32x{bf16_dot.LANES}", operand)
+        return bf16_dot.dot(acc, tirx.Broadcast(word, bf16_dot.LANES), weights)
+
+    func = _arithmetic_probe(bf16_dot.LANES, "float32", step, threads)
+    return func.with_body(bf16_dot.importing_dot(func.body))
+
+
 def _copy_probe(elements: int, lanes: int, threads: int) -> tirx.PrimFunc:
     source = tirx.decl_buffer((elements,), "float32", "source")
     destination = tirx.decl_buffer((elements,), "float32", "destination")
@@ -207,6 +230,8 @@ def measure_limits(target: Target, threads: int, again: bool = False) -> Machine
     isa, path = vector_isa(target), int8_path(target)
     int8_func, int8_lanes = _int8_probe(target, threads)
     functions = {"fp32": _fp32_probe(isa.lanes, threads), "int8": int8_func}
+    if bf16_path(target) is not None:
+        functions["bf16"] = _bf16_probe(threads)
     step = isa.lanes * threads
     # float32 elements of each copy: a copy moves each one twice (read and written)
     copies = {f"copy{size}": max(step, size // 8 // step * step) for size in BANDWIDTH_SIZES}
@@ -224,6 +249,10 @@ def measure_limits(target: Target, threads: int, again: bool = False) -> Machine
 
     fp32_macs = threads * CHAINS * STEPS * isa.lanes / (arithmetic("fp32", "float32", isa.lanes) * 1e6)
     int8_macs = threads * CHAINS * STEPS * 4 * int8_lanes / (arithmetic("int8", WORD, int8_lanes) * 1e6)
+    bf16_macs = None
+    if "bf16" in functions:
+        lanes = bf16_dot.LANES
+        bf16_macs = threads * CHAINS * STEPS * 2 * lanes / (arithmetic("bf16", "float32", lanes) * 1e6)
     bandwidth = []
     for name, elements in copies.items():
         source = tvm.runtime.tensor(np.ones(elements, np.float32), device)
@@ -238,6 +267,7 @@ def measure_limits(target: Target, threads: int, again: bool = False) -> Machine
         fp32_macs_per_us=fp32_macs,
         int8_macs_per_us=int8_macs,
         bandwidth=tuple(bandwidth),
+        bf16_macs_per_us=bf16_macs,
     )
     if key in _MEASURED:
         limits = _MEASURED[key].best_of(limits)
