@@ -9,21 +9,30 @@ such conv's input and weights (batch norm folded in) are rounded to bf16, to nea
 multiplied and summed in float32; bias, residual, activation and every other op (depthwise convs,
 pooling, the classifier, ...) stay float32, as in the fp32 build.
 
-How: a bf16 conv reads its input as a bf16 copy, made once per tensor by
-:func:`kernels.bf16_convert.to_bf16_primfunc` (channels padded to a pair: an RGB image gets a
-fourth, zero channel); it writes float32, so every other reader is the fp32 build's. Kept input
-channels are read in aligned pairs (:func:`pack_pairs`): a block-row keeping channel 2i but not
-2i+1 multiplies the pair with a zero weight, so masks pruned in pairs or groups of 4
+How, moving as few bytes as it can:
+
+- a tensor that a bf16 conv's fused epilogue produces is *stored* bf16 (the kernel rounds in its
+  write-back) when every reader reads bf16: a bf16 conv's data input, or the residual of a bf16
+  conv's epilogue (widened there). In ResNets that is every tensor inside and between the
+  blocks; the semantics then round that tensor for all its readers (``Bf16Plan.stored``);
+- any other input of a bf16 conv is produced in float32 and converted once per tensor by
+  :func:`kernels.bf16_convert.to_bf16_primfunc` (channels padded to a pair: an RGB image gets a
+  fourth, zero channel).
+
+Kept input channels are read in aligned pairs (:func:`pack_pairs`): a block-row keeping channel
+2i but not 2i+1 multiplies the pair with a zero weight, so masks pruned in pairs or groups of 4
 (``input_group: 2`` or ``4``) waste nothing, and a G=1 mask does up to twice its MACs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch.fx as fx
+import torch.nn as nn
 
 from subp_fx.codegen.kernels.bf16_convert import to_bf16_primfunc
 from subp_fx.codegen.kernels.bf16_spec import BF16, BF16_BLOCK_SIZES, PAIR, Bf16ConvSpec
@@ -33,7 +42,8 @@ from subp_fx.codegen.kernels.block_sparse_conv_bf16 import (
     to_bf16_bits,
 )
 from subp_fx.codegen.kernels.isa import Bf16Path
-from subp_fx.codegen.lowering.graph_view import LoweredTensor
+from subp_fx.codegen.lowering.fusion import Epilogue
+from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
 
 if TYPE_CHECKING:
@@ -63,12 +73,57 @@ def pack_pairs(values: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.
     return packed, starts
 
 
+@dataclass(frozen=True)
+class Bf16Plan:
+    """What a bf16 build rounds: ``layers``, the modules (fx targets) whose convs run on the bf16
+    kernel (input and weights rounded); ``stored``, the names of the fx nodes stored as bf16 (the
+    tensor rounded for all its readers). ``quantize.bf16_reference`` builds the eager model of it."""
+
+    layers: frozenset[str]
+    stored: frozenset[str]
+
+
+def plan_bf16(
+    view: GraphView, epilogues: dict[fx.Node, Epilogue], block_size: Callable[[nn.Module], int | None]
+) -> Bf16Plan:
+    """Which convs run bf16 (``block_size(module)`` is not None: ``conv.bf16_block_size``) and
+    which of their results are stored bf16: where the kernel writes exactly C_out channels (its
+    N divides C_out, always so here) and every user of the result reads it as a bf16 conv's
+    data input or as the residual of a bf16 conv's fused epilogue."""
+    layers = {
+        str(node.target)
+        for node in view.nodes
+        if node.op == "call_module" and block_size(view.module(node)) is not None
+    }
+    runs = {node for node in view.nodes if node.op == "call_module" and str(node.target) in layers}
+    results = {node: node for node in runs}
+    for epilogue in epilogues.values():
+        if epilogue.conv in results:
+            del results[epilogue.conv]
+            results[epilogue.result_node] = epilogue.conv
+    residual_of = {  # the add an epilogue absorbs (its first node) -> the tensor it adds
+        epilogue.absorbed[0]: epilogue.residual
+        for epilogue in epilogues.values()
+        if epilogue.residual is not None and epilogue.conv in runs and epilogue.absorbed
+    }
+
+    def bf16_readers_only(node: fx.Node) -> bool:
+        return all(
+            (user in runs and user.args[0] is node and len(user.args) == 1) or residual_of.get(user) is node
+            for user in node.users
+        )
+
+    stored = {node.name for node in results if bf16_readers_only(node)}
+    return Bf16Plan(frozenset(layers), frozenset(stored))
+
+
 @dataclass
 class Bf16Lowering:
-    """A bf16 build's instruction path and the bf16 copies made so far (by the fp32 tensor's
-    Relax expression, so a tensor read by two bf16 convs is converted once)."""
+    """A bf16 build's instruction path, its :class:`Bf16Plan`, and the bf16 copies made so far
+    (by the fp32 tensor's Relax expression, so a tensor read by two bf16 convs is converted once)."""
 
     path: Bf16Path
+    plan: Bf16Plan
     _converted: dict[int, tuple[object, LoweredTensor]] = field(default_factory=dict)
 
     def runs(self, weights) -> bool:
@@ -76,7 +131,10 @@ class Bf16Lowering:
         return weights.block_size in BF16_BLOCK_SIZES
 
     def converted(self, ctx: LoweringContext, data: LoweredTensor) -> LoweredTensor:
-        """``data`` (a float32 NHWC feature map) as bf16, channels padded to a whole pair."""
+        """``data`` (an NHWC feature map) as bf16, channels padded to a whole pair: itself when
+        its producer stored it bf16."""
+        if data.dtype == BF16:
+            return data
         cached = self._converted.get(id(data.expr))
         if cached is not None:
             return cached[1]
@@ -115,6 +173,13 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
     source = bf16.converted(ctx, data)
     batch, height, width, in_channels = source.stored_shape
     values, starts = pack_pairs(weights.values, weights.indices)
+    residual_kind, residual = "none", None
+    if epilogue.residual is not None:
+        residual = ctx.tensor(epilogue.residual)
+        residual_kind = "bfloat16" if residual.dtype == BF16 else FLOAT32
+    stored = epilogue.result_node.name in bf16.plan.stored
+    if stored and weights.padded_out_channels != weights.out_channels:
+        raise AssertionError(f"{node.name}: a bf16 result with padded channels was planned to be stored bf16")
     bias = weights.bias if weights.bias is not None else np.zeros(weights.padded_out_channels, np.float32)
     spec = Bf16ConvSpec(
         batch=batch,
@@ -127,17 +192,18 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
         kernel_size=layer.kernel_size,
         stride=layer.stride,
         padding=layer.padding,
-        residual="none" if epilogue.residual is None else FLOAT32,
+        residual=residual_kind,
         activation=epilogue.activation,
+        out_dtype="bfloat16" if stored else FLOAT32,
     )
     tile = bf16_heuristic_tile(spec, bf16.path)
     key = ("block_sparse_conv2d_bf16", spec, tile, bf16.path.name)
     arguments = [source.expr, program.constant(to_bf16_bits(values)), program.constant(starts)]
     arguments += [program.constant(np.ascontiguousarray(bias, np.float32))]
-    arguments += [ctx.tensor(epilogue.residual).expr] if epilogue.residual is not None else []
+    arguments += [residual.expr] if residual is not None else []
     name = _kernel_name(spec, layer.kind)
     build = lambda: block_sparse_conv2d_bf16_primfunc(spec, tile, bf16.path)  # noqa: E731
-    output = program.call(key, name, build, arguments, spec.out_shape)
+    output = program.call(key, name, build, arguments, spec.out_shape, BF16 if stored else FLOAT32)
     output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
     kh, kw = layer.kernel_size
     kept = spec.kept_pairs * PAIR
@@ -159,6 +225,7 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
         macs=batch * spec.out_height * spec.out_width * weights.out_channels * kept * kh * kw,
         tile=f"{tile.rows}x{tile.cols}px {tile.parallel}",
         dense_reason=layer.dense_reason,
-        precision=f"{BF16_PRECISION}/{bf16.path.name}",
+        precision=f"{BF16_PRECISION}/{bf16.path.name}" + ("->bf16" if stored else ""),
     )
-    return LoweredTensor(output, (batch, weights.out_channels, spec.out_height, spec.out_width))
+    shape = (batch, weights.out_channels, spec.out_height, spec.out_width)
+    return LoweredTensor(output, shape, dtype=BF16 if stored else FLOAT32)

@@ -345,9 +345,8 @@ def _emit_dense_kernel(
     :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
     if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
         return emit_int8_conv(ctx, node, pack_dense(weight, bias, dense_int8_block_size(weight.shape[0])), layer)
-    if ctx.bf16 is not None and weight.shape[0] % BF16_BLOCK_SIZES[0] == 0:
-        # N=32 where it divides C_out (7 pixels x 2 zmm: half the broadcasts a vdpbf16ps of N=16)
-        block_size = max(size for size in BF16_BLOCK_SIZES if weight.shape[0] % size == 0)
+    if ctx.bf16 is not None and _dense_bf16_block_size(weight.shape[0]) is not None:
+        block_size = _dense_bf16_block_size(weight.shape[0])
         return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
@@ -421,6 +420,31 @@ def _lower_grouped_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) ->
     if int8:  # the plan checked the shape (quantize.plan.grouped_problem)
         return emit_int8_conv(ctx, node, weights, layer)
     return _emit_block_sparse_kernel(ctx, node, ctx.tensor(node.args[0]), weights, layer)
+
+
+def _dense_bf16_block_size(out_channels: int) -> int | None:
+    """The N a dense conv with ``out_channels`` outputs runs with on the bf16 kernel: 32 where it
+    divides C_out (7 pixels x 2 zmm: half the broadcasts per vdpbf16ps of N=16's 14 x 1), else 16,
+    else None (a C_out that 16 does not divide stays fp32)."""
+    return next((size for size in sorted(BF16_BLOCK_SIZES, reverse=True) if out_channels % size == 0), None)
+
+
+def bf16_block_size(module: nn.Module) -> int | None:
+    """The N ``module`` (a conv node's module) runs with on the bf16 kernel in a bf16 build, or None
+    when it stays fp32: a block-sparse conv at its own N when that is 16 or 32, a dense conv at
+    :func:`_dense_bf16_block_size`, a grouped conv when :func:`grouped_block_size` is 16 or 32;
+    never a depthwise conv. The one rule ``lowering.bf16`` plans storage with; the emitters
+    below decide the same way from the packed weights."""
+    if isinstance(module, BlockSparseConv2d):
+        return module.N if module.N in BF16_BLOCK_SIZES else None
+    if not isinstance(module, nn.Conv2d):
+        return None
+    kind = conv2d_kind(module)
+    if kind == DENSE:
+        return _dense_bf16_block_size(module.out_channels)
+    if kind == GROUPED and grouped_block_size(module) in BF16_BLOCK_SIZES:
+        return grouped_block_size(module)
+    return None
 
 
 _CONV2D_LOWERINGS: dict[str, Callable[[LoweringContext, fx.Node, nn.Conv2d], LoweredTensor]] = {

@@ -33,8 +33,9 @@ from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.kernels.block_sparse_conv_bf16 import resolve_bf16_path
 from subp_fx.codegen.kernels.isa import int8_path, vector_isa
 from subp_fx.codegen.kernels.layout import nchw_to_nhwc_primfunc, nhwc_to_nchw_primfunc
-from subp_fx.codegen.lowering.bf16 import Bf16Lowering
+from subp_fx.codegen.lowering.bf16 import Bf16Lowering, Bf16Plan, plan_bf16
 from subp_fx.codegen.lowering.context import LoweringContext
+from subp_fx.codegen.lowering.conv import bf16_block_size
 from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilogues
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusion_ability, lower_quantized_image
@@ -179,7 +180,7 @@ def lower_graph(
     if bf16:
         if plan is not None:
             raise ValueError("a build is int8 (activation_ranges) or bf16, not both")
-        ctx.bf16 = Bf16Lowering(resolve_bf16_path(target))
+        ctx.bf16 = Bf16Lowering(resolve_bf16_path(target), plan_bf16(view, ctx.epilogues, bf16_block_size))
     with program.function():
         result = _walk(ctx, progress)
         program.finish(result.expr)
@@ -188,6 +189,14 @@ def lower_graph(
     emitted = [dataclasses.replace(entry, call_order=order) for order, entry in enumerate(ctx.kernel_table)]
     table = sorted(emitted, key=lambda entry: position[entry.layer])
     return LoweredModel(program.module(), table, view.input_shape, result.shape, target)
+
+
+def bf16_plan(gm: fx.GraphModule | nn.Module, example_input_shape: tuple[int, ...]) -> Bf16Plan:
+    """What a bf16 build of ``gm`` (converted and BN-folded, as ``lower_graph`` takes it) rounds:
+    the :class:`Bf16Plan` ``lower_graph(..., bf16=True)`` follows, for the eager reference
+    (``quantize.bf16_reference``)."""
+    view = GraphView(trace(gm), tuple(example_input_shape))
+    return plan_bf16(view, plan_epilogues(view, lambda node: _fusion_ability(view, node)), bf16_block_size)
 
 
 def lower(

@@ -16,6 +16,7 @@ import torch.nn as nn  # noqa: E402
 from subp_fx.codegen.errors import TargetError  # noqa: E402
 from subp_fx.codegen.kernels.isa import bf16_path  # noqa: E402
 from subp_fx.codegen.lowering.bf16 import pack_pairs  # noqa: E402
+from subp_fx.codegen.lowering.lower import bf16_plan  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
 from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
 from subp_fx.codegen.target import parse_target  # noqa: E402
@@ -30,7 +31,7 @@ BATCH_SHAPE = (2, 3, 16, 16)
 # Compiled vs reference, as a fraction of the largest |logit|: both round the same float32 values
 # to bf16 and sum exact products in float32, so they differ by summation order, and where that
 # moves an activation across a bf16 rounding boundary, by one bf16 step of that one value.
-# Measured (Zen 4, seeds 99 and 7): 1.3-1.7e-7 (G=4 masks), 0.8-1.5e-7 (G=1); the fp32 model
+# Measured (Zen 4, seeds 99 and 7): 1.3-1.7e-7 (G=4 masks), 0.8-1.5e-7 (G=1), with and without tensors stored bf16; the fp32 model
 # differs by 4.5-4.7e-4.
 TOLERANCE = 1e-5
 
@@ -43,8 +44,8 @@ class Bf16Build:
         self.shape = shape
         self.compiled = compile(model, shape, target="llvm -mcpu=native", threads=1, precision="bf16")
         self.graph = inference_graph(model, shape).gm
-        layers = [entry.layer for entry in self.compiled.kernel_table if entry.precision.startswith("bf16")]
-        self.reference = bf16_reference(self.graph, layers)
+        self.plan = bf16_plan(self.graph, shape)
+        self.reference = bf16_reference(self.graph, self.plan.layers, self.plan.stored)
 
     def outputs(self, seed: int = 99):
         x = toy_input(seed, self.shape)
@@ -90,15 +91,24 @@ def test_the_kernel_table_puts_exactly_the_1xn_kernel_convs_with_whole_zmm_block
         "dw": "fp32",  # depthwise: its own fp32 kernel
         "pw": "bf16/avx512-bf16",
         "grouped": "fp32",  # 8 outputs a group: N=8, not a whole zmm
-        "block.conv1": "bf16/avx512-bf16",
-        "block.conv2": "bf16/avx512-bf16",
-        "block.downsample": "bf16/avx512-bf16",
+        "block.conv1": "bf16/avx512-bf16->bf16",  # read only by conv2: stored bf16
+        "block.conv2": "bf16/avx512-bf16",  # read by odd, an fp32 conv
+        "block.downsample": "bf16/avx512-bf16->bf16",  # conv2's residual, widened in its epilogue
         "odd": "fp32",  # C_out=24: 16 does not divide it
         "head": "fp32",
     }
     table = {entry.layer: entry for entry in toy.compiled.kernel_table}
     assert table["stem"].in_channels == 3 and "_4to16_" in table["stem"].kernel  # the layer's C_in; the kernel reads 4
     assert table["block.conv2"].epilogue == "bias+residual+relu"
+
+
+def test_the_plan_names_the_bf16_layers_and_the_tensors_stored_bf16(toy):
+    bf16_layers = {entry.layer for entry in toy.compiled.kernel_table if entry.precision.startswith("bf16")}
+    assert toy.plan.layers == bf16_layers
+    # block.conv1's relu (conv2's input) and the shortcut (conv2's residual): every reader a bf16 conv
+    stored = {node.name: node for node in toy.graph.graph.nodes if node.name in toy.plan.stored}
+    assert {str(node.target) for node in stored.values() if node.op == "call_module"} == {"block.downsample"}
+    assert len(stored) == 2
 
 
 def test_the_manifest_round_trips_the_precision(toy, tmp_path):
