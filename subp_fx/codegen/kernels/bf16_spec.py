@@ -14,7 +14,13 @@ kh, kw, N, 2): each block-row keeps Kg aligned *pairs* of input channels (``pair
 (R, Kg), even channel indices), the 2 channels of a pair being one 32-bit word of an NHWC pixel,
 which ``vdpbf16ps`` multiplies with a lane's 2 weights and adds to its float32 sum. A 1xN
 mask whose kept channels do not come in pairs is packed with the unkept partner's weight 0
-(``lowering.bf16.pack_pairs``). Pure Python, no TVM.
+(``lowering.bf16.pack_pairs``).
+
+``pairs_per_word=2`` (block-rows keeping aligned groups of 4 channels, ``input_group: 4``): the
+kernel broadcasts a 64-bit word, the group's 2 pairs, so lane 2c + h of a vector sums pair h of
+output channel c (8 channels a vector): one broadcast feeds N/8 ``vdpbf16ps`` instead of N/16,
+and the write-back adds each lane pair. ``values`` is then (R, Kg/2, kh, kw, N/8, 16, 2) and
+``pair_starts`` (R, Kg/2) holds each group's first channel (a multiple of 4). Pure Python, no TVM.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvGeometry
 
 # Input channels per kept pair: one 32-bit word of bf16 activations, one vdpbf16ps lane's 2 products.
 PAIR = 2
+# Kept pairs per activation word the kernel broadcasts: 1 (32 bits), or 2 (64 bits: an aligned group
+# of 4 channels, each lane summing one of the two pairs for one output channel; see the module doc).
+PAIRS_PER_WORD = (1, 2)
 # N the kernel takes: whole zmm registers of 16 float32 sums.
 BF16_BLOCK_SIZES = (16, 32)
 BF16 = "uint16"  # how a bf16 tensor is stored and passed (its 16 bits; TVM legalises real bf16 away)
@@ -55,9 +64,18 @@ class Bf16ConvSpec(ConvGeometry):
     residual: str = "none"
     activation: str = "none"
     out_dtype: str = "float32"
+    pairs_per_word: int = 1
 
     def __post_init__(self) -> None:
         self._check_geometry(("batch", "height", "width", "in_channels", "out_channels", "block_size", "kept_pairs"))
+        if self.pairs_per_word not in PAIRS_PER_WORD:
+            raise KernelSpecError(f"pairs_per_word must be one of {PAIRS_PER_WORD}, got {self.pairs_per_word!r}")
+        if self.pairs_per_word > 1 and (self.in_channels % self.word_channels or self.kept_pairs % self.pairs_per_word):
+            raise KernelSpecError(
+                f"pairs_per_word={self.pairs_per_word} reads aligned groups of {self.word_channels} input channels: "
+                f"in_channels ({self.in_channels}) and 2 x kept_pairs ({2 * self.kept_pairs}) must be multiples "
+                f"of {self.word_channels}"
+            )
         if self.in_channels % PAIR:
             raise KernelSpecError(
                 f"in_channels={self.in_channels} is odd; the bf16 kernel reads input channels in aligned pairs "
@@ -83,12 +101,23 @@ class Bf16ConvSpec(ConvGeometry):
         return self.in_channels // PAIR
 
     @property
+    def word_channels(self) -> int:
+        """Input channels of one activation word: 2 (32 bits), or 4 (64 bits) at ``pairs_per_word=2``."""
+        return PAIR * self.pairs_per_word
+
+    @property
+    def kept_words(self) -> int:
+        return self.kept_pairs // self.pairs_per_word
+
+    @property
     def values_shape(self) -> tuple[int, ...]:
+        if self.pairs_per_word == 2:
+            return (self.block_rows, self.kept_words, *self.kernel_size, self.block_size // 8, 16, PAIR)
         return (self.block_rows, self.kept_pairs, *self.kernel_size, self.block_size, PAIR)
 
     @property
     def pair_starts_shape(self) -> tuple[int, int]:
-        return (self.block_rows, self.kept_pairs)
+        return (self.block_rows, self.kept_words)
 
     @property
     def ops(self) -> int:

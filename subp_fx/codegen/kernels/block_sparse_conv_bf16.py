@@ -18,20 +18,25 @@ Only for targets with avx512_bf16 (:func:`isa.bf16_path`); nothing else is built
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from tvm import tirx
 from tvm.target import Target
+from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError, TargetError
 from subp_fx.codegen.kernels import bf16_dot
 from subp_fx.codegen.kernels.bf16_spec import PAIR, Bf16ConvSpec
-from subp_fx.codegen.kernels.block_sparse_conv_int8 import BOUND_WORD, _Builder, int8_heuristic_tile
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import _Builder, int8_heuristic_tile
 from subp_fx.codegen.kernels.isa import Bf16Path, bf16_path
+from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE
 from subp_fx.codegen.kernels.modes import PADDING_INLINE
 from subp_fx.codegen.kernels.spec import ConvTile
 
 FLOAT = "float32"
+WIDE_WORD = "uint64"  # an activation word of 2 pairs (pairs_per_word=2)
 
 
 def resolve_bf16_path(isa_or_target: Bf16Path | Target) -> Bf16Path:
@@ -47,10 +52,15 @@ def resolve_bf16_path(isa_or_target: Bf16Path | Target) -> Bf16Path:
     raise KernelSpecError(f"isa_or_target must be a Bf16Path or a tvm.target.Target, got {isa_or_target!r}")
 
 
+def bf16_vectors_per_pixel(spec: Bf16ConvSpec, path: Bf16Path) -> int:
+    """Accumulators of one pixel: N/16, or N/8 at ``pairs_per_word=2`` (8 channels a vector)."""
+    return spec.block_size * spec.pairs_per_word // path.lanes
+
+
 def bf16_heuristic_tile(spec: Bf16ConvSpec, path: Bf16Path) -> ConvTile:
     """The int8 kernel's heuristic tile (:func:`int8_heuristic_tile`): the same register budget
     of 16-lane accumulators, the same parallel-mode choice on the fp32 spec."""
-    return int8_heuristic_tile(spec, path)
+    return int8_heuristic_tile(spec, path, bf16_vectors_per_pixel(spec, path))
 
 
 def epilogue_value(spec: Bf16ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
@@ -65,35 +75,74 @@ def epilogue_value(spec: Bf16ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
 
 
 class _Bf16Builder(_Builder):
-    """The int8 builder's loop nest with :mod:`bf16_dot`'s step and a float32 epilogue."""
+    """The int8 builder's loop nest with :mod:`bf16_dot`'s step and a float32 epilogue; at
+    ``pairs_per_word=2``, 64-bit words and lane-pair sums (:mod:`bf16_spec`)."""
 
     channels_per_word = PAIR
     acc_dtype = FLOAT
     starts_buffer = "pair_starts"
 
+    def __init__(self, spec: Bf16ConvSpec, tile: ConvTile, path: Bf16Path) -> None:
+        if spec.pairs_per_word == 2:
+            self.channels_per_word, self.word_dtype = spec.word_channels, WIDE_WORD
+        super().__init__(spec, tile, path)
+        self.vectors = bf16_vectors_per_pixel(spec, path)
+
     def _argument_shapes(self):
         return self.spec.argument_shapes()
 
     def _kept_words(self) -> int:
-        return self.spec.kept_pairs
+        return self.spec.kept_words
 
     def _zero_word(self):
-        return tirx.const(0, BOUND_WORD)  # two bf16 zeros
+        return tirx.const(0, self.word_dtype)  # bf16 zeros
 
     def _weight_forms(self, r, g, s, t, v: int) -> list:
         lanes = self.path.lanes
+        if self.spec.pairs_per_word == 2:
+            return [self.value_words[r, g, s, t, v, tirx.Ramp(0, 1, lanes)]]
         return [self.value_words[r, g, s, t, tirx.Ramp(v * lanes, 1, lanes)]]
 
     def _word_operand(self, word):
         # a cast, not a reinterpret: the same bits, and TVM's LLVM codegen refuses the reinterpret
         # of the constant 0 it substitutes for a padded tap's word (see the int8 builder)
-        return tirx.Cast("int32", word)
+        return tirx.Cast("int64" if self.word_dtype == WIDE_WORD else "int32", word)
 
     def _accumulate(self, acc_vector, word, forms: list):
-        return bf16_dot.dot(acc_vector, tirx.Broadcast(word, self.path.lanes), forms[0])
+        lanes = self.path.lanes
+        if self.word_dtype == WIDE_WORD:  # the group's 2 pairs in every 64-bit half of the vector
+            pairs = tirx.reinterpret(f"int32x{lanes}", tirx.Broadcast(word, lanes // 2))
+        else:
+            pairs = tirx.Broadcast(word, lanes)
+        return bf16_dot.dot(acc_vector, pairs, forms[0])
 
     def _epilogue(self, acc_value, b, oh, ow, co):
         return epilogue_value(self.spec, self.buffers, acc_value, b, oh, ow, co)
+
+    def _write_back(self, b, r, oh0, ow0, rows: int, cols: int, acc) -> list[tirx.Stmt]:
+        if self.spec.pairs_per_word == 1:
+            return super()._write_back(b, r, oh0, ow0, rows, cols, acc)
+        # Lane 2c + h of accumulator 2u (2u + 1) holds pair h of output channel 16u + c (16u + 8 + c):
+        # the even and the odd lanes of the two, deinterleaved (one vpermt2ps each) and added, are
+        # the 16 channels in order.
+        spec, lanes = self.spec, self.path.lanes
+        outputs = spec.block_size // lanes
+        sums = tirx.decl_buffer((rows * cols * outputs * lanes,), FLOAT, "sums", scope=ACCUMULATOR_SCOPE)
+        evens = [tirx.const(2 * lane, "int32") for lane in range(lanes)]
+        odds = [tirx.const(2 * lane + 1, "int32") for lane in range(lanes)]
+        stores: list[tirx.Stmt] = [tirx.AllocBuffer(sums)]
+        for q, p, u in itertools.product(range(rows), range(cols), range(outputs)):
+            first = ((q * cols + p) * self.vectors + 2 * u) * lanes
+            halves = [acc[tirx.Ramp(first, 1, lanes)], acc[tirx.Ramp(first + lanes, 1, lanes)]]
+            index = ((q * cols + p) * outputs + u) * lanes
+            added = tirx.Shuffle(halves, evens) + tirx.Shuffle(halves, odds)
+            stores.append(tirx.BufferStore(sums, added, [tirx.Ramp(index, 1, lanes)]))
+            j = tirx.Var("j", "int32")
+            co = r * spec.block_size + u * lanes + j
+            value = self._epilogue(sums[index + j], b, oh0 + q, ow0 + p, co)
+            store = tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, co])
+            stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
+        return stores
 
 
 def block_sparse_conv2d_bf16_primfunc(

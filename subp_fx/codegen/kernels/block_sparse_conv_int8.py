@@ -112,12 +112,14 @@ def vectors_per_pixel(spec: Int8ConvSpec, path: Int8Path) -> int:
     return math.ceil(spec.block_size / path.lanes)
 
 
-def int8_heuristic_tile(spec: Int8ConvSpec, path: Int8Path) -> ConvTile:
+def int8_heuristic_tile(spec: Int8ConvSpec, path: Int8Path, vectors: int | None = None) -> ConvTile:
     """Tiles of as many pixels as ``path.max_accumulators`` allows, in the parallel mode that
     streams fewer bytes: one row of pixels evened out over the row (56 -> 4 x 14; 15 -> 8 + 7),
     or, where a whole row holds fewer, as many whole rows as fit, evened out over the height
-    (7x7 at N=16: 2 rows x 7, the last tile 1 row)."""
-    cap = max(1, path.max_accumulators // vectors_per_pixel(spec, path))
+    (7x7 at N=16: 2 rows x 7, the last tile 1 row). ``vectors``: accumulators a pixel takes
+    (default :func:`vectors_per_pixel`)."""
+    vectors = vectors_per_pixel(spec, path) if vectors is None else vectors
+    cap = max(1, path.max_accumulators // vectors)
     tiles = math.ceil(spec.out_width / cap)
     cols = math.ceil(spec.out_width / tiles)
     rows = max(1, min(spec.out_height, cap // cols))
@@ -184,12 +186,13 @@ class _Builder:
     """
 
     channels_per_word = GROUP
+    word_dtype = BOUND_WORD  # how an activation word is loaded and bound (see _kernel_row)
     acc_dtype = WORD
     starts_buffer = "group_starts"  # the argument holding each block-row's kept words' first channels
 
     def __init__(self, spec, tile: ConvTile, path) -> None:
         self.spec, self.tile, self.path = spec, tile, path
-        self.vectors = vectors_per_pixel(spec, path)
+        self.vectors = vectors_per_pixel(spec, path)  # accumulators of one pixel
         self.buffers = {
             name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in self._argument_shapes().items()
         }
@@ -197,7 +200,7 @@ class _Builder:
         # The same memory read as 32-bit words: the channels of one word of a pixel (uint32, see
         # _kernel_row) / the weights of one lane.
         words = spec.in_channels // self.channels_per_word
-        self.data_words = tirx.decl_buffer((*spec.data_shape[:3], words), BOUND_WORD, "data_words", data=data.data)
+        self.data_words = tirx.decl_buffer((*spec.data_shape[:3], words), self.word_dtype, "data_words", data=data.data)
         self.value_words = tirx.decl_buffer(values.shape[:-1], WORD, "value_words", data=values.data)
         self.zero_word = self._zero_word()  # what padding reads
 
@@ -292,7 +295,7 @@ class _Builder:
                 condition = self._inside(h, w) if guarded else None
                 if condition is not None:
                     word = tirx.if_then_else(condition, word, self.zero_word)
-                word_var = tirx.Var(f"x{s}_{t}_{q}_{p}", BOUND_WORD)
+                word_var = tirx.Var(f"x{s}_{t}_{q}_{p}", self.word_dtype)
                 steps.append(tirx.Bind(word_var, word))
                 word = self._word_operand(word_var)
                 for v in range(self.vectors):

@@ -73,6 +73,23 @@ def pack_pairs(values: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.
     return packed, starts
 
 
+def pack_wide_words(packed: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`pack_pairs`' output (values (R, Kg, kh, kw, N, 2), pair starts (R, Kg)) in the layout
+    of ``pairs_per_word=2`` (``kernels.bf16_spec``: (R, Kg/2, kh, kw, N/8, 16, 2), lane 2c + h of
+    vector v holding pair h of channel 8v + c; group starts (R, Kg/2)), or None where a block-row's
+    kept pairs do not come as whole aligned groups of 4 channels (then nothing is saved: a
+    group's unkept pair would cost as many MACs as the broadcasts it spares)."""
+    rows, kept, kh, kw, block, _ = packed.shape
+    if kept % 2 or block % 16:
+        return None
+    pairs = starts.reshape(rows, kept // 2, 2)
+    if (pairs[..., 0] % 4).any() or (pairs[..., 1] != pairs[..., 0] + PAIR).any():
+        return None
+    values = packed.reshape(rows, kept // 2, 2, kh, kw, block // 8, 8, PAIR)  # (r, k, h, s, t, v, c, i)
+    values = values.transpose(0, 1, 3, 4, 5, 6, 2, 7).reshape(rows, kept // 2, kh, kw, block // 8, 16, PAIR)
+    return np.ascontiguousarray(values), np.ascontiguousarray(pairs[..., 0])
+
+
 @dataclass(frozen=True)
 class Bf16Plan:
     """What a bf16 build rounds: ``layers``, the modules (fx targets) whose convs run on the bf16
@@ -158,6 +175,7 @@ def _kernel_name(spec: Bf16ConvSpec, kind: str) -> str:
     kh, kw = spec.kernel_size
     parts = [f"{kind}_bf16", f"conv{kh}x{kw}s{spec.stride[0]}", f"b{spec.batch}", f"{spec.height}x{spec.width}"]
     parts += [f"{spec.in_channels}to{spec.out_channels}", f"P{spec.kept_pairs}N{spec.block_size}"]
+    parts += ["w64"] * (spec.pairs_per_word == 2)
     parts += [f"residual_{spec.residual}"] * (spec.residual != "none")
     parts += [spec.activation] * (spec.activation != "none")
     parts += ["bf16out"] * (spec.out_dtype == "bfloat16")
@@ -173,6 +191,15 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
     source = bf16.converted(ctx, data)
     batch, height, width, in_channels = source.stored_shape
     values, starts = pack_pairs(weights.values, weights.indices)
+    kept_pairs, pairs_per_word = values.shape[1], 1
+    # A 1x1 conv broadcasts one word per multiply step, as many loads as vdpbf16ps: where its rows
+    # keep whole groups of 4 channels, one 64-bit word feeds two (Zen 4, 2 threads, alone: 1x1
+    # 256->512 at 28 px 317 -> 242 us, 1024->256 at 14 px 155 -> 115 us; 64->256 at 56 px, 8
+    # groups a row, 166 -> 154 us). 3x3 convs reuse each broadcast across taps and run at the
+    # probe's peak already.
+    wide = pack_wide_words(values, starts) if layer.kernel_size == (1, 1) else None
+    if wide is not None:
+        (values, starts), pairs_per_word = wide, 2
     residual_kind, residual = "none", None
     if epilogue.residual is not None:
         residual = ctx.tensor(epilogue.residual)
@@ -188,13 +215,14 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
         in_channels=in_channels,
         out_channels=weights.padded_out_channels,
         block_size=weights.block_size,
-        kept_pairs=values.shape[1],
+        kept_pairs=kept_pairs,
         kernel_size=layer.kernel_size,
         stride=layer.stride,
         padding=layer.padding,
         residual=residual_kind,
         activation=epilogue.activation,
         out_dtype="bfloat16" if stored else FLOAT32,
+        pairs_per_word=pairs_per_word,
     )
     tile = bf16_heuristic_tile(spec, bf16.path)
     key = ("block_sparse_conv2d_bf16", spec, tile, bf16.path.name)
@@ -223,7 +251,7 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
         out_hw=(spec.out_height, spec.out_width),
         block_size=spec.block_size,
         macs=batch * spec.out_height * spec.out_width * weights.out_channels * kept * kh * kw,
-        tile=f"{tile.rows}x{tile.cols}px {tile.parallel}",
+        tile=f"{tile.rows}x{tile.cols}px {tile.parallel}" + (" 64-bit words" if pairs_per_word == 2 else ""),
         dense_reason=layer.dense_reason,
         precision=f"{BF16_PRECISION}/{bf16.path.name}" + ("->bf16" if stored else ""),
     )

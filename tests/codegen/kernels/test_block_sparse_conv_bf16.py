@@ -39,7 +39,11 @@ def _arguments(spec: Bf16ConvSpec, seed: int = 0) -> dict[str, np.ndarray]:
         "data": to_bf16_bits(rng.standard_normal(spec.data_shape).astype(np.float32)),
         "values": to_bf16_bits(rng.standard_normal(spec.values_shape).astype(np.float32)),
         "pair_starts": np.stack(
-            [np.sort(rng.choice(spec.pairs, spec.kept_pairs, replace=False)) * 2 for _ in range(spec.block_rows)]
+            [
+                np.sort(rng.choice(spec.in_channels // spec.word_channels, spec.kept_words, replace=False))
+                * spec.word_channels
+                for _ in range(spec.block_rows)
+            ]
         ).astype(np.int32),
         "bias": rng.standard_normal(spec.out_channels).astype(np.float32),
     }
@@ -52,15 +56,20 @@ def _arguments(spec: Bf16ConvSpec, seed: int = 0) -> dict[str, np.ndarray]:
 
 def _reference(spec: Bf16ConvSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """The spec's formula in float64 on the bf16 values (products of bf16 values are exact)."""
-    R, Kg, kh, kw, N, _ = spec.values_shape
+    R, N = spec.block_rows, spec.block_size
+    kh, kw = spec.kernel_size
     values = from_bf16_bits(arrays["values"]).astype(np.float64)
+    if spec.pairs_per_word == 2:  # (R, Kg/2, kh, kw, N/8, 16, 2): lane 2c + h is pair h of channel c
+        values = values.reshape(R, spec.kept_words, kh, kw, N // 8, 8, 2, 2)
+        values = values.transpose(0, 1, 6, 2, 3, 4, 5, 7).reshape(R, spec.kept_pairs, kh, kw, N, 2)
+        starts = (arrays["pair_starts"][:, :, None] + np.array([0, 2])).reshape(R, spec.kept_pairs)
+    else:
+        starts = arrays["pair_starts"]
     weight = np.zeros((spec.out_channels, spec.in_channels, kh, kw))
     for r in range(R):
-        for g in range(Kg):
+        for g in range(spec.kept_pairs):
             for i in range(2):
-                weight[r * N : (r + 1) * N, arrays["pair_starts"][r, g] + i] += values[r, g, :, :, :, i].transpose(
-                    2, 0, 1
-                )
+                weight[r * N : (r + 1) * N, starts[r, g] + i] += values[r, g, :, :, :, i].transpose(2, 0, 1)
     x = torch.from_numpy(from_bf16_bits(arrays["data"]).astype(np.float64)).permute(0, 3, 1, 2)
     y = torch.nn.functional.conv2d(
         x,
@@ -96,6 +105,12 @@ SHAPES = [
     (1, 15, 15, 4, 32, 32, 2, 7, 2, 3, "none", "relu", "float32"),  # 7x7/2 stem: a row loop
     (1, 16, 30, 16, 16, 16, 4, 3, 1, 1, "none", "none", "float32"),  # two column tiles and a rest
 ]
+# pairs_per_word=2 (64-bit words, lane-pair sums): 1x1 convs of block-rows keeping groups of 4
+WIDE_SHAPES = [
+    (1, 14, 14, 32, 16, 16, 8, 1, 1, 0, "bfloat16", "relu", "bfloat16"),
+    (2, 9, 9, 64, 64, 32, 12, 1, 2, 0, "float32", "none", "float32"),  # stride 2, N=32, batch 2
+    (1, 6, 6, 16, 32, 16, 4, 3, 1, 1, "none", "relu", "float32"),  # also right for a padded 3x3
+]
 
 
 @needs_bf16_host
@@ -111,6 +126,26 @@ def test_the_kernel_computes_the_formula(shape):
     else:
         # rounded to bf16: within half a bf16 step (2^-8 relative) plus the float32 sums' error
         np.testing.assert_array_less(np.abs(got - expected), np.abs(expected) * 2**-8 + 1e-6 * scale)
+
+
+@needs_bf16_host
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda shape: "-".join(map(str, shape)))
+def test_64_bit_words_compute_the_formula(shape):
+    *geometry, residual, activation, out_dtype = shape
+    spec = Bf16ConvSpec(*geometry, residual=residual, activation=activation, out_dtype=out_dtype, pairs_per_word=2)
+    got, expected = _run(spec)
+    scale = np.abs(expected).max()
+    if out_dtype == "float32":
+        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale)
+    else:
+        np.testing.assert_array_less(np.abs(got - expected), np.abs(expected) * 2**-8 + 1e-6 * scale)
+
+
+def test_a_64_bit_word_feeds_two_vdpbf16ps_from_one_broadcast():
+    spec = Bf16ConvSpec(1, 28, 28, 256, 64, 16, 64, 1, 1, 0, activation="relu", pairs_per_word=2)
+    asm = _build(block_sparse_conv2d_bf16_primfunc(spec, None, ZNVER4)).mod.inspect_source("asm")
+    assert "vbroadcastsd" in asm or "vpbroadcastq" in asm
+    assert analyse_asm(asm).hot_loop_spills == 0
 
 
 @needs_bf16_host
@@ -156,6 +191,8 @@ def test_the_conversion_pads_channels_with_zeros():
         ({"kept_pairs": 9}, "kept_pairs Kg=9 exceeds the 8 pairs"),
         ({"residual": "uint8"}, "residual must be one of none, float32, bfloat16"),
         ({"out_dtype": "float16"}, "out_dtype must be one of float32, bfloat16"),
+        ({"pairs_per_word": 3}, "pairs_per_word must be one of"),
+        ({"pairs_per_word": 2, "kept_pairs": 3}, "must be multiples of 4"),
     ],
 )
 def test_the_spec_refuses_what_the_kernel_cannot_do(fields, message):

@@ -15,7 +15,7 @@ import torch.nn as nn  # noqa: E402
 
 from subp_fx.codegen.errors import TargetError  # noqa: E402
 from subp_fx.codegen.kernels.isa import bf16_path  # noqa: E402
-from subp_fx.codegen.lowering.bf16 import pack_pairs  # noqa: E402
+from subp_fx.codegen.lowering.bf16 import pack_pairs, pack_wide_words  # noqa: E402
 from subp_fx.codegen.lowering.lower import bf16_plan  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
 from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
@@ -31,8 +31,8 @@ BATCH_SHAPE = (2, 3, 16, 16)
 # Compiled vs reference, as a fraction of the largest |logit|: both round the same float32 values
 # to bf16 and sum exact products in float32, so they differ by summation order, and where that
 # moves an activation across a bf16 rounding boundary, by one bf16 step of that one value.
-# Measured (Zen 4, seeds 99 and 7): 1.3-1.7e-7 (G=4 masks), 0.8-1.5e-7 (G=1), with and without tensors stored bf16; the fp32 model
-# differs by 4.5-4.7e-4.
+# Measured (Zen 4, seeds 99 and 7): 1.3-1.7e-7 (G=4 masks), 0.8-1.5e-7 (G=1), with and without
+# tensors stored bf16; the fp32 model differs by 4.5-4.7e-4.
 TOLERANCE = 1e-5
 
 
@@ -154,3 +154,28 @@ def test_a_channel_kept_without_its_partner_gets_a_zero_weight_and_short_rows_re
             rebuilt[start : start + 2] += packed[r, slot, 0, 0].T
         np.testing.assert_array_equal(rebuilt, dense)
     assert not packed[1, 2].any()  # the repeated pair multiplies by zero
+
+
+def test_wide_words_pack_each_group_of_4_as_lane_pairs_of_two_vectors():
+    rng = np.random.default_rng(2)
+    indices = np.array([[4, 5, 6, 7, 12, 13, 14, 15], [0, 1, 2, 3, 8, 9, 10, 11]])
+    values = rng.standard_normal((2, 8, 1, 1, 16)).astype(np.float32)
+    wide = pack_wide_words(*pack_pairs(values, indices))
+    assert wide is not None
+    packed, starts = wide
+    assert packed.shape == (2, 2, 1, 1, 2, 16, 2)
+    np.testing.assert_array_equal(starts, [[4, 12], [0, 8]])
+    # vector 1, lane 2 * 3 + 1: output channel 8 + 3, the group's second pair (channels 14, 15 of row 0)
+    np.testing.assert_array_equal(packed[0, 1, 0, 0, 1, 7], values[0, 6:8, 0, 0, 11])
+
+
+def test_pairs_that_are_not_whole_groups_of_4_stay_32_bit_words():
+    values = np.ones((1, 4, 1, 1, 16), np.float32)
+    assert pack_wide_words(*pack_pairs(values, np.array([[2, 3, 4, 5]]))) is None  # pairs 1 and 2: no group
+    assert pack_wide_words(*pack_pairs(values[:, :2], np.array([[0, 1]]))) is None  # one pair
+
+
+def test_1x1_convs_of_masks_in_groups_of_4_read_64_bit_words(toy):
+    kernels = {entry.layer: entry.kernel for entry in toy.compiled.kernel_table}
+    assert "_w64" in kernels["pw"] and "_w64" in kernels["block.downsample"]
+    assert "_w64" not in kernels["block.conv1"]  # 3x3: each broadcast already serves up to 3 taps
