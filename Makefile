@@ -1,7 +1,8 @@
 # Two entry points that set everything up on a fresh machine and are cheap the second time:
 #   make demo   -> prune a CNN on Fashion-MNIST with SUBP (recipes/fashion-mnist-demo.yaml), compile
-#                  it to 1xN block-sparse CPU code with TVM (fp32, then int8 calibrated on Fashion-MNIST),
-#                  and check its accuracy against PyTorch; prints the two builds side by side
+#                  it to 1xN block-sparse CPU code with TVM (fp32, then int8 calibrated on Fashion-MNIST,
+#                  and bf16 on CPUs with avx512_bf16), and check its accuracy against PyTorch; prints
+#                  the builds side by side
 #   make test   -> the lint gate (ruff, configured in pyproject.toml), then the test suite
 PYTHON ?= python3.11
 VENV := .venv
@@ -36,6 +37,11 @@ demo: setup
 	$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled-int8 --force \
 		--precision int8 --calibration-data fashion-mnist
 	$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled-int8 --compare-pytorch --json $(DEMO_OUT)/compiled-int8-eval.json
+	@# bf16 needs avx512_bf16 (vdpbf16ps); elsewhere the demo shows fp32 and int8 only
+	if grep -q avx512_bf16 /proc/cpuinfo; then \
+		$(VENV)/bin/subp-fx compile $(DEMO_OUT)/last.pt -o $(DEMO_OUT)/compiled-bf16 --force --precision bf16 && \
+		$(VENV)/bin/subp-fx eval $(DEMO_OUT)/compiled-bf16 --compare-pytorch --json $(DEMO_OUT)/compiled-bf16-eval.json; \
+	else rm -rf $(DEMO_OUT)/compiled-bf16 $(DEMO_OUT)/compiled-bf16-eval.json; fi
 	$(VENV)/bin/python benchmarks/demo_result.py $(DEMO_OUT) --out $(DEMO_OUT)
 
 # The suite runs in two processes. In one process, after ~1100 tests had loaded TVM, torch, ONNX

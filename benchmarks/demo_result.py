@@ -1,13 +1,13 @@
 """The `make demo` run as a result file: what the README's demo paragraph quotes.
 
 Reads a finished demo run (``runs/fashion-mnist-demo`` by default: ``summary.json``,
-``metrics.jsonl``, ``compiled/manifest.json``, ``compiled-eval.json``, and where the int8 build
-exists ``compiled-int8/`` with ``compiled-int8-eval.json``) and writes ``demo.json`` /
-``demo.md`` with the machine described: top-1 after training, per-epoch time, each pruned conv's
-kept channels per block-row, the compiled model's accuracy beside PyTorch's, and the fp32 and
-int8 builds side by side: top-1 on the 10,000 test images and batch-1 latency, both models timed
-in this process, interleaved (``tools.latency.measure_interleaved``), on the threads each was
-compiled for.
+``metrics.jsonl``, ``compiled/manifest.json``, ``compiled-eval.json``, and where the int8 and
+bf16 builds exist ``compiled-int8/`` / ``compiled-bf16/`` with their ``-eval.json``) and writes
+``demo.json`` / ``demo.md`` with the machine described: top-1 after training, per-epoch time,
+each pruned conv's kept channels per block-row, the compiled model's accuracy beside PyTorch's,
+and the fp32, int8 and bf16 builds side by side: top-1 on the 10,000 test images and batch-1
+latency, all models timed in this process, interleaved (``tools.latency.measure_interleaved``),
+on the threads each was compiled for. (``make demo`` builds bf16 only on a CPU with avx512_bf16.)
 
 Usage: ``python benchmarks/demo_result.py [RUN_DIR] [--out benchmarks/results] [--iters 200]``.
 """
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_configs import REPO, describe_machine  # noqa: E402
 
 FP32_DIR = "compiled"
-INT8_DIR = "compiled-int8"
+# The reduced-precision builds `make demo` may make, beside the fp32 one: precision -> directory.
+REDUCED_DIRS = {"int8": "compiled-int8", "bf16": "compiled-bf16"}
 
 
 def kernel_precisions(manifest: dict) -> dict[str, str]:
@@ -33,15 +34,16 @@ def kernel_precisions(manifest: dict) -> dict[str, str]:
     return {entry["layer"]: entry.get("precision", "fp32") for entry in convs}
 
 
-def side_by_side_latency(run: Path, iters: int) -> dict[str, dict]:
-    """Batch-1 latency of the fp32 and int8 builds, timed interleaved in this process on one
-    seeded input (latency does not depend on the values)."""
+def side_by_side_latency(run: Path, iters: int, precisions: list[str]) -> dict[str, dict]:
+    """Batch-1 latency of the fp32 build and the ``precisions`` builds, timed interleaved in this
+    process on one seeded input (latency does not depend on the values)."""
     import numpy as np
 
     from subp_fx.codegen.api import load_compiled
     from subp_fx.tools.latency import measure_interleaved
 
-    models = {name: load_compiled(run / directory) for name, directory in (("fp32", FP32_DIR), ("int8", INT8_DIR))}
+    directories = {"fp32": FP32_DIR} | {name: REDUCED_DIRS[name] for name in precisions}
+    models = {name: load_compiled(run / directory) for name, directory in directories.items()}
     shape = models["fp32"].input_shape
     image = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     stats = measure_interleaved(
@@ -53,19 +55,25 @@ def side_by_side_latency(run: Path, iters: int) -> dict[str, dict]:
     return {name: {**stats[name].as_dict(), "threads": models[name].threads} for name in models}
 
 
-def collect_int8(run: Path, iters: int) -> dict | None:
-    """The int8 build beside the fp32 one, or None when the run has no int8 build."""
-    if not (run / INT8_DIR / "manifest.json").is_file():
-        return None
-    manifest = json.loads((run / INT8_DIR / "manifest.json").read_text())
-    evaluation = json.loads((run / f"{INT8_DIR}-eval.json").read_text())
-    return {
-        "compiled": evaluation["compiled"],
-        "max_abs_logit_diff_to_fp32_pytorch": evaluation.get("max_abs_logit_diff"),
-        "calibration": manifest.get("calibration"),
-        "kernel_precision": kernel_precisions(manifest),
-        "latency": side_by_side_latency(run, iters),
-    }
+def collect_reduced(run: Path, iters: int) -> dict[str, dict]:
+    """Each reduced-precision build the run has (``REDUCED_DIRS``), beside the fp32 one: its
+    accuracy, calibration, kernel precisions and latency (all builds timed together)."""
+    present = [name for name, directory in REDUCED_DIRS.items() if (run / directory / "manifest.json").is_file()]
+    if not present:
+        return {}
+    latency = side_by_side_latency(run, iters, present)
+    builds = {}
+    for name in present:
+        manifest = json.loads((run / REDUCED_DIRS[name] / "manifest.json").read_text())
+        evaluation = json.loads((run / f"{REDUCED_DIRS[name]}-eval.json").read_text())
+        builds[name] = {
+            "compiled": evaluation["compiled"],
+            "max_abs_logit_diff_to_fp32_pytorch": evaluation.get("max_abs_logit_diff"),
+            "calibration": manifest.get("calibration"),
+            "kernel_precision": kernel_precisions(manifest),
+            "latency": {"fp32": latency["fp32"], name: latency[name]},
+        }
+    return builds
 
 
 def collect(run: Path, iters: int = 200) -> dict:
@@ -87,7 +95,7 @@ def collect(run: Path, iters: int = 200) -> dict:
         "max_abs_logit_diff": evaluation.get("max_abs_logit_diff"),
         "compiled_threads": evaluation["threads"],
         "compiled_kernels": {entry["layer"]: entry["kind"] for entry in manifest["kernels"]},
-        "int8": collect_int8(run, iters),
+        **collect_reduced(run, iters),
     }
 
 
@@ -111,29 +119,35 @@ def markdown(result: dict, machine: dict) -> str:
             f"- PyTorch eager, same weights: top-1 {result['pytorch']['top1']:.2f}%; max |logit difference| "
             f"{result['max_abs_logit_diff']:.1e}"
         )
-    if result["int8"] is not None:
-        lines += int8_lines(result)
+    reduced = [name for name in REDUCED_DIRS if result.get(name) is not None]
+    if reduced:
+        lines += reduced_lines(result, reduced)
     return "\n".join(lines) + "\n"
 
 
-def int8_lines(result: dict) -> list[str]:
-    int8 = result["int8"]
-    latency = int8["latency"]
-    calibration = int8["calibration"] or {}
-    in_int8 = [layer for layer, precision in int8["kernel_precision"].items() if precision.startswith("int8")]
-    fp32_top1, int8_top1 = result["compiled"]["top1"], int8["compiled"]["top1"]
-    rows = [
-        ("fp32", result["compiled"], latency["fp32"]),
-        ("int8", int8["compiled"], latency["int8"]),
-    ]
+def reduced_lines(result: dict, reduced: list[str]) -> list[str]:
+    fp32_latency = result[reduced[0]]["latency"]["fp32"]
+    rows = [("fp32", result["compiled"], fp32_latency)]
+    rows += [(name, result[name]["compiled"], result[name]["latency"][name]) for name in reduced]
+    notes = []
+    for name in reduced:
+        build = result[name]
+        layers = [layer for layer, precision in build["kernel_precision"].items() if precision.startswith(name)]
+        calibration = build["calibration"]
+        calibrated = (
+            f"calibrated on {calibration.get('calibrated_images')} {calibration.get('source')} images "
+            f"({calibration.get('calibrated_batches')} batches); "
+            if calibration
+            else ""
+        )
+        notes.append(f"{name}: {calibrated}convs in {name}: {', '.join(layers) or 'none'} (the rest fp32).")
+    fp32_top1, fp32_ms = result["compiled"]["top1"], fp32_latency["median_ms"]
     return [
         "",
-        f"## fp32 and int8 builds of the same checkpoint (batch 1, {latency['fp32']['threads']} threads)",
+        f"## fp32, {' and '.join(reduced)} builds of the same checkpoint (batch 1, {fp32_latency['threads']} threads)",
         "",
-        f"int8: calibrated on {calibration.get('calibrated_images')} {calibration.get('source')} images "
-        f"({calibration.get('calibrated_batches')} batches); convs in int8: {', '.join(in_int8) or 'none'} "
-        f"(the rest fp32). Latency: median of {latency['fp32']['iters']} runs each, the two models interleaved "
-        "in one process.",
+        *notes,
+        f"Latency: median of {fp32_latency['iters']} runs each, the {len(rows)} models interleaved in one process.",
         "",
         "| build | top-1 | latency median | p90 |",
         "|---|---|---|---|",
@@ -142,8 +156,11 @@ def int8_lines(result: dict) -> list[str]:
             for name, metrics, timing in rows
         ),
         "",
-        f"int8 - fp32 top-1: {int8_top1 - fp32_top1:+.2f} points; int8 / fp32 latency "
-        f"{latency['int8']['median_ms'] / latency['fp32']['median_ms']:.2f}",
+        "; ".join(
+            f"{name} - fp32 top-1: {result[name]['compiled']['top1'] - fp32_top1:+.2f} points, {name} / fp32 latency "
+            f"{result[name]['latency'][name]['median_ms'] / fp32_ms:.2f}"
+            for name in reduced
+        ),
     ]
 
 

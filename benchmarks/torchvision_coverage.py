@@ -16,7 +16,12 @@ its conv / linear layers run int8, and the largest difference as a share of the 
 a concat -- rounds differently from torch's and can flip a code of the tensor it feeds now and
 then). Writes ``torchvision_coverage_int8.{json,md}``.
 
-Usage: ``python benchmarks/torchvision_coverage.py [--size 64] [--precision fp32|int8] [--out DIR] [NAME ...]``.
+``--precision bf16`` (CPUs with avx512_bf16): the same masks, each model compiled in bf16 and run
+beside the eager bf16 reference of its plan (``quantize.bf16_reference`` of
+``lowering.lower.bf16_plan``): how many layers run bf16 and the largest difference as a share of
+the largest |logit|. Writes ``torchvision_coverage_bf16.{json,md}``.
+
+Usage: ``python benchmarks/torchvision_coverage.py [--size 64] [--precision fp32|int8|bf16] [--out DIR] [NAME ...]``.
 """
 
 from __future__ import annotations
@@ -109,30 +114,35 @@ def _varied_batch_norms(model, seed: int = 0):
     return model
 
 
-def check_int8(name: str, size: int) -> dict:
+def check_reduced(name: str, size: int, precision: str) -> dict:
+    """Compile family ``name`` in ``precision`` (int8 or bf16) and compare it with its eager reference."""
     import numpy as np
     import torch
 
     import subp_fx
+    from subp_fx.codegen.lowering.lower import bf16_plan
     from subp_fx.codegen.pipeline import compile as compile_model
     from subp_fx.codegen.pipeline import inference_graph
     from subp_fx.errors import SubpError
-    from subp_fx.quantize import calibrate, fake_quant_reference, plan_int8
+    from subp_fx.quantize import bf16_reference, calibrate, fake_quant_reference, plan_int8
 
     model, size = _family(name, size)
     model = _varied_batch_norms(model).eval()
     shape = (1, 3, size, size)
     batches = [torch.randn(4, 3, size, size) for _ in range(2)]
+    options = {"calibration": batches, "calibration_info": {"source": "randn"}} if precision == "int8" else {}
     started = time.perf_counter()
     try:
         gm = subp_fx.impose_random_masks(model, 0.5, 16, G=4).eval()
-        compiled = compile_model(
-            gm, shape, threads=2, precision="int8", calibration=batches, calibration_info={"source": "randn"}
-        )
+        compiled = compile_model(gm, shape, threads=2, precision=precision, **options)
     except SubpError as error:
         return _refusal(name, size, error, {str(error)[:300]: 1})
     graph = inference_graph(gm, shape).gm
-    reference = fake_quant_reference(graph, plan_int8(graph, calibrate(graph, batches, example_shape=shape)))
+    if precision == "int8":
+        reference = fake_quant_reference(graph, plan_int8(graph, calibrate(graph, batches, example_shape=shape)))
+    else:
+        plan = bf16_plan(graph, shape)
+        reference = bf16_reference(graph, plan.layers, plan.stored)
     x = torch.randn(shape)
     with torch.no_grad():
         expected = reference(x).numpy()
@@ -140,10 +150,11 @@ def check_int8(name: str, size: int) -> dict:
     difference = float(np.abs(compiled(x) - expected).max())
     precisions = [entry.precision for entry in compiled.kernel_table]
     return {
+        "precision": precision,
         "model": name,
         "size": size,
         "lowers": True,
-        "int8_layers": sum(precision.startswith("int8") for precision in precisions),
+        f"{precision}_layers": sum(entry.startswith(precision) for entry in precisions),
         "layers": len(precisions),
         "largest_logit": largest,
         "difference": difference / largest if largest else difference,
@@ -151,20 +162,20 @@ def check_int8(name: str, size: int) -> dict:
     }
 
 
-def markdown_int8(rows: list[dict], machine: dict) -> str:
+def markdown_reduced(rows: list[dict], machine: dict, precision: str) -> str:
     lines = [
-        "# Which torchvision CNNs compile in int8 (sparse, 50% at N=16 in groups of 4), against the reference",
+        f"# Which torchvision CNNs compile in {precision} (sparse, 50% at N=16 in groups of 4), against the reference",
         "",
         f"{machine['date']}; {machine['cpu']} ({machine['llvm_cpu']}); torch {machine['torch']}, TVM {machine['tvm']}. "
         f"{sum(row['lowers'] for row in rows)} of {len(rows)} families compile.",
         "",
-        "| model | px | int8 layers | max difference / max abs logit | seconds |",
+        f"| model | px | {precision} layers | max difference / max abs logit | seconds |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
         if row["lowers"]:
             lines.append(
-                f"| {row['model']} | {row['size']} | {row['int8_layers']} of {row['layers']} | "
+                f"| {row['model']} | {row['size']} | {row[f'{precision}_layers']} of {row['layers']} | "
                 f"{row['difference']:.1e} | {row['seconds']} |"
             )
         else:
@@ -196,19 +207,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=FAMILIES)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    int8 = args.precision == "int8"
+    reduced = args.precision != "fp32"
     rows = []
     for name in args.models:
-        rows.append(check_int8(name, args.size) if int8 else check(name, args.size))
+        rows.append(check_reduced(name, args.size, args.precision) if reduced else check(name, args.size))
         print(json.dumps(rows[-1])[:400], flush=True)
     machine = describe_machine()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "torchvision_coverage" + ("_int8" if int8 else "")
+    stem = "torchvision_coverage" + (f"_{args.precision}" if reduced else "")
     (args.out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown_int8(rows, machine) if int8 else markdown(rows, machine))
+    text = markdown_reduced(rows, machine, args.precision) if reduced else markdown(rows, machine)
+    (args.out / f"{stem}.md").write_text(text)
     return 0
 
 

@@ -18,9 +18,10 @@ have made the whole output NaN anyway).
 
 from __future__ import annotations
 
-from tvm import tirx
+from tvm import DataType, tirx
 
 DOT_FUNCTION = "subp_fx_dpbf16ps_512"
+ROUND_FUNCTION = "subp_fx_cvtneps2bf16_512"
 LANES = 16
 DOT_IR = f"""
 define <16 x float> @{DOT_FUNCTION}(<16 x float> %acc, <16 x i32> %pairs_a, <16 x i32> %pairs_b) {{
@@ -30,6 +31,12 @@ define <16 x float> @{DOT_FUNCTION}(<16 x float> %acc, <16 x i32> %pairs_a, <16 
   ret <16 x float> %sum
 }}
 declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+
+define <16 x i16> @{ROUND_FUNCTION}(<16 x float> %value) {{
+  %rounded = fptrunc <16 x float> %value to <16 x bfloat>
+  %bits = bitcast <16 x bfloat> %rounded to <16 x i16>
+  ret <16 x i16> %bits
+}}
 """
 _VECTOR = f"float32x{LANES}"
 
@@ -38,6 +45,13 @@ def dot(acc, activation_pairs, weight_pairs):
     """``acc`` (float32x16) plus, in lane j, ``a[2j] * b[2j] + a[2j + 1] * b[2j + 1]`` of the bf16
     pairs in the int32x16 ``activation_pairs`` and ``weight_pairs`` (one ``vdpbf16ps``)."""
     return tirx.call_pure_extern(_VECTOR, DOT_FUNCTION, acc, activation_pairs, weight_pairs)
+
+
+def rounded_vector(value):
+    """float32x16 ``value`` rounded to bf16 as uint16x16 bits: one ``vcvtneps2bf16`` (round to
+    nearest even; unlike :func:`rounded_bf16_bits`, float32 denormals become zero, as the
+    instruction does)."""
+    return tirx.call_pure_extern(f"uint16x{LANES}", ROUND_FUNCTION, value)
 
 
 def importing_dot(body: tirx.Stmt) -> tirx.Stmt:
@@ -59,5 +73,10 @@ def rounded_bf16_bits(value):
 
 
 def widened_bf16(bits):
-    """The float32 value of the bf16 ``bits`` (uint16): the bits moved to the top half."""
-    return tirx.reinterpret("float32", tirx.shift_left(tirx.Cast("uint32", bits), tirx.const(16, "uint32")))
+    """The float32 value(s) of the bf16 ``bits`` (uint16, or a uint16 vector): the bits moved to the
+    top half."""
+    lanes = DataType(str(bits.ty)).lanes
+    word, value = ("uint32", "float32") if lanes == 1 else (f"uint32x{lanes}", f"float32x{lanes}")
+    sixteen = tirx.const(16, "uint32")
+    shift = sixteen if lanes == 1 else tirx.Broadcast(sixteen, lanes)
+    return tirx.reinterpret(value, tirx.shift_left(tirx.Cast(word, bits), shift))

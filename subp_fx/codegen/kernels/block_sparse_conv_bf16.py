@@ -23,7 +23,6 @@ import itertools
 import numpy as np
 from tvm import tirx
 from tvm.target import Target
-from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError, TargetError
@@ -31,7 +30,6 @@ from subp_fx.codegen.kernels import bf16_dot
 from subp_fx.codegen.kernels.bf16_spec import PAIR, Bf16ConvSpec
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import _Builder, int8_heuristic_tile
 from subp_fx.codegen.kernels.isa import Bf16Path, bf16_path
-from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE
 from subp_fx.codegen.kernels.modes import PADDING_INLINE
 from subp_fx.codegen.kernels.spec import ConvTile
 
@@ -63,15 +61,20 @@ def bf16_heuristic_tile(spec: Bf16ConvSpec, path: Bf16Path) -> ConvTile:
     return int8_heuristic_tile(spec, path, bf16_vectors_per_pixel(spec, path))
 
 
-def epilogue_value(spec: Bf16ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
-    """What the kernel stores for output channel ``co`` of pixel (b, oh, ow) from its float32 sum."""
-    value = acc_value + buffers["bias"][co]
+def epilogue_vector(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels):
+    """What the kernel stores for the 16 output ``channels`` (a Ramp) of pixel (b, oh, ow) from
+    their float32 ``sums`` (float32x16), as vector arithmetic: bias, residual (float32, or bf16
+    widened), activation, then float32 or bf16 bits (one ``vcvtneps2bf16``, :func:`bf16_dot.rounded_vector`).
+    Written on whole vectors rather than as a vectorised loop of scalars so that the bf16 store is
+    that one instruction: the integer rounding LLVM made of the scalar form took 6 (1x1 64->256 at
+    56 px, whose reduction is short: the epilogue was as long as the multiply-adds)."""
+    value = sums + buffers["bias"][channels]
     if spec.residual == "float32":
-        value = value + buffers["residual"][b, oh, ow, co]
+        value = value + buffers["residual"][b, oh, ow, channels]
     elif spec.residual == "bfloat16":
-        value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, co])
+        value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, channels])
     value = activations.expression(spec.activation)(value)
-    return bf16_dot.rounded_bf16_bits(value) if spec.out_dtype == "bfloat16" else value
+    return bf16_dot.rounded_vector(value) if spec.out_dtype == "bfloat16" else value
 
 
 class _Bf16Builder(_Builder):
@@ -116,32 +119,26 @@ class _Bf16Builder(_Builder):
             pairs = tirx.Broadcast(word, lanes)
         return bf16_dot.dot(acc_vector, pairs, forms[0])
 
-    def _epilogue(self, acc_value, b, oh, ow, co):
-        return epilogue_value(self.spec, self.buffers, acc_value, b, oh, ow, co)
-
     def _write_back(self, b, r, oh0, ow0, rows: int, cols: int, acc) -> list[tirx.Stmt]:
-        if self.spec.pairs_per_word == 1:
-            return super()._write_back(b, r, oh0, ow0, rows, cols, acc)
-        # Lane 2c + h of accumulator 2u (2u + 1) holds pair h of output channel 16u + c (16u + 8 + c):
-        # the even and the odd lanes of the two, deinterleaved (one vpermt2ps each) and added, are
-        # the 16 channels in order.
+        """One vector store per 16 output channels of each pixel (:func:`epilogue_vector`). At
+        ``pairs_per_word=2``, lane 2c + h of accumulator 2u (2u + 1) holds pair h of output
+        channel 16u + c (16u + 8 + c): the even and the odd lanes of the two, deinterleaved (one
+        ``vpermt2ps`` each) and added, are the 16 channels in order."""
         spec, lanes = self.spec, self.path.lanes
-        outputs = spec.block_size // lanes
-        sums = tirx.decl_buffer((rows * cols * outputs * lanes,), FLOAT, "sums", scope=ACCUMULATOR_SCOPE)
         evens = [tirx.const(2 * lane, "int32") for lane in range(lanes)]
         odds = [tirx.const(2 * lane + 1, "int32") for lane in range(lanes)]
-        stores: list[tirx.Stmt] = [tirx.AllocBuffer(sums)]
-        for q, p, u in itertools.product(range(rows), range(cols), range(outputs)):
-            first = ((q * cols + p) * self.vectors + 2 * u) * lanes
-            halves = [acc[tirx.Ramp(first, 1, lanes)], acc[tirx.Ramp(first + lanes, 1, lanes)]]
-            index = ((q * cols + p) * outputs + u) * lanes
-            added = tirx.Shuffle(halves, evens) + tirx.Shuffle(halves, odds)
-            stores.append(tirx.BufferStore(sums, added, [tirx.Ramp(index, 1, lanes)]))
-            j = tirx.Var("j", "int32")
-            co = r * spec.block_size + u * lanes + j
-            value = self._epilogue(sums[index + j], b, oh0 + q, ow0 + p, co)
-            store = tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, co])
-            stores.append(tirx.For(j, 0, lanes, ForKind.VECTORIZED, store))
+        stores: list[tirx.Stmt] = []
+        for q, p, u in itertools.product(range(rows), range(cols), range(spec.block_size // lanes)):
+            pixel = q * cols + p
+            if spec.pairs_per_word == 2:
+                first = (pixel * self.vectors + 2 * u) * lanes
+                halves = [acc[tirx.Ramp(first, 1, lanes)], acc[tirx.Ramp(first + lanes, 1, lanes)]]
+                sums = tirx.Shuffle(halves, evens) + tirx.Shuffle(halves, odds)
+            else:
+                sums = acc[tirx.Ramp((pixel * self.vectors + u) * lanes, 1, lanes)]
+            channels = tirx.Ramp(r * spec.block_size + u * lanes, 1, lanes)
+            value = epilogue_vector(spec, self.buffers, sums, b, oh0 + q, ow0 + p, channels)
+            stores.append(tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, channels]))
         return stores
 
 
