@@ -76,6 +76,49 @@ def host_cpu_name() -> str:
     return str(tvm.get_global_func("target.llvm_get_system_cpu")())
 
 
+# LLVM feature -> the /proc/cpuinfo flag that proves it: the instruction sets subp-fx's kernels
+# choose between (isa.VectorISA / Int8Path / Bf16Path), checked before a compiled model runs here.
+KERNEL_FEATURES = {
+    "avx2": "avx2",
+    "fma": "fma",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512vnni": "avx512_vnni",
+    "avxvnni": "avx_vnni",
+    "avx512bf16": "avx512_bf16",
+}
+CPUINFO = "/proc/cpuinfo"
+
+
+def host_cpu_flags(cpuinfo: str = CPUINFO) -> frozenset[str] | None:
+    """The CPU flags the kernel reports for this machine (``/proc/cpuinfo``), or None where there is
+    no such file (not Linux). What a virtual machine really offers: LLVM's host CPU name comes from
+    the CPU model and can claim features the hypervisor hides."""
+    try:
+        with open(cpuinfo) as text:
+            for line in text:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return frozenset()
+
+
+def missing_host_features(target: Target, flags: frozenset[str] | None = None) -> list[str]:
+    """The :data:`KERNEL_FEATURES` ``target`` (an x86 LLVM target) compiles for that this machine
+    lacks (``flags``: its CPU flags, default :func:`host_cpu_flags`): code built for them would stop
+    on an illegal instruction here. Empty where nothing is missing or nothing can be told."""
+    flags = host_cpu_flags() if flags is None else flags
+    triple = str(target.attrs.get("mtriple", "") or host_triple())
+    if flags is None or target.kind.name != "llvm" or not triple.startswith("x86_64"):
+        return []
+    return [
+        feature
+        for feature, flag in KERNEL_FEATURES.items()
+        if flag not in flags and llvm_codegen.llvm_cpu_has_features(feature, target)
+    ]
+
+
 def _parse_str(option: str, text: str) -> str:
     if not text:
         raise TargetError(f"target option -{option} needs a value, e.g. -{option}=VALUE. {_FORM_HELP}")

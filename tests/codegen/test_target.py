@@ -14,11 +14,14 @@ import pytest
 pytest.importorskip("tvm")
 
 from subp_fx.codegen import errors  # noqa: E402
+from subp_fx.codegen import target as target_module  # noqa: E402
 from subp_fx.codegen.target import (  # noqa: E402
     compile_target,
     get_num_threads,
+    host_cpu_flags,
     host_cpu_name,
     host_triple,
+    missing_host_features,
     parse_target,
     set_num_threads,
 )
@@ -263,3 +266,32 @@ def test_compile_target_accepts_this_machines_llvm_targets():
     arch = host_triple().split("-")[0]
     assert _attrs(compile_target(f"llvm -mtriple={arch}-pc-linux-gnu"))["mtriple"] == f"{arch}-pc-linux-gnu"
     assert compile_target({"kind": "llvm"}).kind.name == "llvm"
+
+
+ZEN3_FLAGS = frozenset({"sse4_2", "avx", "avx2", "fma", "bmi2"})
+ICELAKE_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512_vnni", "avx512vbmi"}
+
+
+@pytest.mark.parametrize(
+    ("cpu", "flags", "missing"),
+    [
+        ("znver4", ZEN3_FLAGS, ["avx512f", "avx512bw", "avx512vnni", "avx512bf16"]),
+        ("znver4", ICELAKE_FLAGS, ["avx512bf16"]),  # a bf16 build on an Ice Lake
+        ("icelake-server", ICELAKE_FLAGS, []),
+        ("haswell", ZEN3_FLAGS, []),  # a smaller ISA runs anywhere bigger
+    ],
+)
+def test_missing_host_features_names_what_the_target_needs_and_the_cpu_lacks(cpu, flags, missing):
+    assert missing_host_features(parse_target(f"llvm -mcpu={cpu}"), flags) == missing
+
+
+def test_nothing_is_missing_where_nothing_can_be_told(tmp_path, monkeypatch):
+    assert host_cpu_flags(str(tmp_path / "no-cpuinfo")) is None
+    monkeypatch.setattr(target_module, "host_cpu_flags", lambda: None)  # not Linux: no cpuinfo
+    assert missing_host_features(parse_target("llvm -mcpu=znver4")) == []
+    aarch64 = parse_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"})
+    assert missing_host_features(aarch64, frozenset()) == []
+
+
+def test_this_machine_runs_its_own_native_code():
+    assert missing_host_features(parse_target("llvm -mcpu=native")) == []

@@ -75,7 +75,8 @@ def rounded_bf16_bits(value):
 def widened_bf16(bits):
     """The float32 value(s) of the bf16 ``bits`` (uint16, or a uint16 vector): the bits moved to the
     top half."""
-    lanes = DataType(str(bits.ty)).lanes
+    ty = getattr(bits, "ty", None)  # a TE tensor element (TensorSlice) is a scalar without one
+    lanes = DataType(str(ty)).lanes if ty is not None else 1
     word, value = ("uint32", "float32") if lanes == 1 else (f"uint32x{lanes}", f"float32x{lanes}")
     sixteen = tirx.const(16, "uint32")
     shift = sixteen if lanes == 1 else tirx.Broadcast(sixteen, lanes)

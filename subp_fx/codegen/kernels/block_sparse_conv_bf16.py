@@ -11,7 +11,17 @@ tiles guarded, the epilogue on the registers), with
   FMA does 16, and half the bytes of every activation and weight read;
 - float32 sums: the epilogue adds the bias (batch norm is folded into the weights before they
   are rounded to bf16), the residual (float32, or bf16 widened) and the activation, and stores
-  float32 or bf16 (rounded to nearest even).
+  float32 or bf16 (``vcvtneps2bf16``), on whole vectors (:func:`epilogue_vector`);
+- ``pairs_per_word=2`` (1x1 convs of block-rows keeping aligned groups of 4 channels): a 64-bit
+  word of 2 pairs broadcast once for N/8 ``vdpbf16ps``, each lane summing one of the pairs
+  (:mod:`bf16_spec`).
+
+Measured alone (AMD EPYC Zen 4, 2 threads, ``time_evaluator`` best of 7; N=16, ReLU): 3x3 128->128
+at 28 px, 32 of 64 pairs kept, 255-264 us, 219-226 GMAC/s, the probe's peak (``vdpbf16ps`` from
+registers: 231); 1x1 convs, whose 32-bit words need one broadcast load per ``vdpbf16ps``, ran at
+153-166 GMAC/s with float32 stores (N=32, half the broadcasts: 203-224), and with 64-bit words at
+163-223: 256->512 at 28 px 318 -> 246 us, 1024->256 at 14 px 155 -> 115 us, 64->256 at 56 px
+(8 groups a row, where the epilogue weighs as much as the sums) 168 -> 157 us.
 
 Only for targets with avx512_bf16 (:func:`isa.bf16_path`); nothing else is built in bf16.
 """
@@ -28,7 +38,7 @@ from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError, TargetError
 from subp_fx.codegen.kernels import bf16_dot
 from subp_fx.codegen.kernels.bf16_spec import PAIR, Bf16ConvSpec
-from subp_fx.codegen.kernels.block_sparse_conv_int8 import _Builder, int8_heuristic_tile
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import WordConvNest, int8_heuristic_tile
 from subp_fx.codegen.kernels.isa import Bf16Path, bf16_path
 from subp_fx.codegen.kernels.modes import PADDING_INLINE
 from subp_fx.codegen.kernels.spec import ConvTile
@@ -77,7 +87,7 @@ def epilogue_vector(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels
     return bf16_dot.rounded_vector(value) if spec.out_dtype == "bfloat16" else value
 
 
-class _Bf16Builder(_Builder):
+class _Bf16Builder(WordConvNest):
     """The int8 builder's loop nest with :mod:`bf16_dot`'s step and a float32 epilogue; at
     ``pairs_per_word=2``, 64-bit words and lane-pair sums (:mod:`bf16_spec`)."""
 

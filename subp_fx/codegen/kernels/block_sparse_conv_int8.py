@@ -89,7 +89,7 @@ from subp_fx.codegen.kernels.spec import ConvTile
 from subp_fx.codegen.kernels.tiling import preferred_parallel
 
 FLOAT = "float32"
-# The type an activation word is loaded and bound as (see _Builder._kernel_row).
+# The type an activation word is loaded and bound as (see WordConvNest._kernel_row).
 BOUND_WORD = "uint32"
 # Kernels of up to this many taps (3x3) are unrolled over every tap; larger ones (the 7x7 image
 # stem) keep kernel row s a serial loop and unroll its columns and pixels. The ResNet stem 7x7/2
@@ -176,8 +176,8 @@ def epilogue_value(spec: Int8ConvSpec, buffers: dict, acc_value, b, oh, ow, co):
     return activations.expression(spec.activation)(value)
 
 
-class _Builder:
-    """Emits the loop nest for one (spec, tile, path); one instance per PrimFunc.
+class WordConvNest:
+    """Emits the int8 kernel's loop nest for one (spec, tile, path); one instance per PrimFunc.
 
     The loop nest reads activations and weights as 32-bit words of ``channels_per_word``
     channels and accumulates in ``acc_dtype`` lanes; the word-level arithmetic is in the hooks
@@ -407,6 +407,6 @@ def block_sparse_conv2d_int8_primfunc(
     path = resolve_path(isa_or_target)
     tile = int8_heuristic_tile(spec, path) if tile is None else tile
     _check_tile(spec, tile, path)
-    builder = _Builder(spec, tile, path)
+    builder = WordConvNest(spec, tile, path)
     func = tirx.PrimFunc(list(builder.buffers.values()), builder.body())
     return func.with_attr("tirx.noalias", True).with_attr("subp_fx.int8_path", path.name)

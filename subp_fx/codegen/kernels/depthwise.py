@@ -6,7 +6,8 @@ What it computes::
     out[b, oh, ow, c]  = act(conv + bias[c])
 
 (x is zero outside the input; ``weight`` is torch's (C, 1, kh, kw) weight laid out (kh, kw, C) so
-that a vector of channels is one contiguous load).
+that a vector of channels is one contiguous load). In a bf16 build x and out may be stored as bf16
+(``in_dtype`` / ``out_dtype``): widened on load, rounded to nearest even on the store.
 
 Schedule: parallel over (batch, output row); a register tile of ``tile_cols`` output pixels x
 one vector of channels accumulates over the unrolled kernel taps (one weight-vector load per tap
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from tvm import s_tir, te, tirx
 
 from subp_fx.codegen import activations
+from subp_fx.codegen.kernels.bf16_dot import rounded_bf16_bits, widened_bf16
 from subp_fx.codegen.kernels.loops import (
     ACCUMULATOR_SCOPE,
     DTYPE,
@@ -32,6 +34,8 @@ from subp_fx.codegen.kernels.loops import (
 )
 
 MAX_TILE_COLS = 8  # accumulators + the weight vector + an input vector fit 16 ymm registers
+STORAGE_DTYPES = ("float32", "bfloat16")
+_BUFFER_DTYPES = {"float32": DTYPE, "bfloat16": "uint16"}  # a bf16 tensor is passed as its bits
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,16 @@ class DepthwiseConvSpec:
     dilation: tuple[int, int] = (1, 1)
     bias: bool = True
     activation: str = "none"
+    # How the input and the output are stored: "float32", or "bfloat16" (uint16 bits) in a bf16
+    # build, where the tensor is read only by bf16 convs and depthwise convs (lowering.bf16). The
+    # arithmetic is float32 either way.
+    in_dtype: str = "float32"
+    out_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("in_dtype", "out_dtype"):
+            if getattr(self, name) not in STORAGE_DTYPES:
+                raise ValueError(f"{name} must be one of {', '.join(STORAGE_DTYPES)}, got {getattr(self, name)!r}")
 
     @property
     def out_height(self) -> int:
@@ -100,13 +114,13 @@ def depthwise_conv2d_primfunc(spec: DepthwiseConvSpec, lanes: int) -> tirx.PrimF
     last_row = (spec.out_height - 1) * sh - ph + (kh - 1) * dh
     last_col = (computed_width - 1) * sw - pw + (kw - 1) * dw
 
-    data = te.placeholder(spec.data_shape, DTYPE, name="data")
+    data = te.placeholder(spec.data_shape, _BUFFER_DTYPES[spec.in_dtype], name="data")
     weight = te.placeholder(spec.weight_shape, DTYPE, name="weight")
     zero = tirx.const(0.0, DTYPE)
 
     def read(b, h, w, c):
         condition = guarded_bounds(h, w, spec.height, spec.width, (ph, pw), (last_row, last_col))
-        value = data[b, h, w, c]
+        value = data[b, h, w, c] if spec.in_dtype == "float32" else widened_bf16(data[b, h, w, c])
         return tirx.if_then_else(condition, value, zero) if condition is not None else value
 
     s = te.reduce_axis((0, kh), name="s")
@@ -127,7 +141,8 @@ def depthwise_conv2d_primfunc(spec: DepthwiseConvSpec, lanes: int) -> tirx.PrimF
 
     def epilogue(b, oh, ow, c):
         value = conv[b, oh, ow, c]
-        return activate(value + bias[c] if bias is not None else value)
+        value = activate(value + bias[c] if bias is not None else value)
+        return value if spec.out_dtype == "float32" else rounded_bf16_bits(value)
 
     out = te.compute(spec.out_shape, epilogue, name="out")
     sch = s_tir.Schedule(te.create_prim_func([*arguments, out]))

@@ -45,6 +45,7 @@ from subp_fx.codegen.kernels.isa import Bf16Path
 from subp_fx.codegen.lowering.fusion import Epilogue
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.padded_channels import slice_padded_channels
+from subp_fx.quantize.plan import is_depthwise
 
 if TYPE_CHECKING:
     from subp_fx.codegen.lowering.context import LoweringContext
@@ -104,16 +105,21 @@ def plan_bf16(
     view: GraphView, epilogues: dict[fx.Node, Epilogue], block_size: Callable[[nn.Module], int | None]
 ) -> Bf16Plan:
     """Which convs run bf16 (``block_size(module)`` is not None: ``conv.bf16_block_size``) and
-    which of their results are stored bf16: where the kernel writes exactly C_out channels (its
-    N divides C_out, always so here) and every user of the result reads it as a bf16 conv's
-    data input or as the residual of a bf16 conv's fused epilogue."""
+    which results of theirs and of depthwise convs are stored bf16: where the kernel writes
+    exactly C_out channels (its N divides C_out, always so here) and every user of the result
+    reads it as a bf16 conv's or a depthwise conv's data input, or as the residual of a bf16
+    conv's fused epilogue. (A depthwise conv computes in float32 on its widened bf16 input and
+    rounds its output; MobileNets then keep bf16 from the stem to the pooling.)"""
     layers = {
         str(node.target)
         for node in view.nodes
         if node.op == "call_module" and block_size(view.module(node)) is not None
     }
     runs = {node for node in view.nodes if node.op == "call_module" and str(node.target) in layers}
-    results = {node: node for node in runs}
+    # depthwise convs compute in float32 but read and write bf16 storage (kernels.depthwise)
+    depthwise = {node for node in view.nodes if node.op == "call_module" and is_depthwise(view.module(node))}
+    readers = runs | depthwise
+    results = {node: node for node in readers}
     for epilogue in epilogues.values():
         if epilogue.conv in results:
             del results[epilogue.conv]
@@ -126,7 +132,7 @@ def plan_bf16(
 
     def bf16_readers_only(node: fx.Node) -> bool:
         return all(
-            (user in runs and user.args[0] is node and len(user.args) == 1) or residual_of.get(user) is node
+            (user in readers and user.args[0] is node and len(user.args) == 1) or residual_of.get(user) is node
             for user in node.users
         )
 

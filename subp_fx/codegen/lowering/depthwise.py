@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from subp_fx.algorithm.conv_geometry import explicit_padding
+from subp_fx.codegen.kernels.bf16_spec import BF16
 from subp_fx.codegen.kernels.depthwise import DepthwiseConvSpec, depthwise_conv2d_primfunc, depthwise_tile_cols
 from subp_fx.codegen.kernels.depthwise_int8 import DepthwiseInt8Spec, depthwise_int8_primfunc, depthwise_int8_tile_cols
 from subp_fx.codegen.lowering.context import LoweringContext
@@ -108,14 +109,24 @@ def lower_depthwise_conv(ctx: LoweringContext, node: fx.Node, conv: nn.Conv2d) -
     data = ctx.tensor(node.args[0])
     epilogue = ctx.epilogue(node)
     batch, height, width, channels = data.stored_shape
-    spec = DepthwiseConvSpec(**_geometry(conv, data.stored_shape, epilogue.activation), bias=conv.bias is not None)
+    # bf16 build: a bf16-stored input is widened in the kernel, and the result stored as bf16
+    # where every reader reads bf16 (lowering.bf16.Bf16Plan)
+    stored = ctx.bf16 is not None and epilogue.result_node.name in ctx.bf16.plan.stored
+    spec = DepthwiseConvSpec(
+        **_geometry(conv, data.stored_shape, epilogue.activation),
+        bias=conv.bias is not None,
+        in_dtype="bfloat16" if data.dtype == BF16 else "float32",
+        out_dtype="bfloat16" if stored else "float32",
+    )
     weight = float32_array(conv.weight)[:, 0].transpose(1, 2, 0)  # (C, 1, kh, kw) -> (kh, kw, C)
     arguments = [data.expr, ctx.program.constant(weight)]
     arguments += [ctx.program.constant(float32_array(conv.bias))] if conv.bias is not None else []
     key = ("depthwise_conv2d", spec)
-    output = ctx.program.call(
-        key, _kernel_name(spec), lambda: depthwise_conv2d_primfunc(spec, ctx.lanes), arguments, spec.out_shape
-    )
+    name = _kernel_name(spec) + ("_bf16in" if spec.in_dtype == "bfloat16" else "") + ("_bf16out" if stored else "")
+    build = lambda: depthwise_conv2d_primfunc(spec, ctx.lanes)  # noqa: E731
+    output = ctx.program.call(key, name, build, arguments, spec.out_shape, BF16 if stored else "float32")
     tile = f"1x{depthwise_tile_cols(spec.out_width)}px x {min(ctx.lanes, channels)} channels"
-    _record(ctx, node, key, spec, conv, tile)
-    return LoweredTensor(output, (batch, channels, spec.out_height, spec.out_width))
+    storage = [f"bf16 {side}" for side, dtype in (("in", spec.in_dtype), ("out", spec.out_dtype)) if dtype != "float32"]
+    _record(ctx, node, key, spec, conv, tile, precision="fp32" + (f" ({', '.join(storage)})" if storage else ""))
+    shape = (batch, channels, spec.out_height, spec.out_width)
+    return LoweredTensor(output, shape, dtype=BF16 if stored else "float32")

@@ -32,6 +32,7 @@ from tvm.target import Target
 from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.runtime.manifest import MANIFEST_FILE, Manifest
 from subp_fx.codegen.runtime.torch_threads import quiet_torch_threads
+from subp_fx.codegen.target import missing_host_features
 from subp_fx.codegen.threads import get_num_threads, set_num_threads, thread_pool_capacity
 from subp_fx.errors import ArtifactError, CompiledInputError
 from subp_fx.fileio import staged_directory
@@ -137,7 +138,8 @@ def load_compiled(directory: str | os.PathLike, threads: int | None = None) -> C
 
     ``threads`` overrides the manifest's thread count; by default the manifest's count is used,
     capped at what this machine's TVM pool holds. Raises :class:`ArtifactError` for a missing
-    directory, a missing or malformed manifest, or a missing library.
+    directory, a missing or malformed manifest, a missing library, or one compiled for
+    instructions this CPU lacks (e.g. a bf16 build, avx512_bf16, loaded on a Zen 3).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -148,6 +150,14 @@ def load_compiled(directory: str | os.PathLike, threads: int | None = None) -> C
     library = directory / manifest.library
     if not library.is_file():
         raise ArtifactError(f"{library} is missing; the directory holds {sorted(p.name for p in directory.iterdir())}")
+    missing = missing_host_features(Target(manifest.target))
+    if missing:
+        cpu = manifest.target.get("mcpu", "?")
+        raise ArtifactError(
+            f"{directory} was compiled for -mcpu={cpu}, whose {', '.join(missing)} this CPU lacks: its kernels "
+            "would stop on an illegal instruction here. Compile it again on this machine "
+            "(subp-fx compile ... --target llvm -mcpu=native)"
+        )
     if threads is None:
         threads = min(manifest.threads, thread_pool_capacity())
     else:

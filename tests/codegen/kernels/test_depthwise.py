@@ -77,3 +77,36 @@ def test_a_depthwise_conv_with_a_fused_silu_is_vector_code_without_libm_calls():
     asm = _compile(spec, target).jit().inspect_source("asm")
     assert "expf" not in asm
     assert "vfmadd" in asm and "vdivps" in asm and "%ymm" in asm
+
+
+@pytest.mark.parametrize(
+    ("in_dtype", "out_dtype"), [("bfloat16", "bfloat16"), ("bfloat16", "float32"), ("float32", "bfloat16")]
+)
+def test_bf16_storage_widens_the_input_and_rounds_the_output_like_torch(in_dtype, out_dtype):
+    spec = DepthwiseConvSpec(
+        2, 9, 11, 20, (3, 3), padding=(1, 1), activation="relu6", in_dtype=in_dtype, out_dtype=out_dtype
+    )
+    rng = np.random.default_rng(3)
+    data = torch.from_numpy(rng.standard_normal(spec.data_shape, dtype=np.float32))
+    if in_dtype == "bfloat16":
+        data = data.to(torch.bfloat16)
+    weight = torch.from_numpy(rng.standard_normal((spec.channels, 1, 3, 3), dtype=np.float32))
+    bias = torch.from_numpy(rng.standard_normal(spec.channels, dtype=np.float32))
+    stored = data.view(torch.int16).numpy().view(np.uint16) if in_dtype == "bfloat16" else data.numpy()
+    arguments = [stored, weight[:, 0].permute(1, 2, 0).contiguous().numpy(), bias.numpy()]
+    out = tvm.runtime.empty(spec.out_shape, "uint16" if out_dtype == "bfloat16" else "float32")
+    _compile(spec, NATIVE)["depthwise"](*[tvm.runtime.tensor(array) for array in arguments], out)
+    conv = F.conv2d(data.float().permute(0, 3, 1, 2), weight, bias, padding=1, groups=spec.channels)
+    expected = F.relu6(conv).permute(0, 2, 3, 1)
+    if out_dtype == "bfloat16":
+        got = torch.from_numpy(out.numpy().view(np.int16)).view(torch.bfloat16).float()
+        # float32 sums in another order, then one rounding: equal, or one bf16 step apart
+        step = expected.abs() * 2**-7 + 1e-6
+        assert ((got - expected.to(torch.bfloat16).float()).abs() <= step).all()
+    else:
+        np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_depthwise_storage_dtypes_are_checked():
+    with pytest.raises(ValueError, match="in_dtype must be one of float32, bfloat16"):
+        DepthwiseConvSpec(1, 4, 4, 8, (3, 3), in_dtype="uint8")

@@ -87,8 +87,8 @@ def test_masks_not_pruned_in_pairs_equal_the_reference_too():
 
 def test_the_kernel_table_puts_exactly_the_1xn_kernel_convs_with_whole_zmm_blocks_in_bf16(toy):
     assert toy.precisions() == {
-        "stem": "bf16/avx512-bf16",  # RGB read as 4 channels, the 4th zero
-        "dw": "fp32",  # depthwise: its own fp32 kernel
+        "stem": "bf16/avx512-bf16->bf16",  # RGB read as 4 channels, the 4th zero; read only by dw
+        "dw": "fp32 (bf16 in, bf16 out)",  # depthwise: float32 sums on its own kernel, bf16 storage
         "pw": "bf16/avx512-bf16",
         "grouped": "fp32",  # 8 outputs a group: N=8, not a whole zmm
         "block.conv1": "bf16/avx512-bf16->bf16",  # read only by conv2: stored bf16
@@ -105,10 +105,11 @@ def test_the_kernel_table_puts_exactly_the_1xn_kernel_convs_with_whole_zmm_block
 def test_the_plan_names_the_bf16_layers_and_the_tensors_stored_bf16(toy):
     bf16_layers = {entry.layer for entry in toy.compiled.kernel_table if entry.precision.startswith("bf16")}
     assert toy.plan.layers == bf16_layers
-    # block.conv1's relu (conv2's input) and the shortcut (conv2's residual): every reader a bf16 conv
+    # the stem's relu (dw's input), dw's relu (pw's input), block.conv1's relu (conv2's input) and the
+    # shortcut (conv2's residual): every reader a bf16 conv or a depthwise conv
     stored = {node.name: node for node in toy.graph.graph.nodes if node.name in toy.plan.stored}
     assert {str(node.target) for node in stored.values() if node.op == "call_module"} == {"block.downsample"}
-    assert len(stored) == 2
+    assert len(stored) == 4
 
 
 def test_the_manifest_round_trips_the_precision(toy, tmp_path):

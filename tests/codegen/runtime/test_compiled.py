@@ -22,6 +22,8 @@ from subp_fx.algorithm.modules import SUBPConv2d  # noqa: E402
 from subp_fx.codegen.api import CompiledModel, compile, load_compiled  # noqa: E402
 from subp_fx.codegen.errors import ThreadConfigError  # noqa: E402
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec  # noqa: E402
+from subp_fx.codegen.runtime import compiled as compiled_module  # noqa: E402
+from subp_fx.codegen.target import missing_host_features  # noqa: E402
 from subp_fx.codegen.threads import get_num_threads, thread_pool_capacity  # noqa: E402
 from subp_fx.codegen.tuning.build import choose_tile  # noqa: E402
 from subp_fx.errors import ArtifactError, CompiledInputError, UnsupportedOpError  # noqa: E402
@@ -151,6 +153,17 @@ def test_loading_refuses_what_export_did_not_write(tmp_path):
     (tmp_path / "other" / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ArtifactError, match="not a subp-fx compiled-model manifest"):
         load_compiled(tmp_path / "other")
+
+
+def test_loading_refuses_a_model_compiled_for_instructions_this_cpu_lacks(compiled, tmp_path, monkeypatch):
+    directory = compiled.export(tmp_path / "bf16-cpu")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["target"]["mcpu"] = "sapphirerapids"  # as if compiled there (avx512_bf16, VNNI)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    zen3 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+    monkeypatch.setattr(compiled_module, "missing_host_features", lambda t: missing_host_features(t, zen3))
+    with pytest.raises(ArtifactError, match="-mcpu=sapphirerapids, whose avx512f, avx512bw, avx512vnni, avx512bf16"):
+        load_compiled(directory)
 
 
 def test_threads_are_applied_to_the_runtime(masked, compiled):
