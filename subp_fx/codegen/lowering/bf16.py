@@ -189,8 +189,10 @@ def _kernel_name(spec: Bf16ConvSpec, kind: str) -> str:
 
 
 def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, weights, layer) -> LoweredTensor:
-    """``node`` on the bf16 kernel: ``data`` its float32 NHWC input, ``weights`` its float32
-    ``conv.KernelWeights`` (N 16 or 32), ``layer`` its ``conv._KernelLayer``. Writes float32."""
+    """``node`` on the bf16 kernel: ``data`` its NHWC input (float32, converted here once per
+    tensor, or already bf16), ``weights`` its float32 ``conv.KernelWeights`` (N 16 or 32),
+    ``layer`` its ``conv._KernelLayer``. Writes bf16 where the plan stores the result
+    (:class:`Bf16Plan`), else float32."""
     bf16: Bf16Lowering = ctx.bf16
     program = ctx.program
     epilogue = ctx.epilogue(node)
