@@ -109,6 +109,10 @@ BENCH_FIELDS = {
     "pytorch_eager_dense": "the same weights in PyTorch eager (pruned weights as zeros, batch norm unfolded)",
     "pytorch_compile_dense": "torch.compile (inductor) with torch._inductor.config.freezing = True",
     "pytorch_torchscript_dense": "torch.jit.trace + torch.jit.freeze",
+    "pytorch_compile_bf16": (
+        "beside a bf16 build only: torch.compile (inductor, freezing) run under torch.autocast('cpu', "
+        "dtype=torch.bfloat16), PyTorch's documented bf16 CPU inference"
+    ),
     "onnxruntime_fp32": (
         "ONNX Runtime (CPU provider, all graph optimisations, intra-op threads = threads, inter-op 1) on the "
         "dense weights exported by torch.onnx.export; only when onnxruntime is installed"
@@ -246,7 +250,7 @@ def bench_compiled(
     An int8 artefact: both our builds are int8; the int8 peers are quantised on the artefact's own
     calibration batches (``source.json``), and the benchmark input is the first calibration
     image(s) rather than noise, so that no contender is judged on values outside its ranges."""
-    from subp_fx.tools.latency import TORCH_BASELINES, measure_interleaved
+    from subp_fx.tools.latency import TORCH_BASELINES, TORCH_REDUCED_BASELINES, measure_interleaved
 
     out_dir = Path(out_dir)
     sparse, dense = _contenders_for_batch(out_dir, batch, threads, progress)
@@ -272,6 +276,10 @@ def bench_compiled(
             continue
         contenders[name] = build(reference, example)
     peers_skipped, peer_precision = {}, {}
+    for name, (torch_precision, build) in TORCH_REDUCED_BASELINES.items():
+        if torch_precision == sparse.manifest.precision and torch_compile:  # all are torch.compile builds
+            contenders[name] = build(reference, example)
+            peer_precision[name] = torch_precision
     with tempfile.TemporaryDirectory(prefix="subp-fx-peers-") as scratch:
         if peers:
             from subp_fx.tools.peers import peer_contenders

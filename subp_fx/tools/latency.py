@@ -121,6 +121,23 @@ def torch_compiled(model: nn.Module, example: torch.Tensor) -> Callable[[], obje
     return run
 
 
+def torch_compiled_bf16(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+    """:func:`torch_compiled` under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what PyTorch
+    documents for bf16 inference on CPUs (convs and linears in bf16 through oneDNN, on
+    ``vdpbf16ps`` where the CPU has avx512_bf16). A contender only beside a bf16 build."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    compiled = torch.compile(model.eval())
+
+    def run():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return compiled(example).float()
+
+    run()  # compile outside the timed region
+    return run
+
+
 def torch_script_frozen(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
     """Traced + frozen TorchScript (deprecated upstream, still what many deploy)."""
     with torch.inference_mode():
@@ -137,4 +154,8 @@ TORCH_BASELINES: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[], obje
     "pytorch_eager_dense": torch_eager,
     "pytorch_compile_dense": torch_compiled,
     "pytorch_torchscript_dense": torch_script_frozen,
+}
+# PyTorch in a reduced precision, timed beside our builds of that precision: name -> (precision, build).
+TORCH_REDUCED_BASELINES: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], Callable[[], object]]]] = {
+    "pytorch_compile_bf16": ("bf16", torch_compiled_bf16),
 }

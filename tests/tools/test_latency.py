@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from subp_fx.tools.latency import TORCH_BASELINES, _stats, measure_interleaved
+from subp_fx.tools.latency import TORCH_BASELINES, TORCH_REDUCED_BASELINES, _stats, measure_interleaved
 
 
 def test_interleaving_warmup_blocks_and_counts():
@@ -38,3 +38,16 @@ def test_torch_baselines_agree_with_eager():
         expected = model(example)
     for name in ("pytorch_eager_dense", "pytorch_torchscript_dense"):
         torch.testing.assert_close(TORCH_BASELINES[name](model, example)(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_bf16_torch_baseline_computes_in_bf16():
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    model.eval()
+    example = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = model(example)
+    precision, build = TORCH_REDUCED_BASELINES["pytorch_compile_bf16"]
+    got = build(model, example)()
+    assert precision == "bf16" and got.dtype == torch.float32
+    difference = float((got - expected).abs().max() / expected.abs().max())
+    assert 1e-5 < difference < 3e-2  # bf16's 8-bit mantissa: not fp32, and not wrong
