@@ -1,7 +1,7 @@
 """In-model profiles of paper configurations: where each build's time goes, call by call.
 
 For each configuration (random weights, random uniform masks at the recipe's prune rate; with
-``--precision int8`` or ``--input-group 4|16`` in aligned groups of that many input channels),
+``--precision int8|bf16`` or ``--input-group 4|16`` in aligned groups of that many input channels),
 compile the sparse model and run ``codegen.runtime.profile.profile_model``: every kernel call of
 a real run timed through the VM's instrument hook, matched to its layer, and the sum checked
 against the uninstrumented latency.
@@ -48,6 +48,8 @@ def profile_config(name: str, precision: str, runs: int, input_group: int) -> tu
             "calibration": calibration.batches_for(source.input_shape),
             "calibration_info": calibration.to_json(),
         }
+    elif precision != "fp32":
+        options = {"precision": precision}
     compiled = compile_model(source.model, source.input_shape, **options)
     profile = profile_model(compiled, runs=runs)
     return profile.to_json(), format_profile(profile)
@@ -56,10 +58,10 @@ def profile_config(name: str, precision: str, runs: int, input_group: int) -> tu
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["resnet50-2.0g-n16"], choices=list(CONFIGS))
-    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "int8", "bf16"), default="fp32")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument(
-        "--input-group", type=int, choices=(1, 4, 16), help="G of the masks (default: 4 for int8, 1 for fp32)"
+        "--input-group", type=int, choices=(1, 4, 16), help="G of the masks (default: 4 for int8 and bf16, 1 for fp32)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
