@@ -33,6 +33,7 @@ import itertools
 import numpy as np
 from tvm import tirx
 from tvm.target import Target
+from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError, TargetError
@@ -40,6 +41,7 @@ from subp_fx.codegen.kernels import bf16_dot
 from subp_fx.codegen.kernels.bf16_spec import PAIR, Bf16ConvSpec
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import WordConvNest, int8_heuristic_tile
 from subp_fx.codegen.kernels.isa import Bf16Path, bf16_path
+from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE
 from subp_fx.codegen.kernels.modes import PADDING_INLINE
 from subp_fx.codegen.kernels.spec import ConvTile
 
@@ -77,7 +79,9 @@ def epilogue_vector(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels
     widened), activation, then float32 or bf16 bits (one ``vcvtneps2bf16``, :func:`bf16_dot.rounded_vector`).
     Written on whole vectors rather than as a vectorised loop of scalars so that the bf16 store is
     that one instruction: the integer rounding LLVM made of the scalar form took 6 (1x1 64->256 at
-    56 px, whose reduction is short: the epilogue was as long as the multiply-adds)."""
+    56 px, whose reduction is short: the epilogue was as long as the multiply-adds). Only for the
+    activations that are a clamp (none, ReLU, ReLU6: :func:`vector_epilogue`); the others'
+    expressions bind scalar temporaries and go through :func:`epilogue_scalar`."""
     value = sums + buffers["bias"][channels]
     if spec.residual == "float32":
         value = value + buffers["residual"][b, oh, ow, channels]
@@ -85,6 +89,23 @@ def epilogue_vector(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels
         value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, channels])
     value = activations.expression(spec.activation)(value)
     return bf16_dot.rounded_vector(value) if spec.out_dtype == "bfloat16" else value
+
+
+def epilogue_scalar(spec: Bf16ConvSpec, buffers: dict, sum_value, b, oh, ow, co):
+    """:func:`epilogue_vector` for one output channel ``co`` (a lane of a vectorised loop), the
+    bf16 store rounded in integer arithmetic (:func:`bf16_dot.rounded_bf16_bits`)."""
+    value = sum_value + buffers["bias"][co]
+    if spec.residual == "float32":
+        value = value + buffers["residual"][b, oh, ow, co]
+    elif spec.residual == "bfloat16":
+        value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, co])
+    value = activations.expression(spec.activation)(value)
+    return bf16_dot.rounded_bf16_bits(value) if spec.out_dtype == "bfloat16" else value
+
+
+def vector_epilogue(spec: Bf16ConvSpec) -> bool:
+    """Whether the write-back runs on whole vectors (:func:`epilogue_vector`)."""
+    return activations.ACTIVATIONS[spec.activation].clamp is not None
 
 
 class _Bf16Builder(WordConvNest):
@@ -146,9 +167,22 @@ class _Bf16Builder(WordConvNest):
                 sums = tirx.Shuffle(halves, evens) + tirx.Shuffle(halves, odds)
             else:
                 sums = acc[tirx.Ramp((pixel * self.vectors + u) * lanes, 1, lanes)]
-            channels = tirx.Ramp(r * spec.block_size + u * lanes, 1, lanes)
-            value = epilogue_vector(spec, self.buffers, sums, b, oh0 + q, ow0 + p, channels)
-            stores.append(tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, channels]))
+            first_channel = r * spec.block_size + u * lanes
+            if vector_epilogue(spec):
+                channels = tirx.Ramp(first_channel, 1, lanes)
+                value = epilogue_vector(spec, self.buffers, sums, b, oh0 + q, ow0 + p, channels)
+                stores.append(tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, channels]))
+                continue
+            # the sums through a 16-float buffer (kept in a register), then a vectorised loop of lanes
+            staged = tirx.decl_buffer((lanes,), FLOAT, "sums", scope=ACCUMULATOR_SCOPE)
+            j = tirx.Var("j", "int32")
+            value = epilogue_scalar(spec, self.buffers, staged[j], b, oh0 + q, ow0 + p, first_channel + j)
+            store = tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, first_channel + j])
+            stores += [
+                tirx.AllocBuffer(staged),
+                tirx.BufferStore(staged, sums, [tirx.Ramp(0, 1, lanes)]),
+                tirx.For(j, 0, lanes, ForKind.VECTORIZED, store),
+            ]
         return stores
 
 

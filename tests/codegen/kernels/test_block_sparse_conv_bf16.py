@@ -24,6 +24,12 @@ from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.codegen.tuning.asm import analyse_asm  # noqa: E402
 
 ZNVER4 = parse_target("llvm -mcpu=znver4")
+TORCH_ACTIVATIONS = {
+    "none": lambda t: t,
+    "relu": torch.relu,
+    "silu": torch.nn.functional.silu,  # not a clamp: the scalar write-back
+    "hardswish": torch.nn.functional.hardswish,
+}
 HOST_HAS_BF16 = bf16_path(parse_target("llvm -mcpu=native")) is not None
 needs_bf16_host = pytest.mark.skipif(not HOST_HAS_BF16, reason="this CPU has no avx512_bf16 to run the kernel")
 
@@ -83,7 +89,7 @@ def _reference(spec: Bf16ConvSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:
         y = y + arrays["residual"]
     elif spec.residual == "bfloat16":
         y = y + from_bf16_bits(arrays["residual"])
-    return np.maximum(y, 0) if spec.activation == "relu" else y
+    return TORCH_ACTIVATIONS[spec.activation](torch.from_numpy(y)).numpy()
 
 
 def _run(spec: Bf16ConvSpec, tile=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +110,14 @@ SHAPES = [
     (1, 10, 10, 8, 16, 16, 3, 3, 1, 1, "float32", "relu", "bfloat16"),  # bf16 store
     (1, 15, 15, 4, 32, 32, 2, 7, 2, 3, "none", "relu", "float32"),  # 7x7/2 stem: a row loop
     (1, 16, 30, 16, 16, 16, 4, 3, 1, 1, "none", "none", "float32"),  # two column tiles and a rest
+    (1, 6, 6, 32, 32, 16, 9, 1, 1, 0, "bfloat16", "silu", "bfloat16"),  # the scalar write-back
 ]
 # pairs_per_word=2 (64-bit words, lane-pair sums): 1x1 convs of block-rows keeping groups of 4
 WIDE_SHAPES = [
     (1, 14, 14, 32, 16, 16, 8, 1, 1, 0, "bfloat16", "relu", "bfloat16"),
     (2, 9, 9, 64, 64, 32, 12, 1, 2, 0, "float32", "none", "float32"),  # stride 2, N=32, batch 2
     (1, 6, 6, 16, 32, 16, 4, 3, 1, 1, "none", "relu", "float32"),  # also right for a padded 3x3
+    (1, 7, 7, 32, 32, 32, 8, 1, 1, 0, "float32", "hardswish", "bfloat16"),  # the scalar write-back
 ]
 
 
