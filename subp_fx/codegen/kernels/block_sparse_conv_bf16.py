@@ -11,7 +11,7 @@ tiles guarded, the epilogue on the registers), with
   FMA does 16, and half the bytes of every activation and weight read;
 - float32 sums: the epilogue adds the bias (batch norm is folded into the weights before they
   are rounded to bf16), the residual (float32, or bf16 widened) and the activation, and stores
-  float32 or bf16 (``vcvtneps2bf16``), on whole vectors (:func:`epilogue_vector`);
+  float32 or bf16 (``vcvtneps2bf16``), on whole vectors (:func:`epilogue_value`);
 - ``pairs_per_word=2`` (1x1 convs of block-rows keeping aligned groups of 4 channels): a 64-bit
   word of 2 pairs broadcast once for N/8 ``vdpbf16ps``, each lane summing one of the pairs
   (:mod:`bf16_spec`).
@@ -73,38 +73,30 @@ def bf16_heuristic_tile(spec: Bf16ConvSpec, path: Bf16Path) -> ConvTile:
     return int8_heuristic_tile(spec, path, bf16_vectors_per_pixel(spec, path))
 
 
-def epilogue_vector(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels):
-    """What the kernel stores for the 16 output ``channels`` (a Ramp) of pixel (b, oh, ow) from
-    their float32 ``sums`` (float32x16), as vector arithmetic: bias, residual (float32, or bf16
-    widened), activation, then float32 or bf16 bits (one ``vcvtneps2bf16``, :func:`bf16_dot.rounded_vector`).
-    Written on whole vectors rather than as a vectorised loop of scalars so that the bf16 store is
-    that one instruction: the integer rounding LLVM made of the scalar form took 6 (1x1 64->256 at
-    56 px, whose reduction is short: the epilogue was as long as the multiply-adds). Only for the
-    activations that are a clamp (none, ReLU, ReLU6: :func:`vector_epilogue`); the others'
-    expressions bind scalar temporaries and go through :func:`epilogue_scalar`."""
+def epilogue_value(spec: Bf16ConvSpec, buffers: dict, sums, b, oh, ow, channels):
+    """What the kernel stores for output ``channels`` of pixel (b, oh, ow) from their float32
+    ``sums``: bias, residual (float32, or bf16 widened), activation, then float32 or bf16 bits.
+    ``channels`` is a Ramp of 16 with ``sums`` a float32x16 vector (the write-back on whole
+    vectors: the bf16 store is one ``vcvtneps2bf16``, :func:`bf16_dot.rounded_vector`, where the
+    integer rounding LLVM made of a vectorised loop of scalars took 6 instructions; on the 1x1
+    64->256 conv at 56 px, whose reduction is short, the epilogue was as long as the
+    multiply-adds), or one channel (a lane of a vectorised loop), the store rounded in integer
+    arithmetic (:func:`bf16_dot.rounded_bf16_bits`): for the activations that are not a clamp
+    (:func:`vector_epilogue`), whose expressions bind scalar temporaries."""
     value = sums + buffers["bias"][channels]
     if spec.residual == "float32":
         value = value + buffers["residual"][b, oh, ow, channels]
     elif spec.residual == "bfloat16":
         value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, channels])
     value = activations.expression(spec.activation)(value)
-    return bf16_dot.rounded_vector(value) if spec.out_dtype == "bfloat16" else value
-
-
-def epilogue_scalar(spec: Bf16ConvSpec, buffers: dict, sum_value, b, oh, ow, co):
-    """:func:`epilogue_vector` for one output channel ``co`` (a lane of a vectorised loop), the
-    bf16 store rounded in integer arithmetic (:func:`bf16_dot.rounded_bf16_bits`)."""
-    value = sum_value + buffers["bias"][co]
-    if spec.residual == "float32":
-        value = value + buffers["residual"][b, oh, ow, co]
-    elif spec.residual == "bfloat16":
-        value = value + bf16_dot.widened_bf16(buffers["residual"][b, oh, ow, co])
-    value = activations.expression(spec.activation)(value)
-    return bf16_dot.rounded_bf16_bits(value) if spec.out_dtype == "bfloat16" else value
+    if spec.out_dtype != "bfloat16":
+        return value
+    return bf16_dot.rounded_vector(value) if isinstance(channels, tirx.Ramp) else bf16_dot.rounded_bf16_bits(value)
 
 
 def vector_epilogue(spec: Bf16ConvSpec) -> bool:
-    """Whether the write-back runs on whole vectors (:func:`epilogue_vector`)."""
+    """Whether the write-back runs on whole vectors (:func:`epilogue_value` of a Ramp): for the
+    activations that are a clamp (none, ReLU, ReLU6)."""
     return activations.ACTIVATIONS[spec.activation].clamp is not None
 
 
@@ -151,7 +143,7 @@ class _Bf16Builder(WordConvNest):
         return bf16_dot.dot(acc_vector, pairs, forms[0])
 
     def _write_back(self, b, r, oh0, ow0, rows: int, cols: int, acc) -> list[tirx.Stmt]:
-        """One vector store per 16 output channels of each pixel (:func:`epilogue_vector`). At
+        """One vector store per 16 output channels of each pixel (:func:`epilogue_value`). At
         ``pairs_per_word=2``, lane 2c + h of accumulator 2u (2u + 1) holds pair h of output
         channel 16u + c (16u + 8 + c): the even and the odd lanes of the two, deinterleaved (one
         ``vpermt2ps`` each) and added, are the 16 channels in order."""
@@ -170,13 +162,13 @@ class _Bf16Builder(WordConvNest):
             first_channel = r * spec.block_size + u * lanes
             if vector_epilogue(spec):
                 channels = tirx.Ramp(first_channel, 1, lanes)
-                value = epilogue_vector(spec, self.buffers, sums, b, oh0 + q, ow0 + p, channels)
+                value = epilogue_value(spec, self.buffers, sums, b, oh0 + q, ow0 + p, channels)
                 stores.append(tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, channels]))
                 continue
             # the sums through a 16-float buffer (kept in a register), then a vectorised loop of lanes
             staged = tirx.decl_buffer((lanes,), FLOAT, "sums", scope=ACCUMULATOR_SCOPE)
             j = tirx.Var("j", "int32")
-            value = epilogue_scalar(spec, self.buffers, staged[j], b, oh0 + q, ow0 + p, first_channel + j)
+            value = epilogue_value(spec, self.buffers, staged[j], b, oh0 + q, ow0 + p, first_channel + j)
             store = tirx.BufferStore(self.buffers["out"], value, [b, oh0 + q, ow0 + p, first_channel + j])
             stores += [
                 tirx.AllocBuffer(staged),
