@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvGeometry
+from subp_fx.codegen.kernels.spec import WordConvGeometry
 
 # Input channels per kept pair: one 32-bit word of bf16 activations, one vdpbf16ps lane's 2 products.
 PAIR = 2
@@ -43,7 +43,7 @@ OUT_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
-class Bf16ConvSpec(ConvGeometry):
+class Bf16ConvSpec(WordConvGeometry):
     """Everything static about one bf16 1xN block-sparse conv kernel (see the module docstring).
 
     ``block_size`` is N (16 or 32), ``kept_pairs`` Kg (aligned pairs of input channels each
@@ -81,19 +81,18 @@ class Bf16ConvSpec(ConvGeometry):
                 f"in_channels={self.in_channels} is odd; the bf16 kernel reads input channels in aligned pairs "
                 "(store the input with one zero channel more)"
             )
-        if self.block_size not in BF16_BLOCK_SIZES:
-            raise KernelSpecError(
-                f"block_size N={self.block_size} is not supported by the bf16 kernel; valid N are {BF16_BLOCK_SIZES}"
-            )
+        self._check_block_size("bf16", BF16_BLOCK_SIZES)
         if self.kept_pairs > self.pairs:
             raise KernelSpecError(
                 f"kept_pairs Kg={self.kept_pairs} exceeds the {self.pairs} pairs in in_channels={self.in_channels}; "
                 f"valid Kg are 1..{self.pairs}"
             )
-        for name, allowed in (("residual", RESIDUAL_KINDS), ("out_dtype", OUT_DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise KernelSpecError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._check_kinds({"residual": RESIDUAL_KINDS, "out_dtype": OUT_DTYPES})
         self._check_activation_and_fit()
+
+    @property
+    def kept_channels(self) -> int:
+        return self.kept_pairs * PAIR
 
     @property
     def pairs(self) -> int:
@@ -124,7 +123,7 @@ class Bf16ConvSpec(ConvGeometry):
         """Multiply-adds x 2 the kernel does (pruned pairs excluded, a kept pair's zero partner
         and padded taps included)."""
         kh, kw = self.kernel_size
-        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_pairs * PAIR * kh * kw
+        return 2 * self.batch * self.out_height * self.out_width * self.out_channels * self.kept_channels * kh * kw
 
     def argument_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Every buffer argument's (shape, dtype), in call order (the output last)."""
@@ -138,26 +137,3 @@ class Bf16ConvSpec(ConvGeometry):
             shapes["residual"] = (self.out_shape, "float32" if self.residual == "float32" else BF16)
         shapes["out"] = (self.out_shape, "float32" if self.out_dtype == "float32" else BF16)
         return shapes
-
-    def argument_names(self) -> list[str]:
-        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
-        return list(self.argument_shapes())
-
-    def float_equivalent(self) -> BlockSparseConvSpec:
-        """The fp32 kernel's spec of the same layer (K = 2 Kg kept channels): for the fp32
-        tiling's parallel-mode choice, and for comparing the two kernels."""
-        return BlockSparseConvSpec(
-            self.batch,
-            self.height,
-            self.width,
-            self.in_channels,
-            self.out_channels,
-            self.block_size,
-            self.kept_pairs * PAIR,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            bias=True,
-            residual=self.residual != "none",
-            activation=self.activation,
-        )

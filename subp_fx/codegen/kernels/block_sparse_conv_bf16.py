@@ -112,7 +112,9 @@ class _Bf16Builder(WordConvNest):
         if spec.pairs_per_word == 2:
             self.channels_per_word, self.word_dtype = spec.word_channels, WIDE_WORD
         super().__init__(spec, tile, path)
-        self.vectors = bf16_vectors_per_pixel(spec, path)
+
+    def _vectors_per_pixel(self) -> int:
+        return bf16_vectors_per_pixel(self.spec, self.path)
 
     def _argument_shapes(self):
         return self.spec.argument_shapes()

@@ -192,7 +192,7 @@ class WordConvNest:
 
     def __init__(self, spec, tile: ConvTile, path) -> None:
         self.spec, self.tile, self.path = spec, tile, path
-        self.vectors = vectors_per_pixel(spec, path)  # accumulators of one pixel
+        self.vectors = self._vectors_per_pixel()  # accumulators of one pixel
         self.buffers = {
             name: tirx.decl_buffer(shape, dtype, name) for name, (shape, dtype) in self._argument_shapes().items()
         }
@@ -207,6 +207,9 @@ class WordConvNest:
     # --- the hooks (int8 here) -----------------------------------------------------------------
     def _argument_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return argument_shapes(self.spec, self.path)
+
+    def _vectors_per_pixel(self) -> int:
+        return vectors_per_pixel(self.spec, self.path)
 
     def _kept_words(self) -> int:
         """Words (kept groups) each block-row reduces over."""

@@ -228,7 +228,7 @@ WEIGHTS_KEPT_IN_L2 = 256 * 1024
 def parallel_mode(spec: Int8ConvSpec) -> str:
     """The task order: tiles outer ("pixels") unless the weights exceed :data:`WEIGHTS_KEPT_IN_L2`;
     then block-rows outer ("block_rows")."""
-    weight_bytes = spec.out_channels * spec.kept_groups * GROUP
+    weight_bytes = spec.out_channels * spec.kept_channels
     return PARALLEL_BLOCK_ROWS if weight_bytes > WEIGHTS_KEPT_IN_L2 else PARALLEL_PIXELS
 
 

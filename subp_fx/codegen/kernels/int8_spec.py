@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvGeometry
+from subp_fx.codegen.kernels.spec import WordConvGeometry
 from subp_fx.quantize.plan import INT8_BLOCK_SIZES  # one registry: the plan decides with it
 
 # Input channels per kept group: one 32-bit word of uint8 activations, one VNNI dot product.
@@ -33,7 +33,7 @@ OUT_DTYPES = ("float32", "uint8")
 
 
 @dataclass(frozen=True)
-class Int8ConvSpec(ConvGeometry):
+class Int8ConvSpec(WordConvGeometry):
     """Everything static about one int8 1xN block-sparse conv kernel (see the module docstring).
 
     ``block_size`` is N (16 or 32), ``kept_groups`` Kg (aligned groups of 4 input channels each
@@ -63,10 +63,7 @@ class Int8ConvSpec(ConvGeometry):
                 f"in_channels={self.in_channels} is not a multiple of {GROUP}; the int8 kernel reads input "
                 f"channels in aligned groups of {GROUP} (pad the channels, or run this layer in fp32)"
             )
-        if self.block_size not in INT8_BLOCK_SIZES:
-            raise KernelSpecError(
-                f"block_size N={self.block_size} is not supported by the int8 kernel; valid N are {INT8_BLOCK_SIZES}"
-            )
+        self._check_block_size("int8", INT8_BLOCK_SIZES)
         if self.kept_groups > self.groups:
             raise KernelSpecError(
                 f"kept_groups Kg={self.kept_groups} exceeds the {self.groups} groups of {GROUP} in "
@@ -75,10 +72,12 @@ class Int8ConvSpec(ConvGeometry):
         zero_point = self.input_zero_point
         if isinstance(zero_point, bool) or not isinstance(zero_point, int) or not 0 <= zero_point <= 255:
             raise KernelSpecError(f"input_zero_point must be an integer in 0..255, got {zero_point!r}")
-        for name, allowed in (("residual", RESIDUAL_KINDS), ("out_dtype", OUT_DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise KernelSpecError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._check_kinds({"residual": RESIDUAL_KINDS, "out_dtype": OUT_DTYPES})
         self._check_activation_and_fit()
+
+    @property
+    def kept_channels(self) -> int:
+        return self.kept_groups * GROUP
 
     @property
     def groups(self) -> int:
@@ -98,7 +97,7 @@ class Int8ConvSpec(ConvGeometry):
         """Multiply-adds x 2 the kernel actually does (pruned groups excluded; padded taps
         included, as the kernel multiplies the zero point there)."""
         kh, kw = self.kernel_size
-        macs = self.batch * self.out_height * self.out_width * self.out_channels * self.kept_groups * GROUP * kh * kw
+        macs = self.batch * self.out_height * self.out_width * self.out_channels * self.kept_channels * kh * kw
         return 2 * macs
 
     def argument_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -118,26 +117,3 @@ class Int8ConvSpec(ConvGeometry):
             shapes["out_params"] = ((2,), "float32")
         shapes["out"] = (self.out_shape, self.out_dtype)
         return shapes
-
-    def argument_names(self) -> list[str]:
-        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
-        return list(self.argument_shapes())
-
-    def float_equivalent(self) -> BlockSparseConvSpec:
-        """The fp32 kernel's spec of the same layer (K = 4 Kg kept channels, bias, residual):
-        for comparing the two kernels, and for the fp32 tiling's parallel-mode choice."""
-        return BlockSparseConvSpec(
-            self.batch,
-            self.height,
-            self.width,
-            self.in_channels,
-            self.out_channels,
-            self.block_size,
-            self.kept_groups * GROUP,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            bias=True,
-            residual=self.residual != "none",
-            activation=self.activation,
-        )

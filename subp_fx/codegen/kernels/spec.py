@@ -56,7 +56,7 @@ class ConvTile:
 
 
 class ConvGeometry:
-    """The shape checks and derived shapes every conv kernel spec shares (fp32 and int8).
+    """The shape checks and derived shapes every conv kernel spec shares (fp32, int8 and bf16).
 
     A spec dataclass that mixes this in has the fields ``batch``, ``height``, ``width``,
     ``in_channels``, ``out_channels``, ``block_size``, ``kernel_size``, ``stride``, ``padding``
@@ -165,3 +165,46 @@ class BlockSparseConvSpec(ConvGeometry):
         names += ["bias"] if self.bias else []
         names += ["residual"] if self.residual else []
         return names + ["out"]
+
+
+class WordConvGeometry(ConvGeometry):
+    """What the int8 and bf16 kernels' specs share beside :class:`ConvGeometry`: their kernels read
+    each block-row's kept input channels as aligned words (4 uint8 or 2 bf16 channels), have a
+    choice of residual and output dtypes, and list their buffers in ``argument_shapes()``. A spec
+    that mixes this in has those and the property ``kept_channels`` (input channels each block-row
+    multiplies: kept words x channels a word)."""
+
+    def _check_block_size(self, kernel: str, sizes: tuple[int, ...]) -> None:
+        if self.block_size not in sizes:
+            raise KernelSpecError(
+                f"block_size N={self.block_size} is not supported by the {kernel} kernel; valid N are {sizes}"
+            )
+
+    def _check_kinds(self, kinds: dict[str, tuple[str, ...]]) -> None:
+        """Each field named in ``kinds`` (e.g. residual, out_dtype) holds one of its values."""
+        for name, allowed in kinds.items():
+            if getattr(self, name) not in allowed:
+                raise KernelSpecError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def argument_names(self) -> list[str]:
+        """The kernel's buffer arguments, in call order (the output last, destination-passing)."""
+        return list(self.argument_shapes())
+
+    def float_equivalent(self) -> BlockSparseConvSpec:
+        """The fp32 kernel's spec of the same layer (K = the kept channels, bias, residual): for
+        comparing the kernels, and for the fp32 tiling's parallel-mode choice."""
+        return BlockSparseConvSpec(
+            self.batch,
+            self.height,
+            self.width,
+            self.in_channels,
+            self.out_channels,
+            self.block_size,
+            self.kept_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            bias=True,
+            residual=self.residual != "none",
+            activation=self.activation,
+        )

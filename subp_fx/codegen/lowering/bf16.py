@@ -242,7 +242,7 @@ def emit_bf16_conv(ctx: LoweringContext, node: fx.Node, data: LoweredTensor, wei
     output = program.call(key, name, build, arguments, spec.out_shape, BF16 if stored else FLOAT32)
     output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
     kh, kw = layer.kernel_size
-    kept = spec.kept_pairs * PAIR
+    kept = spec.kept_channels
     ctx.record_kernel(
         node,
         key,

@@ -345,9 +345,9 @@ def _emit_dense_kernel(
     :data:`DENSE_BLOCK_SIZES` candidate whose heuristic tile costs least (see there)."""
     if ctx.int8 is not None and ctx.int8.is_int8_conv(node):
         return emit_int8_conv(ctx, node, pack_dense(weight, bias, dense_int8_block_size(weight.shape[0])), layer)
-    if ctx.bf16 is not None and _dense_bf16_block_size(weight.shape[0]) is not None:
-        block_size = _dense_bf16_block_size(weight.shape[0])
-        return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
+    bf16_size = _dense_bf16_block_size(weight.shape[0]) if ctx.bf16 is not None else None
+    if bf16_size is not None:
+        return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, bf16_size), layer)
     first_fit, padded = dense_block_size(weight.shape[0])
     spec = _kernel_spec(ctx.epilogue(node), data, padded, first_fit, data.stored_shape[3], bias is not None, layer)
     if _dense_grouped_pointwise(spec, ctx):

@@ -358,7 +358,7 @@ def emit_int8_conv(
     output = program.call(key, name, build, arguments, spec.out_shape, out_dtype)
     output = slice_padded_channels(ctx, output, spec.out_shape, weights.out_channels)
     kh, kw = layer.kernel_size
-    kept = spec.kept_groups * 4
+    kept = spec.kept_channels
     ctx.record_kernel(
         node,
         key,

@@ -121,11 +121,11 @@ WIDE_SHAPES = [
 ]
 
 
-@needs_bf16_host
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "-".join(map(str, shape)))
-def test_the_kernel_computes_the_formula(shape):
+def _assert_computes_the_formula(shape, pairs_per_word: int) -> None:
     *geometry, residual, activation, out_dtype = shape
-    spec = Bf16ConvSpec(*geometry, residual=residual, activation=activation, out_dtype=out_dtype)
+    spec = Bf16ConvSpec(
+        *geometry, residual=residual, activation=activation, out_dtype=out_dtype, pairs_per_word=pairs_per_word
+    )
     got, expected = _run(spec)
     scale = np.abs(expected).max()
     if out_dtype == "float32":
@@ -137,16 +137,15 @@ def test_the_kernel_computes_the_formula(shape):
 
 
 @needs_bf16_host
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "-".join(map(str, shape)))
+def test_the_kernel_computes_the_formula(shape):
+    _assert_computes_the_formula(shape, pairs_per_word=1)
+
+
+@needs_bf16_host
 @pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda shape: "-".join(map(str, shape)))
 def test_64_bit_words_compute_the_formula(shape):
-    *geometry, residual, activation, out_dtype = shape
-    spec = Bf16ConvSpec(*geometry, residual=residual, activation=activation, out_dtype=out_dtype, pairs_per_word=2)
-    got, expected = _run(spec)
-    scale = np.abs(expected).max()
-    if out_dtype == "float32":
-        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale)
-    else:
-        np.testing.assert_array_less(np.abs(got - expected), np.abs(expected) * 2**-8 + 1e-6 * scale)
+    _assert_computes_the_formula(shape, pairs_per_word=2)
 
 
 def test_a_64_bit_word_feeds_two_vdpbf16ps_from_one_broadcast():
