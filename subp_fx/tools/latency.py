@@ -105,9 +105,12 @@ def torch_eager(model: nn.Module, example: torch.Tensor) -> Callable[[], object]
     return run
 
 
-def torch_compiled(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+def torch_compiled(
+    model: nn.Module, example: torch.Tensor, autocast: torch.dtype | None = None
+) -> Callable[[], object]:
     """``torch.compile`` (inductor) with freezing: weights become constants, BN folds into convs.
-    The fastest PyTorch CPU path measured on this machine."""
+    The fastest PyTorch CPU path measured on this machine. ``autocast``: run under
+    ``torch.autocast("cpu", dtype=autocast)`` (output cast back to float32)."""
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
@@ -115,7 +118,10 @@ def torch_compiled(model: nn.Module, example: torch.Tensor) -> Callable[[], obje
 
     def run():
         with torch.inference_mode():
-            return compiled(example)
+            if autocast is None:
+                return compiled(example)
+            with torch.autocast("cpu", dtype=autocast):
+                return compiled(example).float()
 
     run()  # compile outside the timed region
     return run
@@ -125,17 +131,7 @@ def torch_compiled_bf16(model: nn.Module, example: torch.Tensor) -> Callable[[],
     """:func:`torch_compiled` under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what PyTorch
     documents for bf16 inference on CPUs (convs and linears in bf16 through oneDNN, on
     ``vdpbf16ps`` where the CPU has avx512_bf16). A contender only beside a bf16 build."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    compiled = torch.compile(model.eval())
-
-    def run():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return compiled(example).float()
-
-    run()  # compile outside the timed region
-    return run
+    return torch_compiled(model, example, autocast=torch.bfloat16)
 
 
 def torch_script_frozen(model: nn.Module, example: torch.Tensor) -> Callable[[], object]:
