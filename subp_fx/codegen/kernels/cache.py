@@ -3,14 +3,13 @@
 Why it matters: in NHWC a conv tile reads, for one input channel, one cache line per input pixel
 of its window, and those lines lie a pixel's bytes (C x 4 for float32) apart. When that stride
 is a multiple of 1 KiB, the lines fall into a handful of the L1's 64 sets (C=256: every 16th
-set, 4 in all; C=512: 2), and a window of more lines than those sets have ways evicts its own
-lines within one reduction step. Measured (Intel Ice Lake server, 48 KiB 12-way L1, 2 threads,
-fp32, N=16, 3x3 stride-2 convs at 50% keep): 256->256 at 28x28 with a 1 x 14 tile reads 28
-columns x 3 rows = 84 lines, 21 in each of 4 sets: 1256 us; a 1 x 7 tile, 12 a set: 752 us
-(1.67x). 512->512 at 14x14: 1 x 7 (21 a set) 947 us, 1 x 4 (15 a set) 840 us. Up to about 1.2x
-the ways did not cost anything measurable (1x1 convs at 14 px, 14 lines in one set: the 1 x 14
-tile stayed the fastest, 419 against 496 us for 1 x 7), so :data:`OVERFLOW` (1.5x) is where a
-tile is passed over.
+set, 4 in all; C=512: 2; C=1024: 1), and a window of more lines than those sets have ways evicts
+its own lines within one reduction step. Measured on Ice Lake server (48 KiB 12-way L1, 2
+threads, fp32, N=16, 3x3 stride-2 convs at 50% keep): 256->256 at 28x28 with a 1 x 14 tile reads
+28 columns x 3 rows = 84 lines, 21 in each of 4 sets: 1256 us; a 1 x 7 tile, 12 a set: 752 us.
+On Zen 4 (32 KiB 8-way): 1x1 1024->256 at 14x14, 14 pixels in one set, 380 us; the same tile
+reading a copy whose pixels are one line longer (every pixel in its own set) 239 us. The
+remedy the kernels take is that copy (``tiling.spared_l1``).
 
 The geometry is a property of the CPU, not of its vector ISA (Zen 4 and Ice Lake both have
 AVX-512, with 8 and 12 ways), so it comes from the target's ``mcpu`` (:data:`L1_BY_CPU`).
@@ -23,10 +22,6 @@ from dataclasses import dataclass
 
 from tvm.target import Target
 
-# A tile is passed over when one set would hold more than this many times its ways of the
-# tile's input lines (see the module docstring for the measurements between 1.2x and 1.8x).
-OVERFLOW = 1.5
-
 
 @dataclass(frozen=True)
 class L1DataCache:
@@ -35,11 +30,6 @@ class L1DataCache:
     sets: int = 64
     ways: int = 8
     line: int = 64
-
-    @property
-    def lines_per_set_limit(self) -> float:
-        """The most of a tile's input lines one set may hold (:data:`OVERFLOW` x ways)."""
-        return OVERFLOW * self.ways
 
 
 # 64 sets of 64-byte lines on every x86 core this project has met; what differs is the ways.
@@ -85,4 +75,4 @@ def window_lines_per_set(
     return max(Counter(line % cache.sets for line in lines).values())
 
 
-__all__ = ["DEFAULT_L1", "L1DataCache", "L1_BY_CPU", "OVERFLOW", "l1_data_cache", "window_lines_per_set"]
+__all__ = ["DEFAULT_L1", "L1DataCache", "L1_BY_CPU", "l1_data_cache", "window_lines_per_set"]

@@ -13,7 +13,13 @@ from subp_fx.algorithm.conv_geometry import int_pair
 from subp_fx.codegen.activations import FUSABLE_ACTIVATIONS
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.isa import VectorISA, vectors_per_pixel
-from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_MODES, PARALLEL_BLOCK_ROWS, PARALLEL_MODES
+from subp_fx.codegen.kernels.modes import (
+    PADDING_INLINE,
+    PADDING_MODES,
+    PADDING_STAGE,
+    PARALLEL_BLOCK_ROWS,
+    PARALLEL_MODES,
+)
 
 INDEX_DTYPE = "int32"
 
@@ -26,13 +32,17 @@ class ConvTile:
     ``padding``: ``"inline"`` reads the unpadded input under a bounds condition (no copy);
     ``"stage"`` first copies the input into a zero-padded buffer inside the same kernel (a
     parallel, vectorised pass) so the hot loop has no condition. ``parallel``: see
-    :data:`PARALLEL_MODES` (``"block_rows"`` or ``"pixels"``).
+    :data:`PARALLEL_MODES` (``"block_rows"`` or ``"pixels"``). ``pixel_pad``: float32 elements
+    left unused after each pixel's channels in the staged copy (``padding="stage"`` only; the copy
+    is then made even for an unpadded conv), so that a tile's input pixels, whose NHWC addresses
+    lie a multiple of 1 KiB apart in deep layers, fall into different L1 sets (``cache``).
     """
 
     rows: int
     cols: int
     padding: str = PADDING_INLINE
     parallel: str = PARALLEL_BLOCK_ROWS
+    pixel_pad: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -45,6 +55,13 @@ class ConvTile:
             raise KernelSpecError(
                 f"ConvTile.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}"
             )
+        if isinstance(self.pixel_pad, bool) or not isinstance(self.pixel_pad, int) or self.pixel_pad < 0:
+            raise KernelSpecError(f"ConvTile.pixel_pad must be an integer >= 0, got {self.pixel_pad!r}")
+        if self.pixel_pad and self.padding != PADDING_STAGE:
+            raise KernelSpecError(
+                f"ConvTile.pixel_pad={self.pixel_pad} pads the staged input copy: it needs "
+                f"padding={PADDING_STAGE!r}, got {self.padding!r}"
+            )
 
     @property
     def pixels(self) -> int:
@@ -53,6 +70,28 @@ class ConvTile:
     def accumulators(self, N: int, isa: VectorISA) -> int:
         """Vector registers holding the tile's partial sums."""
         return self.pixels * vectors_per_pixel(N, isa)
+
+
+def padded_input_extent(spec: ConvGeometry, tile: ConvTile) -> tuple[int, int]:
+    """Rows and columns of zero-padded input the kernel reads for ``tile``: the output is padded
+    to whole tiles, and the last tile's window may reach past the input's padding (the "stage"
+    copy's shape)."""
+    (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
+    computed_height = -(-spec.out_height // tile.rows) * tile.rows
+    computed_width = -(-spec.out_width // tile.cols) * tile.cols
+    return (computed_height - 1) * sh + kh, (computed_width - 1) * sw + kw
+
+
+def stages_input(spec: ConvGeometry, tile: ConvTile) -> bool:
+    """Whether the kernel copies its input into a staged buffer first: ``padding="stage"`` and
+    either the tile's windows read outside the input (padding, or the last tile's overhang) or
+    the copy's pixels are padded (``tile.pixel_pad``)."""
+    if tile.padding != PADDING_STAGE:
+        return False
+    height, width = padded_input_extent(spec, tile)
+    pad_h, pad_w = spec.padding
+    reads_outside = pad_h > 0 or pad_w > 0 or height > spec.height + pad_h or width > spec.width + pad_w
+    return reads_outside or tile.pixel_pad > 0
 
 
 class ConvGeometry:

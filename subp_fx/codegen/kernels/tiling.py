@@ -26,7 +26,7 @@ from subp_fx.codegen.kernels.modes import (
     PARALLEL_MODES,
     PARALLEL_PIXELS,
 )
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile, padded_input_extent, stages_input
 
 # Two-row tiles share input rows between their rows (row 0's kernel row 1 reads what row 1's
 # kernel row 0 reads); LLVM keeps those loads live and spills far earlier than the count of
@@ -173,52 +173,62 @@ def preferred_accumulators(spec: BlockSparseConvSpec, isa: VectorISA) -> int:
 
 def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> int:
     """The most L1 lines of one set the tile's input window takes for one input channel (float32
-    NHWC; see :mod:`cache`): ``(rows-1)*sh + kh`` input rows of ``(cols-1)*sw + kw`` pixels, no
-    more than the input has (padding is not read). Counted in the unpadded input, whose row
-    stride the "stage" padding copy lengthens by 2 x padding pixels only."""
+    NHWC; see :mod:`cache`): ``(rows-1)*sh + kh`` input rows of ``(cols-1)*sw + kw`` pixels. In
+    the input itself no more than it has (padding is not read); in a staged copy
+    (:func:`~subp_fx.codegen.kernels.spec.stages_input`) padding included, each pixel
+    ``tile.pixel_pad`` floats longer and each row as long as the copy is wide."""
     (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
-    pixel_bytes = 4 * spec.in_channels
+    window_rows, window_cols = (tile.rows - 1) * sh + kh, (tile.cols - 1) * sw + kw
+    if stages_input(spec, tile):
+        _, row_pixels = padded_input_extent(spec, tile)
+        pixel_bytes = 4 * (spec.in_channels + tile.pixel_pad)
+    else:
+        row_pixels = spec.width
+        pixel_bytes = 4 * spec.in_channels
+        window_rows, window_cols = min(window_rows, spec.height), min(window_cols, spec.width)
     return window_lines_per_set(
-        window_rows=min((tile.rows - 1) * sh + kh, spec.height),
-        window_cols=min((tile.cols - 1) * sw + kw, spec.width),
-        row_bytes=spec.width * pixel_bytes,
+        window_rows=window_rows,
+        window_cols=window_cols,
+        row_bytes=row_pixels * pixel_bytes,
         pixel_bytes=pixel_bytes,
         cache=cache,
     )
 
 
-# The fewest pixels a tile chosen to spare the L1 may have (see heuristic_tile's measurements).
-MIN_UNCROWDED_PIXELS = 4
+def spared_l1(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> ConvTile | None:
+    """``tile`` with its input staged and each staged pixel one cache line longer, when the tile's
+    window crowds one L1 set beyond its ways and the padded copy does not; None otherwise.
+
+    Why beyond the ways: the window's lines of one channel are read at every reduction step and
+    reused by the next kept channel in the same line, and an LRU set cycling through more lines
+    than it has ways keeps none of them. Measured (Zen 4, 8-way, 2 threads, 66/128 kept): 1x1
+    1024->256 at 14x14, 1 x 14 tile (14 lines a set) 380 -> 239 us; 1x1/2 512->1024 at 28x28
+    768 -> 478 us; 3x3/2 512->512 at 14x14, 1 x 7 (21) 1372 -> 568 us; 3x3/2 256->256 at 28x28,
+    1 x 7 (12) 657 -> 595 us. Where nothing crowds the copy is a loss (1x1 64->256 at 56x56,
+    1 line a set: 233 -> 250 us)."""
+    if input_lines_per_set(spec, tile, cache) <= cache.ways:
+        return None
+    staged = dataclasses.replace(tile, padding=PADDING_STAGE, pixel_pad=cache.line // 4)
+    return staged if input_lines_per_set(spec, staged, cache) <= cache.ways else None
 
 
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
     :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
 
-    With the target's L1 ``cache``, a kernel of more than one tap passes over tiles whose input
-    window would crowd one cache set beyond ``cache.lines_per_set_limit``, for the cheapest one
-    that does not and keeps at least half the first choice's pixels and :data:`MIN_UNCROWDED_PIXELS`
-    (:mod:`cache`: ResNet-50's 3x3 stride-2 convs, 1.1-1.7x faster). A 1x1 conv reads each line
-    once per reduction step, so crowding only costs it the line's reuse by the next kept channel:
-    21 lines in a 12-way set cost a 1x1/2 conv 8%, halving its tile 18%, so its tiles are left
-    alone. So are tiles of under half the pixels or under 4: the cost model undercounts their
-    overhead (Ice Lake, 3x3/2 512->512 at 14x14: 1 x 2 1368 us, 1 x 3 1122, 1 x 4 803-840;
-    wide_resnet50_2's 3x3/2 1024->1024 at 7x7: 1 x 2 1819 us, 1 x 3 1753, 1 x 4 1249 although its
-    window puts 21 lines in a set)."""
+    With the target's L1 ``cache``, a tile whose input window crowds one cache set beyond its
+    ways reads a staged copy with longer pixels instead (:func:`spared_l1`), when that copy's
+    window does not crowd; the tile's shape stays. (Before the staged copy the heuristic shrank
+    such tiles, which recovers less: ResNet-50's layer4.0.conv2 on Zen 4, 2 threads, 1 x 7 tile
+    1400 us, 1 x 4 777 us, 1 x 7 from the padded copy 573 us, 1 x 4 from it 714 us.)"""
     cap = preferred_accumulators(spec, isa)
     preferred = [
         tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
-    if cache is not None and preferred and spec.kernel_size != (1, 1):
-        least = max(preferred[0].pixels / 2, MIN_UNCROWDED_PIXELS)
-        uncrowded = [
-            tile
-            for tile in preferred
-            if tile.pixels >= least and input_lines_per_set(spec, tile, cache) <= cache.lines_per_set_limit
-        ]
-        preferred = uncrowded or preferred
     tile = preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
-    return dataclasses.replace(tile, padding=heuristic_padding(spec, tile, isa))
+    tile = dataclasses.replace(tile, padding=heuristic_padding(spec, tile, isa))
+    staged = spared_l1(spec, tile, cache) if cache is not None else None
+    return tile if staged is None else staged
 
 
 def cheapest_block_size(

@@ -184,7 +184,9 @@ def conv2d_fusion_ability(view: GraphView, node: fx.Node) -> FusionAbility:
 
 
 def describe_tile(tile: ConvTile) -> str:
-    return f"{tile.rows}x{tile.cols}px {tile.padding}-pad {tile.parallel}"
+    """e.g. ``1x14px stage-pad pixels +16/px`` (the last part: the staged copy's pixel padding)."""
+    padded_pixels = f" +{tile.pixel_pad}/px" if tile.pixel_pad else ""
+    return f"{tile.rows}x{tile.cols}px {tile.padding}-pad {tile.parallel}{padded_pixels}"
 
 
 def _kernel_name(kind: str, spec: BlockSparseConvSpec) -> str:

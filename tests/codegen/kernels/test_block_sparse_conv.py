@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -120,12 +122,41 @@ NUMERIC_CASES = [
     ),
     (_spec(1, 14, 36, 64, 32, 17, 1, 1, 0, bias=True, activation="relu6"), ConvTile(2, 3, "inline", "pixels")),
     (_spec(3, (9, 11), 12, 32, 8, 6, 5, 1, 2, residual=True), ConvTile(1, 5, "stage", "pixels")),
+    # staged copies with longer pixels: unpadded 1x1 (copied for the pixel padding alone), 1x1/2,
+    # padded 3x3/2 in both parallel modes, a pad that is not a line
+    (_spec(1, 7, 64, 32, 16, 20, 1, 1, 0, bias=True, residual=True), ConvTile(1, 7, "stage", "pixels", 16)),
+    (_spec(3, 9, 32, 32, 16, 11, 1, 2, 0, activation="relu"), ConvTile(1, 3, "stage", "block_rows", 16)),
+    (_spec(1, 13, 48, 32, 16, 17, 3, 2, 1, bias=True, activation="relu"), ConvTile(1, 4, "stage", "block_rows", 16)),
+    (_spec(3, (9, 11), 16, 32, 8, 6, 3, 2, 1, residual=True), ConvTile(2, 3, "stage", "pixels", 5)),
 ]
 
 
 @pytest.mark.parametrize("spec, tile", NUMERIC_CASES, ids=lambda case: case.__repr__()[:60])
 def test_matches_torch_conv2d_on_the_masked_weight(spec, tile):
     _check_against_torch(spec, tile)
+
+
+def _staged_buffer_strides(spec: BlockSparseConvSpec, tile: ConvTile) -> list[tuple[int, ...]]:
+    """The strides of the kernel's staged input buffer once TIR has laid it out (empty if none)."""
+    import tvm
+    from tvm import s_tir
+
+    from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
+
+    module = tvm.IRModule({"main": block_sparse_conv2d_primfunc(spec, tile, NATIVE_ISA)})
+    module = s_tir.transform.CompactBufferAllocation()(s_tir.transform.ConvertBlocksToOpaque()(module))
+    # TVMScript prints the laid-out buffer as `pad = T.sblock_alloc_buffer((shape), strides=(...))`
+    found = re.findall(r"pad = T\.sblock_alloc_buffer\(\([^)]*\), strides=\(([^)]*)\)", module.script())
+    return [tuple(int(stride) for stride in strides.split(",")) for strides in found]
+
+
+def test_the_staged_copy_lengthens_each_pixel_by_the_pad():
+    spec = _spec(1, 7, 64, 32, 16, 20, 1, 1, 0)
+    assert _staged_buffer_strides(spec, ConvTile(1, 7, "stage", "pixels")) == []  # nothing staged
+    # 7 x 7 pixels of 64 + 16 floats
+    assert _staged_buffer_strides(spec, ConvTile(1, 7, "stage", "pixels", 16)) == [(7 * 7 * 80, 7 * 80, 80, 1)]
+    padded = _spec(1, 13, 48, 32, 16, 17, 3, 2, 1)  # a 1 x 4 tile computes 8 columns: a 17-wide copy
+    assert _staged_buffer_strides(padded, ConvTile(1, 4, "stage", "block_rows", 16))[0][1:] == (17 * 64, 64, 1)
 
 
 # MobileNetV3 / EfficientNet / RegNetY epilogues: odd sizes, C_in not a multiple of 8, with and
@@ -315,6 +346,7 @@ def test_choose_tile_times_candidates_and_caches_the_choice():
     assert candidates[0] == heuristic_tile(spec, NATIVE_ISA)
     assert {tile.parallel for tile in candidates} == {"block_rows", "pixels"}
     assert {tile.padding for tile in candidates} == {"inline", "stage"}
+    assert {tile.pixel_pad for tile in candidates} == {0, 16} and len(set(candidates)) == len(candidates)
     tile, timings = choose_tile(spec, NATIVE)
     assert tile in timings and set(timings) <= set(candidates)
     assert timings[tile] == min(timings.values()) > 0
@@ -471,6 +503,10 @@ def test_bad_tiles(tile, fragment):
         ConvTile(1, 2, "halo")
     with pytest.raises(KernelSpecError, match="parallel must be one of block_rows, pixels"):
         ConvTile(1, 2, "inline", "channels")
+    with pytest.raises(KernelSpecError, match="pixel_pad must be an integer >= 0"):
+        ConvTile(1, 2, "stage", pixel_pad=-16)
+    with pytest.raises(KernelSpecError, match="pixel_pad=16 pads the staged input copy: it needs padding='stage'"):
+        ConvTile(1, 2, "inline", pixel_pad=16)
 
 
 def test_call_errors_name_the_argument():

@@ -1,5 +1,5 @@
 """L1 geometry by CPU, the lines a conv tile's input window puts in one cache set, and the
-heuristic tile passing over windows that crowd a set."""
+heuristic tile reading a staged copy with longer pixels where its window crowds a set."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ pytest.importorskip("tvm")
 
 from subp_fx.codegen.kernels.cache import (  # noqa: E402
     DEFAULT_L1,
-    OVERFLOW,
     L1DataCache,
     l1_data_cache,
     window_lines_per_set,
 )
 from subp_fx.codegen.kernels.isa import VectorISA  # noqa: E402
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile  # noqa: E402
-from subp_fx.codegen.kernels.tiling import MIN_UNCROWDED_PIXELS, heuristic_tile, input_lines_per_set  # noqa: E402
+from subp_fx.codegen.kernels.tiling import heuristic_tile, input_lines_per_set, spared_l1  # noqa: E402
 from subp_fx.codegen.target import parse_target  # noqa: E402
 
 AVX512 = VectorISA("avx512", lanes=16, registers=32, max_accumulators=14, preferred_accumulators=14)
@@ -29,7 +28,6 @@ TWELVE_WAY = L1DataCache(ways=12)
 def test_the_ways_come_from_the_targets_cpu(cpu, ways):
     cache = l1_data_cache(parse_target(f"llvm -mcpu={cpu}"))
     assert (cache.sets, cache.ways, cache.line) == (64, ways, 64)
-    assert cache.lines_per_set_limit == OVERFLOW * ways
 
 
 def test_a_target_without_a_cpu_gets_the_smaller_default():
@@ -71,63 +69,60 @@ def _spec(height, channels, kernel, stride, keep):
     return BlockSparseConvSpec(1, height, height, channels, channels, 16, keep, kernel, stride, kernel // 2, bias=True)
 
 
-def test_the_heuristic_passes_over_a_tile_that_crowds_a_set():
-    # ResNet-50 layer3.0.conv2: the cost model's 1 x 14 tile puts 21 lines in a set of 12 ways
+def test_a_staged_window_counts_the_padding_and_the_longer_pixels():
     spec = _spec(28, 256, 3, 2, 132)
-    assert (heuristic_tile(spec, AVX512).rows, heuristic_tile(spec, AVX512).cols) == (1, 14)
-    tile = heuristic_tile(spec, AVX512, TWELVE_WAY)
-    assert input_lines_per_set(spec, tile, TWELVE_WAY) <= TWELVE_WAY.lines_per_set_limit
-    assert (tile.rows, tile.cols) == (1, 7)
-    # layer4.0.conv2 (512 channels at 14): 1 x 7 puts 21 lines in a set; 1 x 4, 15
-    spec = _spec(14, 512, 3, 2, 264)
-    assert (heuristic_tile(spec, AVX512).cols, heuristic_tile(spec, AVX512, TWELVE_WAY).cols) == (7, 4)
+    # staged: 1 x 14 at stride 2 reads 29 columns, padding included, of a copy as wide (what the
+    # one column tile reads); unpadded pixels stay 1 KiB apart
+    staged = ConvTile(1, 14, "stage")
+    assert input_lines_per_set(spec, staged, TWELVE_WAY) == _lines(3, 29, 256, 29)
+    # with one line more a pixel (272 channels' worth), 29 columns x 3 rows spread out
+    padded = ConvTile(1, 14, "stage", pixel_pad=16)
+    assert input_lines_per_set(spec, padded, TWELVE_WAY) == window_lines_per_set(
+        window_rows=3, window_cols=29, row_bytes=29 * 272 * 4, pixel_bytes=272 * 4, cache=TWELVE_WAY
+    )
+    assert input_lines_per_set(spec, padded, TWELVE_WAY) <= 3
+    # an unpadded 1x1 conv staged only for its pixel padding: its window is the input's
+    one_by_one = BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0)
+    assert input_lines_per_set(one_by_one, ConvTile(1, 14), TWELVE_WAY) == 14
+    assert input_lines_per_set(one_by_one, ConvTile(1, 14, "stage", pixel_pad=16), TWELVE_WAY) == 1
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        _spec(14, 256, 3, 1, 132),  # stride 1: 11 lines a set, within the ways
-        _spec(7, 512, 3, 1, 264),  # 11 a set
-        BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0),  # 1x1: 14 in one set
-        _spec(56, 128, 3, 2, 66),
+        _spec(28, 256, 3, 2, 132),  # ResNet-50 layer3.0.conv2: its 1 x 14 tile puts 21 lines in a set
+        _spec(14, 512, 3, 2, 264),  # layer4.0.conv2: 1 x 7, 21 lines
+        BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0),  # 1x1: 14 pixels in one set
+        BlockSparseConvSpec(1, 28, 28, 512, 1024, 16, 264, 1, 2, 0),  # 1x1/2: 14 in one set
     ],
 )
-def test_tiles_within_the_limit_are_left_alone(spec):
+@pytest.mark.parametrize("cache", [TWELVE_WAY, L1DataCache(ways=8)])
+def test_a_crowding_tile_keeps_its_shape_and_reads_a_copy_with_longer_pixels(spec, cache):
+    unspared = heuristic_tile(spec, AVX512)
+    assert input_lines_per_set(spec, unspared, cache) > cache.ways
+    tile = heuristic_tile(spec, AVX512, cache)
+    assert (tile.rows, tile.cols, tile.parallel) == (unspared.rows, unspared.cols, unspared.parallel)
+    assert (tile.padding, tile.pixel_pad) == ("stage", cache.line // 4)
+    assert input_lines_per_set(spec, tile, cache) <= cache.ways
+    assert spared_l1(spec, unspared, cache) == tile
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _spec(14, 256, 3, 1, 132),  # stride 1: 11 lines a set, within 12 ways
+        _spec(7, 512, 3, 1, 264),  # 11 a set
+        _spec(56, 128, 3, 2, 66),
+        BlockSparseConvSpec(1, 56, 56, 64, 256, 16, 33, 1, 1, 0),  # 256-byte pixels: one line a set
+    ],
+)
+def test_tiles_within_the_ways_are_left_alone(spec):
     assert heuristic_tile(spec, AVX512, TWELVE_WAY) == heuristic_tile(spec, AVX512)
+    assert spared_l1(spec, heuristic_tile(spec, AVX512), TWELVE_WAY) is None
 
 
-def test_when_no_tile_fits_the_cost_models_choice_stands():
-    tiny = L1DataCache(ways=1)  # 1.5 lines a set: nothing with a 3x3 window fits
+def test_when_the_copy_crowds_too_the_cost_models_choice_stands():
+    tiny = L1DataCache(ways=1)  # one line a set: no 3x3 window fits, padded or not
     spec = _spec(28, 256, 3, 2, 132)
+    assert spared_l1(spec, heuristic_tile(spec, AVX512), tiny) is None
     assert heuristic_tile(spec, AVX512, tiny) == heuristic_tile(spec, AVX512)
-
-
-def test_the_padding_stage_choice_follows_the_new_tile():
-    spec = _spec(28, 256, 3, 2, 132)
-    tile = heuristic_tile(spec, AVX512, TWELVE_WAY)
-    assert isinstance(tile, ConvTile) and tile.padding in ("inline", "stage")
-
-
-def test_1x1_tiles_are_left_alone_even_when_crowded():
-    eight_way = L1DataCache(ways=8)  # limit 12 lines a set
-    spec = BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0)  # 14 pixels in one set
-    assert input_lines_per_set(spec, heuristic_tile(spec, AVX512), eight_way) > eight_way.lines_per_set_limit
-    assert heuristic_tile(spec, AVX512, eight_way) == heuristic_tile(spec, AVX512)
-
-
-def test_no_tile_below_half_the_first_choices_pixels():
-    eight_way = L1DataCache(ways=8)
-    spec = _spec(14, 512, 3, 2, 264)  # first choice 1 x 7; 1 x 4 puts 15 lines in a set, 1 x 3 12
-    assert input_lines_per_set(spec, ConvTile(1, 3), eight_way) <= eight_way.lines_per_set_limit
-    assert heuristic_tile(spec, AVX512, eight_way) == heuristic_tile(spec, AVX512)
-
-
-def test_no_tile_under_four_pixels_to_spare_the_cache():
-    # wide_resnet50_2 layer4.0.conv2 at 112 px: 1 x 4 puts 21 lines in a 12-way set, 1 x 2 only 15,
-    # but 1 x 2 ran 1.46x slower (1819 against 1249 us): the crowded 1 x 4 stays
-    spec = BlockSparseConvSpec(1, 7, 7, 1024, 1024, 16, 512, 3, 2, 1)
-    first = heuristic_tile(spec, AVX512)
-    assert first.pixels == 4 and input_lines_per_set(spec, first, TWELVE_WAY) > TWELVE_WAY.lines_per_set_limit
-    assert input_lines_per_set(spec, ConvTile(1, 2), TWELVE_WAY) <= TWELVE_WAY.lines_per_set_limit
-    assert heuristic_tile(spec, AVX512, TWELVE_WAY) == first
-    assert MIN_UNCROWDED_PIXELS == 4

@@ -64,6 +64,28 @@ def test_records_are_keyed_by_thread_count(tmp_path):
     assert log.lookup(SPEC, str(NATIVE), 1) is None
 
 
+def test_a_staged_tile_with_padded_pixels_survives_the_file(tmp_path):
+    staged = ConvTile(1, 7, "stage", "pixels", pixel_pad=16)
+    log = TuningLog(tmp_path / "tiles.json")
+    log.record(SPEC, str(NATIVE), 2, staged, {staged: 0.25, ConvTile(1, 7): 0.4})
+    log.save()
+    assert TuningLog.load(tmp_path / "tiles.json").lookup(SPEC, str(NATIVE), 2) == (
+        staged,
+        {staged: 0.25, ConvTile(1, 7): 0.4},
+    )
+
+
+def test_a_tile_recorded_before_pixel_padding_existed_reads_as_unpadded(tmp_path):
+    old_tile = {"rows": 1, "cols": 7, "padding": "inline", "parallel": "pixels"}
+    log = TuningLog(tmp_path / "tiles.json")
+    log.record(SPEC, str(NATIVE), 2, ConvTile(1, 7), {})
+    (record,) = log.records.values()
+    record["tile"] = old_tile
+    log.save()
+    tile, _ = TuningLog.load(tmp_path / "tiles.json").lookup(SPEC, str(NATIVE), 2)
+    assert tile == ConvTile(1, 7, "inline", "pixels", pixel_pad=0)
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [
