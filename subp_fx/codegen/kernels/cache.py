@@ -22,6 +22,14 @@ from dataclasses import dataclass
 
 from tvm.target import Target
 
+# A tile's input window is taken to crowd the L1 when one set holds more than this many times
+# its ways of the window's lines. Why not at the ways: staging the input costs something of its
+# own (Zen 4, 2 threads, 3x3 stride-1 convs whose 1 x 14 / 1 x 7 windows put 11 lines in a set of 8
+# ways: 256->256 at 14x14 456 us read in place, 513 from a staged copy, 517 from one with longer
+# pixels; 512->512 at 7x7 444, 715, 557), while 12 lines and more have cost far more than that (the
+# module docstring; 3x3/2 256->256 at 28x28, 1 x 14, 21 a set: 1066 us in place, 585 padded).
+OVERFLOW = 1.5
+
 
 @dataclass(frozen=True)
 class L1DataCache:
@@ -30,6 +38,12 @@ class L1DataCache:
     sets: int = 64
     ways: int = 8
     line: int = 64
+
+    @property
+    def lines_per_set_limit(self) -> float:
+        """The most of a tile's input lines one set may hold before the tile crowds it
+        (:data:`OVERFLOW` x ways)."""
+        return OVERFLOW * self.ways
 
 
 # 64 sets of 64-byte lines on every x86 core this project has met; what differs is the ways.
@@ -75,4 +89,4 @@ def window_lines_per_set(
     return max(Counter(line % cache.sets for line in lines).values())
 
 
-__all__ = ["DEFAULT_L1", "L1DataCache", "L1_BY_CPU", "l1_data_cache", "window_lines_per_set"]
+__all__ = ["DEFAULT_L1", "L1DataCache", "L1_BY_CPU", "OVERFLOW", "l1_data_cache", "window_lines_per_set"]

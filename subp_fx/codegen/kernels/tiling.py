@@ -197,28 +197,28 @@ def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1Data
 
 def spared_l1(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> ConvTile | None:
     """``tile`` with its input staged and each staged pixel one cache line longer, when the tile's
-    window crowds one L1 set beyond its ways and the padded copy does not; None otherwise.
+    window crowds one L1 set (more lines than ``cache.lines_per_set_limit``) and the padded copy's
+    window does not; None otherwise.
 
-    Why beyond the ways: the window's lines of one channel are read at every reduction step and
+    Why crowding costs: the window's lines of one channel are read at every reduction step and
     reused by the next kept channel in the same line, and an LRU set cycling through more lines
-    than it has ways keeps none of them. Measured (Zen 4, 8-way, 2 threads, 66/128 kept): 1x1
+    than it has ways keeps none of them. Measured (Zen 4, 8 ways, 2 threads, 66/128 kept): 1x1
     1024->256 at 14x14, 1 x 14 tile (14 lines a set) 380 -> 239 us; 1x1/2 512->1024 at 28x28
-    768 -> 478 us; 3x3/2 512->512 at 14x14, 1 x 7 (21) 1372 -> 568 us; 3x3/2 256->256 at 28x28,
-    1 x 7 (12) 657 -> 595 us. Where nothing crowds the copy is a loss (1x1 64->256 at 56x56,
-    1 line a set: 233 -> 250 us)."""
-    if input_lines_per_set(spec, tile, cache) <= cache.ways:
+    768 -> 478 us; 3x3/2 512->512 at 14x14, 1 x 7 (21) 1400 -> 573 us; 3x3/2 256->256 at 28x28,
+    1 x 14 (21) 1066 -> 585 us. Below the limit the copy is a loss (:data:`cache.OVERFLOW`)."""
+    if input_lines_per_set(spec, tile, cache) <= cache.lines_per_set_limit:
         return None
     staged = dataclasses.replace(tile, padding=PADDING_STAGE, pixel_pad=cache.line // 4)
-    return staged if input_lines_per_set(spec, staged, cache) <= cache.ways else None
+    return staged if input_lines_per_set(spec, staged, cache) <= cache.lines_per_set_limit else None
 
 
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
     :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
 
-    With the target's L1 ``cache``, a tile whose input window crowds one cache set beyond its
-    ways reads a staged copy with longer pixels instead (:func:`spared_l1`), when that copy's
-    window does not crowd; the tile's shape stays. (Before the staged copy the heuristic shrank
+    With the target's L1 ``cache``, a tile whose input window crowds one cache set reads a staged
+    copy with longer pixels instead (:func:`spared_l1`), when that copy's window does not crowd;
+    the tile's shape stays. (Before the staged copy the heuristic shrank
     such tiles, which recovers less: ResNet-50's layer4.0.conv2 on Zen 4, 2 threads, 1 x 7 tile
     1400 us, 1 x 4 777 us, 1 x 7 from the padded copy 573 us, 1 x 4 from it 714 us.)"""
     cap = preferred_accumulators(spec, isa)
