@@ -29,13 +29,14 @@ The schedule (why each step; numbers in the package report and ``tiling``'s docs
   residual, activation) is compute-at the tile too and runs on the registers before the single
   write-back, vectorised over the lanes;
 - padding is read under a bounds condition in the hot loop ("inline", no copy) or, as a
-  schedule option, copied once into a zero-padded buffer inside the same kernel ("stage"). The
-  staged copy may also lengthen each pixel by ``tile.pixel_pad`` unused floats (TIR's
-  ``storage_align`` on its pixel axis): deep NHWC layers put a tile's pixels a multiple of 1 KiB
+  schedule option, copied once into a zero-padded buffer inside the same kernel ("stage");
+- the input may also be read from a copy made inside the kernel whose pixels are
+  ``tile.pixel_pad`` floats longer (TIR's ``storage_align`` on the copy's pixel axis; zero-padded
+  or plain, as the padding mode says): deep NHWC layers put a tile's pixels a multiple of 1 KiB
   apart, in one L1 set, and the tile's window then evicts its own lines at every reduction step
-  (Zen 4, 2 threads, ResNet-50 shapes at 66/128 kept: 1x1 1024->256 at 14x14 380 -> 239 us,
-  3x3/2 512->512 at 14x14 1372 -> 568 us; the copy costs 7% where nothing crowds).
-  Output extents that the tile does not divide are padded: the extra pixels are computed into
+  (Zen 4, 2 threads, ResNet-50 shapes at 66/128 kept: 1x1 1024->256 at 14x14 390 -> 242 us,
+  3x3/2 512->512 at 14x14 1384 -> 535 us; ``tiling.spared_l1``);
+- output extents that the tile does not divide are padded: the extra pixels are computed into
   the local buffer and never written back.
 """
 
@@ -51,7 +52,14 @@ from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.isa import VectorISA, vector_chunk
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE, bounds_condition
 from subp_fx.codegen.kernels.modes import PARALLEL_PIXELS
-from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile, padded_input_extent, stages_input
+from subp_fx.codegen.kernels.spec import (
+    INDEX_DTYPE,
+    BlockSparseConvSpec,
+    ConvTile,
+    copies_input,
+    padded_input_extent,
+    zero_pads_a_copy,
+)
 from subp_fx.codegen.kernels.tiling import unrolls_outer_loop
 
 
@@ -98,20 +106,27 @@ def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
     zero = tirx.const(0.0, DTYPE)
     inside = _bounds_condition(spec, padded_height, padded_width)
 
-    def guarded(b, h, w, c):
-        condition = inside(h, w)
-        value = data[b, h - pad_h, w - pad_w, c]
-        return value if condition is None else te.if_then_else(condition, value, zero)
+    def guarded(source):
+        def read(b, h, w, c):
+            condition = inside(h, w)
+            value = source[b, h - pad_h, w - pad_w, c]
+            return value if condition is None else te.if_then_else(condition, value, zero)
 
-    has_pad_stage = stages_input(spec, tile)
-    if has_pad_stage:
-        padded = te.compute((spec.batch, padded_height, padded_width, spec.in_channels), guarded, name="pad")
+        return read
+
+    # The copy stage is called "pad" either way: zero-padded ("stage"), or a plain copy whose
+    # pixels the schedule lengthens, read under the bounds condition like the input itself.
+    has_pad_stage = copies_input(spec, tile)
+    if zero_pads_a_copy(spec, tile):
+        padded = te.compute((spec.batch, padded_height, padded_width, spec.in_channels), guarded(data), name="pad")
 
         def read(b, h, w, c):
             return padded[b, h, w, c]
 
+    elif has_pad_stage:
+        read = guarded(te.compute(spec.data_shape, lambda b, h, w, c: data[b, h, w, c], name="pad"))
     else:
-        read = guarded
+        read = guarded(data)
 
     kept = te.reduce_axis((0, K), name="k")
     kernel_row = te.reduce_axis((0, kh), name="s")

@@ -8,7 +8,7 @@ its own lines within one reduction step. Measured on Ice Lake server (48 KiB 12-
 threads, fp32, N=16, 3x3 stride-2 convs at 50% keep): 256->256 at 28x28 with a 1 x 14 tile reads
 28 columns x 3 rows = 84 lines, 21 in each of 4 sets: 1256 us; a 1 x 7 tile, 12 a set: 752 us.
 On Zen 4 (32 KiB 8-way): 1x1 1024->256 at 14x14, 14 pixels in one set, 380 us; the same tile
-reading a copy whose pixels are one line longer (every pixel in its own set) 239 us. The
+reading a copy whose pixels are one line longer (every pixel in its own set) 242 us. The
 remedy the kernels take is that copy (``tiling.spared_l1``).
 
 The geometry is a property of the CPU, not of its vector ISA (Zen 4 and Ice Lake both have
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from tvm.target import Target
 
 # A tile's input window is taken to crowd the L1 when one set holds more than this many times
-# its ways of the window's lines. Why not at the ways: staging the input costs something of its
-# own (Zen 4, 2 threads, 3x3 stride-1 convs whose 1 x 14 / 1 x 7 windows put 11 lines in a set of 8
-# ways: 256->256 at 14x14 456 us read in place, 513 from a staged copy, 517 from one with longer
-# pixels; 512->512 at 7x7 444, 715, 557), while 12 lines and more have cost far more than that (the
-# module docstring; 3x3/2 256->256 at 28x28, 1 x 14, 21 a set: 1066 us in place, 585 padded).
+# its ways of the window's lines. Why not at the ways: the copy that spares the L1 then gains
+# nothing (Zen 4, 2 threads, 3x3 stride-1 convs whose 1 x 14 / 1 x 7 windows put 11 lines in a set
+# of 8 ways: 256->256 at 14x14 454 us in place, 465 from a copy with longer pixels; 512->512 at 7x7
+# 442 and 443), while 14 lines and more have cost far more than the copy (the module docstring;
+# 3x3/2 256->256 at 28x28, 1 x 14, 21 a set: 1054 us in place, 561 from the copy).
 OVERFLOW = 1.5
 
 

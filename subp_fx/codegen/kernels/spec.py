@@ -33,9 +33,10 @@ class ConvTile:
     ``"stage"`` first copies the input into a zero-padded buffer inside the same kernel (a
     parallel, vectorised pass) so the hot loop has no condition. ``parallel``: see
     :data:`PARALLEL_MODES` (``"block_rows"`` or ``"pixels"``). ``pixel_pad``: float32 elements
-    left unused after each pixel's channels in the staged copy (``padding="stage"`` only; the copy
-    is then made even for an unpadded conv), so that a tile's input pixels, whose NHWC addresses
-    lie a multiple of 1 KiB apart in deep layers, fall into different L1 sets (``cache``).
+    left unused after each pixel's channels in a copy of the input the kernel reads instead (the
+    zero-padded copy with "stage", a plain one read under the bounds condition with "inline"), so
+    that a tile's input pixels, whose NHWC addresses lie a multiple of 1 KiB apart in deep layers,
+    fall into different L1 sets (``cache``).
     """
 
     rows: int
@@ -57,11 +58,6 @@ class ConvTile:
             )
         if isinstance(self.pixel_pad, bool) or not isinstance(self.pixel_pad, int) or self.pixel_pad < 0:
             raise KernelSpecError(f"ConvTile.pixel_pad must be an integer >= 0, got {self.pixel_pad!r}")
-        if self.pixel_pad and self.padding != PADDING_STAGE:
-            raise KernelSpecError(
-                f"ConvTile.pixel_pad={self.pixel_pad} pads the staged input copy: it needs "
-                f"padding={PADDING_STAGE!r}, got {self.padding!r}"
-            )
 
     @property
     def pixels(self) -> int:
@@ -82,16 +78,21 @@ def padded_input_extent(spec: ConvGeometry, tile: ConvTile) -> tuple[int, int]:
     return (computed_height - 1) * sh + kh, (computed_width - 1) * sw + kw
 
 
-def stages_input(spec: ConvGeometry, tile: ConvTile) -> bool:
-    """Whether the kernel copies its input into a staged buffer first: ``padding="stage"`` and
-    either the tile's windows read outside the input (padding, or the last tile's overhang) or
-    the copy's pixels are padded (``tile.pixel_pad``)."""
+def zero_pads_a_copy(spec: ConvGeometry, tile: ConvTile) -> bool:
+    """Whether the kernel reads a zero-padded copy of its input (no bounds checks in the hot
+    loop): ``padding="stage"`` where the tile's windows read outside the input (padding, or the
+    last tile's overhang)."""
     if tile.padding != PADDING_STAGE:
         return False
     height, width = padded_input_extent(spec, tile)
     pad_h, pad_w = spec.padding
-    reads_outside = pad_h > 0 or pad_w > 0 or height > spec.height + pad_h or width > spec.width + pad_w
-    return reads_outside or tile.pixel_pad > 0
+    return pad_h > 0 or pad_w > 0 or height > spec.height + pad_h or width > spec.width + pad_w
+
+
+def copies_input(spec: ConvGeometry, tile: ConvTile) -> bool:
+    """Whether the kernel first copies its input into a buffer of its own: to zero-pad it
+    (:func:`zero_pads_a_copy`) or to lengthen its pixels (``tile.pixel_pad``)."""
+    return zero_pads_a_copy(spec, tile) or tile.pixel_pad > 0
 
 
 class ConvGeometry:

@@ -26,7 +26,7 @@ from subp_fx.codegen.kernels.modes import (
     PARALLEL_MODES,
     PARALLEL_PIXELS,
 )
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile, padded_input_extent, stages_input
+from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile, padded_input_extent, zero_pads_a_copy
 
 # Two-row tiles share input rows between their rows (row 0's kernel row 1 reads what row 1's
 # kernel row 0 reads); LLVM keeps those loads live and spills far earlier than the count of
@@ -173,19 +173,18 @@ def preferred_accumulators(spec: BlockSparseConvSpec, isa: VectorISA) -> int:
 
 def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> int:
     """The most L1 lines of one set the tile's input window takes for one input channel (float32
-    NHWC; see :mod:`cache`): ``(rows-1)*sh + kh`` input rows of ``(cols-1)*sw + kw`` pixels. In
-    the input itself no more than it has (padding is not read); in a staged copy
-    (:func:`~subp_fx.codegen.kernels.spec.stages_input`) padding included, each pixel
-    ``tile.pixel_pad`` floats longer and each row as long as the copy is wide."""
+    NHWC; see :mod:`cache`): ``(rows-1)*sh + kh`` input rows of ``(cols-1)*sw + kw`` pixels. In a
+    zero-padded copy (:func:`~subp_fx.codegen.kernels.spec.zero_pads_a_copy`) padding included
+    and each row as wide as the copy; otherwise no more than the input has (padding is not
+    read). Pixels are ``tile.pixel_pad`` floats longer than their channels."""
     (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
     window_rows, window_cols = (tile.rows - 1) * sh + kh, (tile.cols - 1) * sw + kw
-    if stages_input(spec, tile):
+    if zero_pads_a_copy(spec, tile):
         _, row_pixels = padded_input_extent(spec, tile)
-        pixel_bytes = 4 * (spec.in_channels + tile.pixel_pad)
     else:
         row_pixels = spec.width
-        pixel_bytes = 4 * spec.in_channels
         window_rows, window_cols = min(window_rows, spec.height), min(window_cols, spec.width)
+    pixel_bytes = 4 * (spec.in_channels + tile.pixel_pad)
     return window_lines_per_set(
         window_rows=window_rows,
         window_cols=window_cols,
@@ -196,31 +195,34 @@ def input_lines_per_set(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1Data
 
 
 def spared_l1(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> ConvTile | None:
-    """``tile`` with its input staged and each staged pixel one cache line longer, when the tile's
-    window crowds one L1 set (more lines than ``cache.lines_per_set_limit``) and the padded copy's
-    window does not; None otherwise.
+    """``tile`` reading a copy of its input whose pixels are one cache line longer, when the
+    tile's window crowds one L1 set (more lines than ``cache.lines_per_set_limit``) and the copy's
+    window does not; None otherwise. The padding mode stays: an "inline" tile reads the copy
+    under its bounds condition, skipping the taps that fall on padding as before (a zero-padded
+    copy computes them: 3x3/2 512->512 at 14x14, 535 us inline against 572 staged).
 
     Why crowding costs: the window's lines of one channel are read at every reduction step and
     reused by the next kept channel in the same line, and an LRU set cycling through more lines
-    than it has ways keeps none of them. Measured (Zen 4, 8 ways, 2 threads, 66/128 kept): 1x1
-    1024->256 at 14x14, 1 x 14 tile (14 lines a set) 380 -> 239 us; 1x1/2 512->1024 at 28x28
-    768 -> 478 us; 3x3/2 512->512 at 14x14, 1 x 7 (21) 1400 -> 573 us; 3x3/2 256->256 at 28x28,
-    1 x 14 (21) 1066 -> 585 us. Below the limit the copy is a loss (:data:`cache.OVERFLOW`)."""
+    than it has ways keeps none of them. Measured (Zen 4, 8 ways, 2 threads, 66/128 kept, the
+    heuristic's tile in place -> from the copy): 1x1 1024->256 at 14x14, 1 x 14 (14 lines a set)
+    390 -> 242 us; 1x1/2 512->1024 at 28x28 768 -> 478 us; 3x3/2 512->512 at 14x14, 1 x 7 (21)
+    1384 -> 535 us; 3x3/2 256->256 at 28x28, 1 x 14 (21) 1054 -> 561 us. Below the limit the copy
+    gains nothing (:data:`cache.OVERFLOW`)."""
     if input_lines_per_set(spec, tile, cache) <= cache.lines_per_set_limit:
         return None
-    staged = dataclasses.replace(tile, padding=PADDING_STAGE, pixel_pad=cache.line // 4)
-    return staged if input_lines_per_set(spec, staged, cache) <= cache.lines_per_set_limit else None
+    padded = dataclasses.replace(tile, pixel_pad=cache.line // 4)
+    return padded if input_lines_per_set(spec, padded, cache) <= cache.lines_per_set_limit else None
 
 
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
     :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
 
-    With the target's L1 ``cache``, a tile whose input window crowds one cache set reads a staged
-    copy with longer pixels instead (:func:`spared_l1`), when that copy's window does not crowd;
-    the tile's shape stays. (Before the staged copy the heuristic shrank
+    With the target's L1 ``cache``, a tile whose input window crowds one cache set reads a copy
+    of the input with longer pixels instead (:func:`spared_l1`), when that copy's window does not
+    crowd; the tile's shape and padding mode stay. (Before the staged copy the heuristic shrank
     such tiles, which recovers less: ResNet-50's layer4.0.conv2 on Zen 4, 2 threads, 1 x 7 tile
-    1400 us, 1 x 4 777 us, 1 x 7 from the padded copy 573 us, 1 x 4 from it 714 us.)"""
+    1400 us, 1 x 4 777 us, 1 x 7 from a copy with longer pixels 535 us.)"""
     cap = preferred_accumulators(spec, isa)
     preferred = [
         tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap

@@ -31,7 +31,7 @@ from subp_fx.codegen.kernels.cache import l1_data_cache
 from subp_fx.codegen.kernels.isa import vector_isa
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLEL_MODES
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
-from subp_fx.codegen.kernels.tiling import heuristic_padding, heuristic_tile, tile_candidates
+from subp_fx.codegen.kernels.tiling import heuristic_tile, tile_candidates
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.threads import get_num_threads, thread_pool_capacity
 from subp_fx.codegen.tir_passes.pipeline import tir_pipeline
@@ -168,8 +168,8 @@ def compile_block_sparse_conv(
 
 def timing_candidates(spec: BlockSparseConvSpec, target: Target, count: int) -> list[ConvTile]:
     """The heuristic's tile, the cost model's next ``count - 1``, and the heuristic tile in the
-    other parallel mode, (for padded layers) with the padding stage, and with its staged pixels
-    padded if they are not (or not if they are): no tile twice."""
+    other parallel mode, (for padded layers) with the padding stage, and reading a copy of the
+    input with longer pixels if it does not (or the input itself if it does): no tile twice."""
     isa = vector_isa(target)
     cache = l1_data_cache(target)
     first = heuristic_tile(spec, isa, cache)
@@ -177,10 +177,7 @@ def timing_candidates(spec: BlockSparseConvSpec, target: Target, count: int) -> 
     variants = [replace(first, parallel=other) for other in PARALLEL_MODES if other != first.parallel]
     if spec.padding != (0, 0):
         variants.append(replace(first, padding=PADDING_STAGE))
-    if first.pixel_pad:
-        variants.append(replace(first, pixel_pad=0, padding=heuristic_padding(spec, first, isa)))
-    else:
-        variants.append(replace(first, padding=PADDING_STAGE, pixel_pad=cache.line // 4))
+    variants.append(replace(first, pixel_pad=0 if first.pixel_pad else cache.line // 4))
     return list(dict.fromkeys(ranked + variants))
 
 

@@ -122,12 +122,16 @@ NUMERIC_CASES = [
     ),
     (_spec(1, 14, 36, 64, 32, 17, 1, 1, 0, bias=True, activation="relu6"), ConvTile(2, 3, "inline", "pixels")),
     (_spec(3, (9, 11), 12, 32, 8, 6, 5, 1, 2, residual=True), ConvTile(1, 5, "stage", "pixels")),
-    # staged copies with longer pixels: unpadded 1x1 (copied for the pixel padding alone), 1x1/2,
-    # padded 3x3/2 in both parallel modes, a pad that is not a line
+    # copies of the input with longer pixels: unpadded 1x1 (plain and "stage", which has nothing
+    # to zero-pad), 1x1/2, padded 3x3/2 read under bounds checks and zero-padded, both parallel
+    # modes, a pad that is not a line
+    (_spec(1, 7, 64, 32, 16, 20, 1, 1, 0, bias=True, residual=True), ConvTile(1, 7, "inline", "pixels", 16)),
     (_spec(1, 7, 64, 32, 16, 20, 1, 1, 0, bias=True, residual=True), ConvTile(1, 7, "stage", "pixels", 16)),
-    (_spec(3, 9, 32, 32, 16, 11, 1, 2, 0, activation="relu"), ConvTile(1, 3, "stage", "block_rows", 16)),
+    (_spec(3, 9, 32, 32, 16, 11, 1, 2, 0, activation="relu"), ConvTile(1, 3, "inline", "block_rows", 16)),
+    (_spec(1, 13, 48, 32, 16, 17, 3, 2, 1, bias=True, activation="relu"), ConvTile(1, 4, "inline", "block_rows", 16)),
     (_spec(1, 13, 48, 32, 16, 17, 3, 2, 1, bias=True, activation="relu"), ConvTile(1, 4, "stage", "block_rows", 16)),
     (_spec(3, (9, 11), 16, 32, 8, 6, 3, 2, 1, residual=True), ConvTile(2, 3, "stage", "pixels", 5)),
+    (_spec(3, (9, 11), 16, 32, 8, 6, 3, 1, 1, residual=True), ConvTile(2, 3, "inline", "pixels", 5)),
 ]
 
 
@@ -150,13 +154,16 @@ def _staged_buffer_strides(spec: BlockSparseConvSpec, tile: ConvTile) -> list[tu
     return [tuple(int(stride) for stride in strides.split(",")) for strides in found]
 
 
-def test_the_staged_copy_lengthens_each_pixel_by_the_pad():
+def test_the_input_copy_lengthens_each_pixel_by_the_pad():
     spec = _spec(1, 7, 64, 32, 16, 20, 1, 1, 0)
-    assert _staged_buffer_strides(spec, ConvTile(1, 7, "stage", "pixels")) == []  # nothing staged
-    # 7 x 7 pixels of 64 + 16 floats
-    assert _staged_buffer_strides(spec, ConvTile(1, 7, "stage", "pixels", 16)) == [(7 * 7 * 80, 7 * 80, 80, 1)]
-    padded = _spec(1, 13, 48, 32, 16, 17, 3, 2, 1)  # a 1 x 4 tile computes 8 columns: a 17-wide copy
+    assert _staged_buffer_strides(spec, ConvTile(1, 7, "stage", "pixels")) == []  # nothing to copy
+    # 7 x 7 pixels of 64 + 16 floats, the input's shape whether read in place or "staged"
+    for padding in ("inline", "stage"):
+        assert _staged_buffer_strides(spec, ConvTile(1, 7, padding, "pixels", 16)) == [(7 * 7 * 80, 7 * 80, 80, 1)]
+    padded = _spec(1, 13, 48, 32, 16, 17, 3, 2, 1)
+    # zero-padded: a 1 x 4 tile computes 8 columns, a 17-wide copy; read under bounds checks: 13 wide
     assert _staged_buffer_strides(padded, ConvTile(1, 4, "stage", "block_rows", 16))[0][1:] == (17 * 64, 64, 1)
+    assert _staged_buffer_strides(padded, ConvTile(1, 4, "inline", "block_rows", 16))[0][1:] == (13 * 64, 64, 1)
 
 
 # MobileNetV3 / EfficientNet / RegNetY epilogues: odd sizes, C_in not a multiple of 8, with and
@@ -505,8 +512,6 @@ def test_bad_tiles(tile, fragment):
         ConvTile(1, 2, "inline", "channels")
     with pytest.raises(KernelSpecError, match="pixel_pad must be an integer >= 0"):
         ConvTile(1, 2, "stage", pixel_pad=-16)
-    with pytest.raises(KernelSpecError, match="pixel_pad=16 pads the staged input copy: it needs padding='stage'"):
-        ConvTile(1, 2, "inline", pixel_pad=16)
 
 
 def test_call_errors_name_the_argument():

@@ -1,5 +1,5 @@
 """L1 geometry by CPU, the lines a conv tile's input window puts in one cache set, and the
-heuristic tile reading a staged copy with longer pixels where its window crowds a set."""
+heuristic tile reading a copy of its input with longer pixels where its window crowds a set."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _spec(height, channels, kernel, stride, keep):
     return BlockSparseConvSpec(1, height, height, channels, channels, 16, keep, kernel, stride, kernel // 2, bias=True)
 
 
-def test_a_staged_window_counts_the_padding_and_the_longer_pixels():
+def test_a_copied_window_counts_the_padding_and_the_longer_pixels():
     spec = _spec(28, 256, 3, 2, 132)
     # staged: 1 x 14 at stride 2 reads 29 columns, padding included, of a copy as wide (what the
     # one column tile reads); unpadded pixels stay 1 KiB apart
@@ -83,9 +83,14 @@ def test_a_staged_window_counts_the_padding_and_the_longer_pixels():
         window_rows=3, window_cols=29, row_bytes=29 * 272 * 4, pixel_bytes=272 * 4, cache=TWELVE_WAY
     )
     assert input_lines_per_set(spec, padded, TWELVE_WAY) <= 3
-    # an unpadded 1x1 conv staged only for its pixel padding: its window is the input's
+    # read under bounds checks, the copy is the input's shape: 28 columns (the 29th is padding)
+    assert input_lines_per_set(spec, ConvTile(1, 14, "inline", pixel_pad=16), TWELVE_WAY) == window_lines_per_set(
+        window_rows=3, window_cols=28, row_bytes=28 * 272 * 4, pixel_bytes=272 * 4, cache=TWELVE_WAY
+    )
+    # an unpadded 1x1 conv copied only for its pixel padding: its window is the input's
     one_by_one = BlockSparseConvSpec(1, 14, 14, 1024, 256, 16, 528, 1, 1, 0)
     assert input_lines_per_set(one_by_one, ConvTile(1, 14), TWELVE_WAY) == 14
+    assert input_lines_per_set(one_by_one, ConvTile(1, 14, pixel_pad=16), TWELVE_WAY) == 1
     assert input_lines_per_set(one_by_one, ConvTile(1, 14, "stage", pixel_pad=16), TWELVE_WAY) == 1
 
 
@@ -106,8 +111,13 @@ def test_a_crowding_tile_keeps_its_shape_and_reads_a_copy_with_longer_pixels(spe
     unspared = heuristic_tile(spec, AVX512)
     assert input_lines_per_set(spec, unspared, cache) > cache.lines_per_set_limit
     tile = heuristic_tile(spec, AVX512, cache)
-    assert (tile.rows, tile.cols, tile.parallel) == (unspared.rows, unspared.cols, unspared.parallel)
-    assert (tile.padding, tile.pixel_pad) == ("stage", cache.line // 4)
+    assert (tile.rows, tile.cols, tile.parallel, tile.padding) == (
+        unspared.rows,
+        unspared.cols,
+        unspared.parallel,
+        unspared.padding,
+    )
+    assert tile.pixel_pad == cache.line // 4
     assert input_lines_per_set(spec, tile, cache) <= cache.lines_per_set_limit
     assert spared_l1(spec, unspared, cache) == tile
 
