@@ -259,6 +259,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     precision: str = "fp32",
     calibration: Any = None,
     calibration_info: Mapping[str, Any] | None = None,
+    sub_batch: int | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
     ``example_input`` (an NCHW array or tensor, or the shape itself).
@@ -284,6 +285,10 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     recorded in the manifest (e.g. the data set's name). ``"bf16"`` (targets with avx512_bf16
     only; no calibration): every conv on the 1xN kernel reads bf16 inputs and weights and sums in
     float32 (``vdpbf16ps``; ``lowering.bf16``), the rest stays fp32.
+    ``sub_batch``: for a batch of B > 1, how many samples the layers run on at a time (a divisor
+    of B; the compiled model cuts its input into sub-batches and stacks their outputs, so that
+    each layer's activations stay in the caches: ``lowering.sub_batches``); None chooses by
+    the model's largest activation, B runs the whole batch through each layer.
     Refuses, at once, a precision or calibration that cannot work, a target it cannot build
     (``compile_target``: only CPU ``llvm`` targets of
     this machine's architecture, with a CPU LLVM knows; a ``TargetError``); then whatever
@@ -321,6 +326,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
             progress=progress,
             activation_ranges=ranges,
             bf16=precision == "bf16",
+            sub_batch=sub_batch,
         )
     if log is not None and log.added:
         log.save()

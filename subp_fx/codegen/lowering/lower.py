@@ -1,7 +1,9 @@
 """Whole-model lowering: a converted, BN-folded torch.fx GraphModule -> a Relax IRModule.
 
 What it produces: ``main(x: (B, C, H, W) float32) -> logits`` whose body is one dataflow block of
-``call_tir`` calls to scheduled TIR kernels (plus free reshapes). Activations are NHWC from end
+``call_tir`` calls to scheduled TIR kernels (plus free reshapes); for a batch run in sub-batches
+(``sub_batches``), ``main`` copies each sub-batch out, calls a function of those calls on it and
+stacks the outputs. Activations are NHWC from end
 to end: one NCHW -> NHWC transpose of the input first, none between layers (a flatten of a map
 larger than 1x1 and a 4-d model output go back to NCHW, as torch's element order requires).
 ``BlockSparseConv2d`` and dense convs run on the 1xN block-sparse kernel, depthwise convs on
@@ -40,8 +42,9 @@ from subp_fx.codegen.lowering.fusion import Epilogue, FusionAbility, plan_epilog
 from subp_fx.codegen.lowering.graph_view import GraphView, LoweredTensor
 from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusion_ability, lower_quantized_image
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
-from subp_fx.codegen.lowering.program import RelaxProgram
+from subp_fx.codegen.lowering.program import ENTRY_FUNCTION, RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
+from subp_fx.codegen.lowering.sub_batches import SUB_BATCH_FUNCTION, samples_are_independent, sub_batch_size
 from subp_fx.codegen.progress import CompileProgress
 from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.target import parse_target
@@ -145,6 +148,7 @@ def lower_graph(
     progress: CompileProgress | None = None,
     activation_ranges: ActivationRanges | None = None,
     bf16: bool = False,
+    sub_batch: int | None = None,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
@@ -157,12 +161,27 @@ def lower_graph(
     ``activation_ranges`` (``quantize.calibrate`` on ``gm``) makes an int8 build: the convs
     ``quantize.plan_int8`` picks run on the int8 kernel (``lowering.int8``). ``bf16`` makes a bf16
     build (``lowering.bf16``; the target must have avx512_bf16, else ``TargetError``); not both.
+    ``sub_batch``: how many samples the layers run on at a time (a divisor of B; the entry
+    function cuts the batch and stacks the outputs, :mod:`sub_batches`); None:
+    :func:`sub_batch_size`'s choice.
     """
     target = target if isinstance(target, Target) else parse_target(target)
     traced = trace(gm)
     check_inference_graph(traced)
     view = GraphView(traced, tuple(example_input_shape))
     check_lowerable(view)
+    batch = view.input_shape[0]
+    if sub_batch is None:
+        sub_batch = sub_batch_size(view)
+    elif isinstance(sub_batch, bool) or not isinstance(sub_batch, int) or sub_batch < 1 or batch % sub_batch:
+        raise ValueError(f"sub_batch must divide the batch {batch}, got {sub_batch!r}")
+    elif sub_batch < batch and not samples_are_independent(view):
+        raise ValueError(
+            f"sub_batch={sub_batch}: the model mixes samples (a tensor's first axis is not the batch); "
+            f"it runs as one batch of {batch} only"
+        )
+    if sub_batch < batch:
+        view = GraphView(traced, (sub_batch, *view.input_shape[1:]))  # every node's shape at the sub-batch
     progress = progress or CompileProgress()
     progress.stage_total(len(view.nodes), "nodes")
     program = RelaxProgram(view.input_shape)
@@ -181,14 +200,23 @@ def lower_graph(
         if plan is not None:
             raise ValueError("a build is int8 (activation_ranges) or bf16, not both")
         ctx.bf16 = Bf16Lowering(resolve_bf16_path(target), plan_bf16(view, ctx.epilogues, bf16_block_size))
-    with program.function():
+    parts = batch // sub_batch
+    with program.function(ENTRY_FUNCTION if parts == 1 else SUB_BATCH_FUNCTION):
         result = _walk(ctx, progress)
         program.finish(result.expr)
+    output_shape = result.shape
+    if parts > 1:
+        output_shape = (batch, *result.shape[1:])
+        output_dtype = str(result.expr.ty.dtype)
+        program.entry_over_sub_batches(batch, SUB_BATCH_FUNCTION, result.shape, ctx.lanes, output_dtype)
     # Fused groups are emitted at their last node; the table lists layers in the model's order.
     position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
-    emitted = [dataclasses.replace(entry, call_order=order) for order, entry in enumerate(ctx.kernel_table)]
+    emitted = [
+        dataclasses.replace(entry, call_order=order, macs=entry.macs * parts, calls=parts)
+        for order, entry in enumerate(ctx.kernel_table)
+    ]
     table = sorted(emitted, key=lambda entry: position[entry.layer])
-    return LoweredModel(program.module(), table, view.input_shape, result.shape, target)
+    return LoweredModel(program.module(), table, (batch, *view.input_shape[1:]), output_shape, target)
 
 
 def bf16_plan(gm: fx.GraphModule | nn.Module, example_input_shape: tuple[int, ...]) -> Bf16Plan:

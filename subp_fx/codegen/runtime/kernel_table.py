@@ -28,8 +28,9 @@ class KernelEntry:
     """One layer of the compiled model.
 
     ``kept_per_row`` is K, the input channels each block-row reads (C_in for a dense layer, 1 for
-    a depthwise one); ``macs`` counts multiply-adds actually done per call (pruned blocks
-    excluded, channel padding excluded); ``block_size`` is N (None for depthwise).
+    a depthwise one); ``macs`` counts multiply-adds actually done per model call (pruned blocks
+    excluded, channel padding excluded), in ``calls`` calls of the kernel (one per sub-batch of a
+    batch run in sub-batches, else 1); ``block_size`` is N (None for depthwise).
     """
 
     layer: str
@@ -53,6 +54,7 @@ class KernelEntry:
     # Its place among the model's conv / linear calls as they execute (a fused conv runs where
     # its epilogue's last node stands, so this can differ from the table's model order).
     call_order: int | None = None
+    calls: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

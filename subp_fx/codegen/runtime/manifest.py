@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 LIBRARY_FILE = "model.so"
 MANIFEST_FILE = "manifest.json"
 ENTRY_FUNCTION = "main"
+# The function a batch compiled in sub-batches runs once per sub-batch (``lowering.sub_batches``).
+SUB_BATCH_FUNCTION = "sub_batch"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ run's whole latency is reported too.
 
 Each call is matched to the layer it computes through the kernel table: the i-th call of a
 kernel name is the i-th layer, in execution order (``KernelEntry.call_order``), compiled to
-that kernel name. Calls that are not
+that kernel name, counted anew in each sub-batch of a batch run in sub-batches (whose calls of
+the sub-batch function itself are containers, not kernels: left out). Calls that are not
 a conv or linear layer (layout changes, pooling, quantisation, elementwise ops) keep the kernel
 name as their label.
 """
@@ -35,6 +36,7 @@ from tvm import relax
 
 from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
 from subp_fx.codegen.runtime.limits import EFFICIENT_SHARE, MachineLimits, measure_limits
+from subp_fx.codegen.runtime.manifest import SUB_BATCH_FUNCTION
 from subp_fx.codegen.runtime.torch_threads import quiet_torch_threads
 
 # VM builtins (allocation, shape checks, views) are not kernels: summed as "vm" time.
@@ -214,10 +216,12 @@ def profile_model(
         if symbol.startswith(_BUILTIN_PREFIX):
             vm_us += median_us
             continue
+        if symbol == SUB_BATCH_FUNCTION:
+            continue
         entries = by_kernel.get(symbol, [])
-        entry = entries[seen[symbol]] if seen[symbol] < len(entries) else None
+        entry = entries[seen[symbol] % len(entries)] if entries else None
         seen[symbol] += 1
-        macs, precision = (entry.macs, entry.precision) if entry else (None, "-")
+        macs, precision = (entry.macs // entry.calls, entry.precision) if entry else (None, "-")
         limit_us, bound = machine.limit_us(macs, precision, nbytes) if machine else (None, None)
         calls.append(
             KernelCall(
