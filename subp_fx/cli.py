@@ -13,7 +13,7 @@ from pathlib import Path
 
 from subp_fx.cli_argv import join_target_options
 from subp_fx.codegen.defaults import DEFAULT_TARGET
-from subp_fx.errors import SubpError
+from subp_fx.errors import ConfigError, SubpError
 from subp_fx.quantize.precision import PRECISIONS
 from subp_fx.tools.calibration_spec import DEFAULT_CALIBRATION_BATCH_SIZE, DEFAULT_CALIBRATION_BATCHES, CalibrationSpec
 
@@ -203,6 +203,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     nothing = "nothing was compiled"
     target = compile_target(args.target)  # a target we cannot build is refused before the model is even loaded
     check_precision_target(args.precision, target)
+    if args.sub_batch is not None and args.batch % args.sub_batch:
+        divisors = ", ".join(str(size) for size in range(1, args.batch + 1) if args.batch % size == 0)
+        raise ConfigError(f"--sub-batch {args.sub_batch} does not divide --batch {args.batch} (valid: {divisors})")
     calibration = CalibrationSpec.from_argv(args.precision, args.calibration_data, args.calibration_batches)
     check_output_location(args.output, "-o", nothing, directory=True)
     check_output_location(args.tuning_log, "--tuning-log", nothing, directory=False)
@@ -221,6 +224,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         progress=terminal_progress(args.quiet),
         precision=args.precision,
         calibration=calibration,
+        sub_batch=args.sub_batch,
     )
     print(
         f"compiled {source.origin} in {args.precision}"
@@ -370,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     compile_.add_argument("--batch", type=_positive_int, default=1, help="static batch size (default 1)")
+    compile_.add_argument(
+        "--sub-batch",
+        type=_positive_int,
+        metavar="N",
+        help="run the layers on N samples at a time, a divisor of --batch (default: chosen so that the "
+        "largest activation stays in the caches; --sub-batch equal to --batch: the whole batch at once)",
+    )
     compile_.add_argument("--image-size", type=_positive_int, help="input height = width (default: the recipe's)")
     compile_.add_argument("--threads", type=_positive_int, help="TVM runtime threads (default: all cores)")
     compile_.add_argument(

@@ -225,3 +225,10 @@ def test_compile_outputs_that_cannot_be_written_are_refused_before_compiling(tmp
     status, _, err = run_cli(capsys, "compile", recipe, "-o", tmp_path / "out", "--tuning-log", tmp_path)
     assert_user_error(status, err, "--tuning-log", "is a directory", nothing)
     assert a_file.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def test_a_sub_batch_that_does_not_divide_the_batch_is_refused_before_loading(tmp_path, capsys, no_work):
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run"))
+    status, _, err = run_cli(capsys, "compile", recipe, "-o", tmp_path / "out", "--batch", "8", "--sub-batch", "3")
+    assert_user_error(status, err, "--sub-batch 3 does not divide --batch 8", "valid: 1, 2, 4, 8")
+    assert not (tmp_path / "out").exists()

@@ -116,12 +116,14 @@ def compile_to_directory(
     progress: Callable[[str], CompileProgress] | None = None,
     precision: str = "fp32",
     calibration: CalibrationSpec | None = None,
+    sub_batch: int | None = None,
 ):
     """Compile ``source`` (and its dense twin) and write the artefact directory atomically.
     Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``. ``progress``:
     makes the observer of each model's compile from its label (``SPARSE_LABEL``, ``DENSE_LABEL``).
     ``precision`` / ``calibration``: both builds in that precision, calibrated on the same batches
-    (``CalibrationSpec``, required for int8), recorded in ``source.json``."""
+    (``CalibrationSpec``, required for int8), recorded in ``source.json``. ``sub_batch``: see
+    ``codegen.compile`` (both builds)."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.passes import strip_masks
 
@@ -133,6 +135,7 @@ def compile_to_directory(
     example = np.zeros(source.input_shape, dtype=np.float32)
     options = {"target": target, "threads": threads, "tune_tiles": tune_tiles, "tuning_log": tuning_log}
     options["precision"] = precision
+    options["sub_batch"] = sub_batch
     if calibration is not None:
         options["calibration"] = calibration.batches_for(source.input_shape)
         options["calibration_info"] = calibration.to_json()

@@ -49,7 +49,7 @@ from subp_fx.codegen.progress import CompileProgress
 from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.target import parse_target
 from subp_fx.codegen.tuning.log import TuningLog
-from subp_fx.errors import UnsupportedOpError
+from subp_fx.errors import ConfigError, UnsupportedOpError
 from subp_fx.passes.trace import trace
 from subp_fx.quantize import ActivationRanges, plan_int8
 
@@ -174,9 +174,10 @@ def lower_graph(
     if sub_batch is None:
         sub_batch = sub_batch_size(view)
     elif isinstance(sub_batch, bool) or not isinstance(sub_batch, int) or sub_batch < 1 or batch % sub_batch:
-        raise ValueError(f"sub_batch must divide the batch {batch}, got {sub_batch!r}")
+        divisors = ", ".join(str(size) for size in range(1, batch + 1) if batch % size == 0)
+        raise ConfigError(f"sub_batch must divide the batch {batch} (valid: {divisors}), got {sub_batch!r}")
     elif sub_batch < batch and not samples_are_independent(view):
-        raise ValueError(
+        raise ConfigError(
             f"sub_batch={sub_batch}: the model mixes samples (a tensor's first axis is not the batch); "
             f"it runs as one batch of {batch} only"
         )

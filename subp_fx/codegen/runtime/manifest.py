@@ -205,12 +205,23 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ArtifactError(f"{source} is malformed: {type(error).__name__}: {error}") from None
 
+    @property
+    def sub_batches(self) -> int:
+        """How many sub-batches one call runs the layers on (1: the whole batch at once)."""
+        return max((entry.calls for entry in self.kernels), default=1)
+
     def report(self) -> str:
-        """The compile report: the precision, the kernel table, then what the graph passes did."""
+        """The compile report: the precision (and the sub-batches, if any), the kernel table, then
+        what the graph passes did."""
         calibration = "" if not self.calibration else f" (calibrated on {describe_calibration(self.calibration)})"
-        return "\n".join(
-            [f"precision: {self.precision}{calibration}", format_kernel_table(self.kernels), *self.graph_passes.lines()]
-        )
+        lines = [f"precision: {self.precision}{calibration}"]
+        if self.sub_batches > 1:
+            batch = self.input_shape[0]
+            lines.append(
+                f"batch {batch} runs in {self.sub_batches} sub-batches of {batch // self.sub_batches} "
+                "(each layer's activations stay cached; MACs below are the whole batch's)"
+            )
+        return "\n".join([*lines, format_kernel_table(self.kernels), *self.graph_passes.lines()])
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")

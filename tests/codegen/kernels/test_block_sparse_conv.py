@@ -195,6 +195,13 @@ def test_matches_torch_on_an_avx2_target(spec):
     _check_against_torch(spec, "heuristic", target="llvm -mcpu=haswell")
 
 
+@pytest.mark.skipif(not HOST_HAS_AVX2, reason="the host cannot run AVX2 code")
+@pytest.mark.parametrize("padding", ["inline", "stage"])
+def test_a_copy_with_longer_pixels_matches_torch_on_an_avx2_target(padding):
+    spec = _spec(1, 13, 48, 32, 16, 17, 3, 2, 1, bias=True, activation="relu")
+    _check_against_torch(spec, ConvTile(1, 4, padding, "block_rows", 16), target="llvm -mcpu=haswell")
+
+
 def test_matches_torch_on_a_generic_target():
     _check_against_torch(_spec(1, 7, 12, 16, 8, 6, 3, 1, 1, bias=True, activation="relu"), "heuristic", target="llvm")
 

@@ -16,7 +16,9 @@ from subp_fx.codegen.lowering import sub_batches  # noqa: E402
 from subp_fx.codegen.lowering.graph_view import GraphView  # noqa: E402
 from subp_fx.codegen.lowering.lower import lower_graph  # noqa: E402
 from subp_fx.codegen.pipeline import compile, inference_graph  # noqa: E402
+from subp_fx.codegen.runtime.compiled import load_compiled  # noqa: E402
 from subp_fx.codegen.runtime.profile import profile_model  # noqa: E402
+from subp_fx.errors import ConfigError  # noqa: E402
 from subp_fx.passes import impose_random_masks  # noqa: E402
 from tests.toy_models import ToyNet, seeded, toy_input  # noqa: E402
 
@@ -110,11 +112,21 @@ def test_a_model_that_mixes_samples_runs_as_one_batch(toy, monkeypatch):
     assert sub_batches.samples_are_independent(_view(toy, SHAPE))
     # were such a model lowerable, asking for sub-batches would be refused
     monkeypatch.setattr("subp_fx.codegen.lowering.lower.samples_are_independent", lambda view: False)
-    with pytest.raises(ValueError, match="mixes samples"):
+    with pytest.raises(ConfigError, match="mixes samples"):
         lower_graph(inference_graph(toy, SHAPE).gm, SHAPE, sub_batch=2)
 
 
 @pytest.mark.parametrize("size", [3, 0, 8, True])
 def test_a_sub_batch_that_does_not_divide_the_batch_is_refused(toy, size):
-    with pytest.raises(ValueError, match="sub_batch must divide the batch 4"):
+    with pytest.raises(ConfigError, match=r"sub_batch must divide the batch 4 \(valid: 1, 2, 4\)"):
         lower_graph(inference_graph(toy, SHAPE).gm, SHAPE, sub_batch=size)
+
+
+def test_the_report_and_the_exported_artefact_keep_the_sub_batches(builds, tmp_path):
+    assert "batch 4 runs in 2 sub-batches of 2" in builds[2].manifest.report()
+    assert "sub-batches" not in builds[4].manifest.report()
+    builds[2].export(tmp_path / "compiled")
+    loaded = load_compiled(tmp_path / "compiled")
+    assert loaded.manifest.sub_batches == 2 and {entry.calls for entry in loaded.kernel_table} == {2}
+    x = toy_input(5, SHAPE)
+    np.testing.assert_array_equal(loaded(x), builds[2](x))
