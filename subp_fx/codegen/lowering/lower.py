@@ -208,8 +208,10 @@ def lower_graph(
     output_shape = result.shape
     if parts > 1:
         output_shape = (batch, *result.shape[1:])
-        output_dtype = str(result.expr.ty.dtype)
-        program.entry_over_sub_batches(batch, SUB_BATCH_FUNCTION, result.shape, ctx.lanes, output_dtype)
+        # the sub-batch function's output as stored (its shape and dtype), which the entry stacks
+        stored = result.expr.ty
+        stored_shape = tuple(int(extent) for extent in stored.shape)
+        program.entry_over_sub_batches(batch, SUB_BATCH_FUNCTION, stored_shape, ctx.lanes, str(stored.dtype))
     # Fused groups are emitted at their last node; the table lists layers in the model's order.
     position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
     emitted = [
