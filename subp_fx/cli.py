@@ -204,7 +204,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     target = compile_target(args.target)  # a target we cannot build is refused before the model is even loaded
     check_precision_target(args.precision, target)
     if args.sub_batch is not None and args.batch % args.sub_batch:
-        divisors = ", ".join(str(size) for size in range(1, args.batch + 1) if args.batch % size == 0)
+        from subp_fx.codegen.lowering.sub_batches import batch_divisors
+
+        divisors = ", ".join(map(str, batch_divisors(args.batch)))
         raise ConfigError(f"--sub-batch {args.sub_batch} does not divide --batch {args.batch} (valid: {divisors})")
     calibration = CalibrationSpec.from_argv(args.precision, args.calibration_data, args.calibration_batches)
     check_output_location(args.output, "-o", nothing, directory=True)

@@ -56,6 +56,7 @@ from subp_fx.codegen.kernels.spec import (
     INDEX_DTYPE,
     BlockSparseConvSpec,
     ConvTile,
+    computed_output_extent,
     copies_input,
     padded_input_extent,
     zero_pads_a_copy,
@@ -96,8 +97,7 @@ def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
     kh, kw = spec.kernel_size
     stride_h, stride_w = spec.stride
     pad_h, pad_w = spec.padding
-    computed_height = math.ceil(spec.out_height / tile.rows) * tile.rows
-    computed_width = math.ceil(spec.out_width / tile.cols) * tile.cols
+    computed_height, computed_width = computed_output_extent(spec, tile)
     padded_height, padded_width = padded_input_extent(spec, tile)
 
     data = te.placeholder(spec.data_shape, DTYPE, name="data")

@@ -68,13 +68,18 @@ class ConvTile:
         return self.pixels * vectors_per_pixel(N, isa)
 
 
+def computed_output_extent(spec: ConvGeometry, tile: ConvTile) -> tuple[int, int]:
+    """Output rows and columns the kernel computes for ``tile``: the output padded to whole tiles
+    (the extra pixels are computed and never written back)."""
+    return -(-spec.out_height // tile.rows) * tile.rows, -(-spec.out_width // tile.cols) * tile.cols
+
+
 def padded_input_extent(spec: ConvGeometry, tile: ConvTile) -> tuple[int, int]:
     """Rows and columns of zero-padded input the kernel reads for ``tile``: the output is padded
     to whole tiles, and the last tile's window may reach past the input's padding (the "stage"
     copy's shape)."""
     (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
-    computed_height = -(-spec.out_height // tile.rows) * tile.rows
-    computed_width = -(-spec.out_width // tile.cols) * tile.cols
+    computed_height, computed_width = computed_output_extent(spec, tile)
     return (computed_height - 1) * sh + kh, (computed_width - 1) * sw + kw
 
 

@@ -26,7 +26,13 @@ from subp_fx.codegen.kernels.modes import (
     PARALLEL_MODES,
     PARALLEL_PIXELS,
 )
-from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile, padded_input_extent, zero_pads_a_copy
+from subp_fx.codegen.kernels.spec import (
+    BlockSparseConvSpec,
+    ConvTile,
+    computed_output_extent,
+    padded_input_extent,
+    zero_pads_a_copy,
+)
 
 # Two-row tiles share input rows between their rows (row 0's kernel row 1 reads what row 1's
 # kernel row 0 reads); LLVM keeps those loads live and spills far earlier than the count of
@@ -34,14 +40,10 @@ from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile, padded_i
 MAX_TILE_ROWS = 2
 
 
-def _padded(extent: int, tile: int) -> int:
-    return math.ceil(extent / tile) * tile
-
-
 def output_waste(spec: BlockSparseConvSpec, tile: ConvTile) -> float:
     """Computed pixels per real output pixel (>= 1: the output is padded to whole tiles)."""
-    computed = _padded(spec.out_height, tile.rows) * _padded(spec.out_width, tile.cols)
-    return computed / (spec.out_height * spec.out_width)
+    computed_height, computed_width = computed_output_extent(spec, tile)
+    return computed_height * computed_width / (spec.out_height * spec.out_width)
 
 
 def tile_cost(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA) -> float:

@@ -44,7 +44,12 @@ from subp_fx.codegen.lowering.int8 import Int8Lowering, after_lowered, int8_fusi
 from subp_fx.codegen.lowering.preconditions import check_inference_graph
 from subp_fx.codegen.lowering.program import ENTRY_FUNCTION, RelaxProgram
 from subp_fx.codegen.lowering.rules import rule_for, supported_ops, unsupported_nodes
-from subp_fx.codegen.lowering.sub_batches import SUB_BATCH_FUNCTION, samples_are_independent, sub_batch_size
+from subp_fx.codegen.lowering.sub_batches import (
+    SUB_BATCH_FUNCTION,
+    batch_divisors,
+    samples_are_independent,
+    sub_batch_size,
+)
 from subp_fx.codegen.progress import CompileProgress
 from subp_fx.codegen.runtime.kernel_table import KernelEntry
 from subp_fx.codegen.target import parse_target
@@ -174,7 +179,7 @@ def lower_graph(
     if sub_batch is None:
         sub_batch = sub_batch_size(view)
     elif isinstance(sub_batch, bool) or not isinstance(sub_batch, int) or sub_batch < 1 or batch % sub_batch:
-        divisors = ", ".join(str(size) for size in range(1, batch + 1) if batch % size == 0)
+        divisors = ", ".join(map(str, batch_divisors(batch)))
         raise ConfigError(f"sub_batch must divide the batch {batch} (valid: {divisors}), got {sub_batch!r}")
     elif sub_batch < batch and not samples_are_independent(view):
         raise ConfigError(

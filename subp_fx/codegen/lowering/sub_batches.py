@@ -30,13 +30,23 @@ from subp_fx.codegen.runtime.manifest import SUB_BATCH_FUNCTION
 MAX_SUB_BATCH_ACTIVATION_BYTES = 8 * 2**20
 
 
+def batch_divisors(batch: int) -> list[int]:
+    """The sub-batch sizes a batch of ``batch`` samples can be cut into, smallest first."""
+    return [size for size in range(1, batch + 1) if batch % size == 0]
+
+
+def _tensor_shapes(view: GraphView) -> list[tuple[int, ...]]:
+    """The shapes of every tensor node of the graph (parameters and buffers left out)."""
+    shapes = [view.shape(node) for node in view.nodes if node.op != "get_attr"]
+    return [shape for shape in shapes if shape]
+
+
 def samples_are_independent(view: GraphView) -> bool:
     """Whether every tensor of the graph (input, intermediate, output) has the batch as its first
     axis: the condition for cutting the batch anywhere along it."""
     batch = view.input_shape[0]
-    shapes = [view.shape(node) for node in view.nodes if node.op != "get_attr"]
-    shapes += [part for node in view.nodes for part in (view.part_shapes(node) or ())]
-    return all(shape[0] == batch for shape in shapes if shape is not None and len(shape) > 0)
+    parts = [part for node in view.nodes for part in (view.part_shapes(node) or ()) if part]
+    return all(shape[0] == batch for shape in _tensor_shapes(view) + parts)
 
 
 def sub_batch_size(view: GraphView) -> int:
@@ -46,14 +56,15 @@ def sub_batch_size(view: GraphView) -> int:
     batch = view.input_shape[0]
     if batch == 1 or not samples_are_independent(view):
         return batch
-    shapes = [view.shape(node) for node in view.nodes if node.op != "get_attr"]
-    per_sample = max(4 * math.prod(shape[1:]) for shape in shapes if shape)
-    fitting = [
-        size
-        for size in range(1, batch + 1)
-        if batch % size == 0 and size * per_sample <= MAX_SUB_BATCH_ACTIVATION_BYTES
-    ]
+    per_sample = max(4 * math.prod(shape[1:]) for shape in _tensor_shapes(view))
+    fitting = [size for size in batch_divisors(batch) if size * per_sample <= MAX_SUB_BATCH_ACTIVATION_BYTES]
     return max(fitting, default=1)
 
 
-__all__ = ["MAX_SUB_BATCH_ACTIVATION_BYTES", "SUB_BATCH_FUNCTION", "samples_are_independent", "sub_batch_size"]
+__all__ = [
+    "MAX_SUB_BATCH_ACTIVATION_BYTES",
+    "SUB_BATCH_FUNCTION",
+    "batch_divisors",
+    "samples_are_independent",
+    "sub_batch_size",
+]
