@@ -6,9 +6,9 @@ task 0 of every parallel kernel, free to run anywhere. Whenever the OS leaves th
 worker's core, as it did here after PyTorch's pool had run, caller and worker share that core
 while the other idles: a 2-thread kernel of 0.05-0.5 ms then runs at 1-thread speed for whole
 blocks of runs (seen in /proc/<tid>/schedstat: both threads on CPU 1, each waiting as long as it
-ran). Whole-model runs (tens of kernels, 8-40 ms) were not measurably affected: their medians
-agreed within run-to-run noise (about 5%) pinned or not, so the whole-model benchmarks leave the
-caller free, as a user's process would.
+ran). A compiled model's call does the same for its own duration (``subp_fx/codegen/runtime/
+caller_affinity.py``, measured there on whole models); this module pins kernels timed outside a
+compiled model for the whole benchmark.
 
 Configuring the pool (``set_num_threads``) hands the caller every core again, so pin after it.
 """

@@ -7,6 +7,7 @@ compiled models come from ``subp_fx.codegen``.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +31,9 @@ class LatencyStats:
     p99_ms: float
     min_ms: float
     throughput_per_s: float
+    # every timed run in the order taken (blocks of ``block`` consecutive runs): what a reader
+    # needs to tell a slow block from a slow engine
+    samples_ms: tuple[float, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +52,7 @@ def _stats(name: str, batch: int, samples_ms: list[float]) -> LatencyStats:
         p99_ms=float(np.percentile(ordered, 99)),
         min_ms=float(ordered[0]),
         throughput_per_s=1000.0 * batch / median,
+        samples_ms=tuple(float(sample) for sample in samples_ms),
     )
 
 
@@ -58,16 +63,18 @@ def measure_interleaved(
     iters: int = 30,
     block: int = 5,
     settle_s: float = 0.05,
+    seed: int = 0,
 ) -> dict[str, LatencyStats]:
     """Run each contender ``warmup`` times, then ``iters`` timed runs each, taken in rounds: per
-    round every contender (in rotating order) does one untimed run and then ``block`` timed
-    ones. Returns per-contender latency statistics.
+    round every contender (in an order shuffled afresh each round, from ``seed``) does one
+    untimed run and then ``block`` timed ones. Returns per-contender latency statistics.
 
     Why blocks and not single alternating calls: a runtime that just returned keeps its worker
     threads spinning for a while (PyTorch's OpenMP pool, TVM's pool), so a call timed right after
     another runtime's measures the other's idle spinning too. ``settle_s`` of sleep and one
-    untimed call at each switch let that die down; rotating the order spreads slow machine drift
-    over every contender.
+    untimed call at each switch let that die down; shuffling the order spreads slow machine drift
+    over every contender and gives each a different predecessor from round to round (a rotation
+    always puts the same engine before it).
     """
     if iters < 1 or warmup < 0 or block < 1:
         raise ValueError(
@@ -78,10 +85,9 @@ def measure_interleaved(
         for _ in range(warmup):
             contenders[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
-    round_index = 0
+    order = random.Random(seed)
     while any(len(samples[name]) < iters for name in names):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in order.sample(names, len(names)):
             wanted = min(block, iters - len(samples[name]))
             if wanted <= 0:
                 continue
@@ -91,7 +97,6 @@ def measure_interleaved(
                 started = time.perf_counter()
                 contenders[name]()
                 samples[name].append(1000.0 * (time.perf_counter() - started))
-        round_index += 1
     return {name: _stats(name, batch, samples[name]) for name in names}
 
 

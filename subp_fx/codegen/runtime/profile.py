@@ -34,6 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from subp_fx.codegen.runtime.caller_affinity import caller_pinning
 from subp_fx.codegen.runtime.compiled import CompiledModel, as_float32_array
 from subp_fx.codegen.runtime.limits import EFFICIENT_SHARE, MachineLimits, measure_limits
 from subp_fx.codegen.runtime.manifest import SUB_BATCH_FUNCTION
@@ -196,9 +197,11 @@ def profile_model(
         for function, totals in ((plain, plain_ns), (instrumented, instrumented_ns)):
             timer.calls = []
             quiet_torch_threads()
+            previous_cpus = compiled.pin_caller()  # as a call of the model does
             started = time.perf_counter_ns()
             function(data)
             elapsed = time.perf_counter_ns() - started
+            caller_pinning.restore(previous_cpus)
             if run >= warmup:
                 totals.append(elapsed)
                 if function is instrumented:
