@@ -163,14 +163,14 @@ def torch_contender(spec, channels_last: bool):
 
 def dense_block_size(spec) -> int:
     """The N our dense build gives a conv of this shape (``compile`` picks it per layer)."""
-    from subp_fx.codegen.kernels.cache import l1_data_cache
+    from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
     from subp_fx.codegen.kernels.isa import vector_isa
     from subp_fx.codegen.kernels.tiling import cheapest_block_size
     from subp_fx.codegen.lowering.conv import DENSE_BLOCK_SIZES
     from subp_fx.codegen.target import parse_target
 
     target = parse_target(TARGET)
-    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, vector_isa(target), l1_data_cache(target))
+    return cheapest_block_size(spec, DENSE_BLOCK_SIZES, vector_isa(target), l1_data_cache(target), l2_bytes(target))
 
 
 def measure_layer(shape: LayerShape, threads: int, warmup: int, iters: int, tile) -> dict:

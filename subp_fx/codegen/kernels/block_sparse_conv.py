@@ -19,7 +19,8 @@ The schedule (why each step; numbers in the package report and ``tiling``'s docs
   Layers whose input is large next to their weights (the 56x56 1x1 layers) instead run
   parallel over (batch, output-row tile), each task computing every block-row of its tiles
   (``ConvTile.parallel == "pixels"``): the input is read once. ``tiling.preferred_parallel``
-  picks the mode that streams fewer bytes;
+  picks the mode that streams fewer bytes, unless "pixels" would read weights that do not stay
+  in the L2 again for every task while the input would;
 - the output is cut into register tiles of ``rows x cols`` pixels x N lanes; the loop order inside
   a tile is (k, s, t, tile row, tile col, lane): the partial sums stay in vector registers for the
   whole reduction (the conv buffer is compute-at the tile and small), each weight vector is

@@ -70,11 +70,32 @@ L1_BY_CPU: dict[str, L1DataCache] = {
 }
 DEFAULT_L1 = L1DataCache()
 
+# A core's own L2, in bytes, by mcpu: where a stream a kernel reads again and again stays once it
+# was read (``tiling.preferred_parallel``). Unknown CPUs (or no mcpu) get the smallest seen on an
+# x86 core with AVX2, so that no stream is wrongly taken to stay.
+_KIB = 1024
+L2_BYTES_BY_CPU: dict[str, int] = {
+    **dict.fromkeys(("haswell", "broadwell", "skylake"), 256 * _KIB),
+    **dict.fromkeys(("znver1", "znver2", "znver3", "icelake-client", "rocketlake"), 512 * _KIB),
+    **dict.fromkeys(("znver4", "znver5", "skylake-avx512", "cascadelake", "cooperlake"), 1024 * _KIB),
+    **dict.fromkeys(("icelake-server", "tigerlake", "alderlake", "meteorlake"), 1280 * _KIB),
+    **dict.fromkeys(
+        ("sapphirerapids", "emeraldrapids", "graniterapids", "raptorlake", "arrowlake", "lunarlake"), 2048 * _KIB
+    ),
+}
+DEFAULT_L2_BYTES = 256 * _KIB
+
 
 def l1_data_cache(target: Target) -> L1DataCache:
     """The L1 data cache of ``target``'s CPU (its ``mcpu``; :data:`DEFAULT_L1` when unknown)."""
     cpu = target.attrs.get("mcpu") if target.kind.name == "llvm" else None
     return L1_BY_CPU.get(str(cpu), DEFAULT_L1) if cpu is not None else DEFAULT_L1
+
+
+def l2_bytes(target: Target) -> int:
+    """The per-core L2 size of ``target``'s CPU (its ``mcpu``; :data:`DEFAULT_L2_BYTES` when unknown)."""
+    cpu = target.attrs.get("mcpu") if target.kind.name == "llvm" else None
+    return L2_BYTES_BY_CPU.get(str(cpu), DEFAULT_L2_BYTES) if cpu is not None else DEFAULT_L2_BYTES
 
 
 def window_lines_per_set(
@@ -89,4 +110,14 @@ def window_lines_per_set(
     return max(Counter(line % cache.sets for line in lines).values())
 
 
-__all__ = ["DEFAULT_L1", "L1DataCache", "L1_BY_CPU", "OVERFLOW", "l1_data_cache", "window_lines_per_set"]
+__all__ = [
+    "DEFAULT_L1",
+    "DEFAULT_L2_BYTES",
+    "L1DataCache",
+    "L1_BY_CPU",
+    "L2_BYTES_BY_CPU",
+    "OVERFLOW",
+    "l1_data_cache",
+    "l2_bytes",
+    "window_lines_per_set",
+]

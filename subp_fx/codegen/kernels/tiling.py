@@ -67,6 +67,17 @@ def _input_extent_read(extent: int, out_extent: int, kernel: int, stride: int) -
     return min(extent, out_extent * kernel) if stride > kernel else min(extent, (out_extent - 1) * stride + kernel)
 
 
+def reread_bytes(spec: BlockSparseConvSpec, parallel: str) -> int:
+    """The bytes a parallel mode reads again for every block-row ("block_rows": the input the
+    conv touches) or every task ("pixels": all the weights)."""
+    kh, kw = spec.kernel_size
+    if parallel == PARALLEL_PIXELS:
+        return 4 * spec.out_channels * spec.kept_per_row * kh * kw
+    rows_read = _input_extent_read(spec.height, spec.out_height, kh, spec.stride[0])
+    cols_read = _input_extent_read(spec.width, spec.out_width, kw, spec.stride[1])
+    return 4 * spec.batch * rows_read * cols_read * spec.in_channels
+
+
 def streamed_bytes(spec: BlockSparseConvSpec, parallel: str, tile_rows: int = 1) -> int:
     """Bytes a parallel mode streams through the caches, the one that lives there being read once.
 
@@ -78,13 +89,9 @@ def streamed_bytes(spec: BlockSparseConvSpec, parallel: str, tile_rows: int = 1)
     layer at 7x7, counting only the pixels read turned the choice to "block_rows": 0.38 ms
     against 0.66 ms.
     """
-    kh, kw = spec.kernel_size
-    rows_read = _input_extent_read(spec.height, spec.out_height, kh, spec.stride[0])
-    cols_read = _input_extent_read(spec.width, spec.out_width, kw, spec.stride[1])
-    input_bytes = 4 * spec.batch * rows_read * cols_read * spec.in_channels
-    weight_bytes = 4 * spec.out_channels * spec.kept_per_row * kh * kw
     tasks = spec.batch * math.ceil(spec.out_height / tile_rows)
-    return {PARALLEL_BLOCK_ROWS: spec.block_rows * input_bytes, PARALLEL_PIXELS: tasks * weight_bytes}[parallel]
+    repeats = spec.block_rows if parallel == PARALLEL_BLOCK_ROWS else tasks
+    return repeats * reread_bytes(spec, parallel)
 
 
 # The kernel of a one-row tile also unrolls the loop just outside the tile (the column tiles, or
@@ -127,9 +134,27 @@ def heuristic_padding(spec: BlockSparseConvSpec, tile: ConvTile, isa: VectorISA)
     return PADDING_INLINE
 
 
-def preferred_parallel(spec: BlockSparseConvSpec) -> str:
-    """The parallel mode that streams fewer bytes (:func:`streamed_bytes`)."""
-    return min(PARALLEL_MODES, key=lambda parallel: streamed_bytes(spec, parallel))
+def preferred_parallel(spec: BlockSparseConvSpec, l2: int | None = None) -> str:
+    """The mode that streams fewer bytes through the caches (:func:`streamed_bytes`), except
+    that, given a core's ``l2`` bytes, "pixels" gives way to "block_rows" where the weights
+    "pixels" reads again for every task do not stay in the L2 and the input "block_rows" reads
+    again does (stays: takes at most half of it, the rest for what passes through).
+
+    Why: ResNet-50's 2048->512 1x1 convs at 7x7 and 23% kept stream 967 KB of weights (more
+    than half of Zen 4's 1 MB L2) once per pixel row in "pixels" mode, fewer bytes in all than
+    "block_rows" re-reading the 401 KB input for each of 32 block-rows, but from beyond the L2;
+    in the model, weights arriving from DRAM, "pixels" took 172-193 us and "block_rows" 141-146
+    (Zen 4, 2 threads; 1024->2048 1x1/2 at 14x14 410-420 -> 305-308 us; at 66/128 kept,
+    512->1024 1x1/2 at 28x28 544-547 -> 525-528 us), the whole model (ResNet-50 98.5/128
+    pruned, three profiles) 11.33-11.52 -> 10.93-11.19 ms. The converse (input beyond the L2, weights in it) was
+    measured and not adopted: ResNet-18's 3x3 64->64 at 56x56 (802 KB of input, 78 KB of
+    weights) took 570-600 us in "pixels" mode against 540-564 in "block_rows", its stem the same."""
+    streamed = min(PARALLEL_MODES, key=lambda parallel: streamed_bytes(spec, parallel))
+    if l2 is None or streamed != PARALLEL_PIXELS:
+        return streamed
+    weights_stay = reread_bytes(spec, PARALLEL_PIXELS) <= l2 // 2
+    input_stays = reread_bytes(spec, PARALLEL_BLOCK_ROWS) <= l2 // 2
+    return PARALLEL_BLOCK_ROWS if input_stays and not weights_stay else PARALLEL_PIXELS
 
 
 def tile_candidates(
@@ -137,14 +162,15 @@ def tile_candidates(
     isa: VectorISA,
     padding: str = PADDING_INLINE,
     parallel: str | None = None,
+    l2: int | None = None,
 ) -> list[ConvTile]:
     """Every tile that fits ``isa``'s registers, cheapest first by :func:`tile_cost`.
 
-    ``parallel`` defaults to :func:`preferred_parallel`. Ties go to the tile with less output
-    padding, then to one-row, then to wider tiles. A tile never exceeds the output (a 7-wide
-    output gets no 8-wide tile).
+    ``parallel`` defaults to :func:`preferred_parallel` (for a core's ``l2`` bytes, if given).
+    Ties go to the tile with less output padding, then to one-row, then to wider tiles. A tile
+    never exceeds the output (a 7-wide output gets no 8-wide tile).
     """
-    parallel = preferred_parallel(spec) if parallel is None else parallel
+    parallel = preferred_parallel(spec, l2) if parallel is None else parallel
     tiles = [
         ConvTile(rows, cols, padding, parallel)
         for rows in range(1, min(MAX_TILE_ROWS, spec.out_height) + 1)
@@ -216,9 +242,12 @@ def spared_l1(spec: BlockSparseConvSpec, tile: ConvTile, cache: L1DataCache) -> 
     return padded if input_lines_per_set(spec, padded, cache) <= cache.lines_per_set_limit else None
 
 
-def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None) -> ConvTile:
+def heuristic_tile(
+    spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache | None = None, l2: int | None = None
+) -> ConvTile:
     """The cost model's best one-row tile within :func:`preferred_accumulators`, in the
-    :func:`preferred_parallel` mode, padding as :func:`heuristic_padding` says: the no-timing default.
+    :func:`preferred_parallel` mode (for a core's ``l2`` bytes, if given), padding as
+    :func:`heuristic_padding` says: the no-timing default.
 
     With the target's L1 ``cache``, a tile whose input window crowds one cache set reads a copy
     of the input with longer pixels instead (:func:`spared_l1`), when that copy's window does not
@@ -227,16 +256,22 @@ def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, cache: L1DataCache
     1400 us, 1 x 4 777 us, 1 x 7 from a copy with longer pixels 535 us.)"""
     cap = preferred_accumulators(spec, isa)
     preferred = [
-        tile for tile in tile_candidates(spec, isa) if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
+        tile
+        for tile in tile_candidates(spec, isa, l2=l2)
+        if tile.rows == 1 and tile.accumulators(spec.block_size, isa) <= cap
     ]
-    tile = preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec))
+    tile = preferred[0] if preferred else ConvTile(1, 1, PADDING_INLINE, preferred_parallel(spec, l2))
     tile = dataclasses.replace(tile, padding=heuristic_padding(spec, tile, isa))
     staged = spared_l1(spec, tile, cache) if cache is not None else None
     return tile if staged is None else staged
 
 
 def cheapest_block_size(
-    spec: BlockSparseConvSpec, block_sizes: tuple[int, ...], isa: VectorISA, cache: L1DataCache | None = None
+    spec: BlockSparseConvSpec,
+    block_sizes: tuple[int, ...],
+    isa: VectorISA,
+    cache: L1DataCache | None = None,
+    l2: int | None = None,
 ) -> int:
     """Of ``block_sizes`` that divide ``spec.out_channels``, the N whose heuristic tile (for the
     L1 ``cache``, if given) has the lowest :func:`tile_cost` for ``spec`` at that N (ties: the
@@ -247,6 +282,6 @@ def cheapest_block_size(
 
     def cost(block_size: int) -> float:
         at_size = dataclasses.replace(spec, block_size=block_size)
-        return tile_cost(at_size, heuristic_tile(at_size, isa, cache), isa)
+        return tile_cost(at_size, heuristic_tile(at_size, isa, cache, l2), isa)
 
     return min(candidates, key=cost)

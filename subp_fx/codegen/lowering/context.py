@@ -8,7 +8,7 @@ from typing import Any
 import torch.fx as fx
 from tvm.target import Target
 
-from subp_fx.codegen.kernels.cache import l1_data_cache
+from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
 from subp_fx.codegen.kernels.isa import VectorISA
 from subp_fx.codegen.kernels.layout import transpose_primfunc
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
@@ -100,4 +100,4 @@ class LoweringContext:
     def tile_for(self, spec: BlockSparseConvSpec) -> ConvTile:
         if self.tune_tiles:
             return choose_tile(spec, self.target, log=self.tuning_log)[0]
-        return heuristic_tile(spec, self.isa, l1_data_cache(self.target))
+        return heuristic_tile(spec, self.isa, l1_data_cache(self.target), l2_bytes(self.target))

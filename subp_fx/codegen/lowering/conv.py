@@ -35,7 +35,7 @@ from subp_fx.algorithm.conv_geometry import explicit_padding
 from subp_fx.codegen.kernels import grouped_pointwise
 from subp_fx.codegen.kernels.bf16_spec import BF16_BLOCK_SIZES
 from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.cache import l1_data_cache
+from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
 from subp_fx.codegen.kernels.packing import dense_as_block_sparse, grouped_as_block_sparse
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile
 from subp_fx.codegen.kernels.tiling import cheapest_block_size
@@ -355,7 +355,9 @@ def _emit_dense_kernel(
     if _dense_grouped_pointwise(spec, ctx):
         block_size = grouped_pointwise.BLOCK_SIZE
     else:
-        block_size = cheapest_block_size(spec, DENSE_BLOCK_SIZES, ctx.isa, l1_data_cache(ctx.target))
+        block_size = cheapest_block_size(
+            spec, DENSE_BLOCK_SIZES, ctx.isa, l1_data_cache(ctx.target), l2_bytes(ctx.target)
+        )
     return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
 
 

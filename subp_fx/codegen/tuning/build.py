@@ -27,7 +27,7 @@ from tvm.target import Target
 from subp_fx.codegen.defaults import DEFAULT_TARGET
 from subp_fx.codegen.errors import KernelSpecError
 from subp_fx.codegen.kernels.block_sparse_conv import DTYPE, block_sparse_conv2d_primfunc
-from subp_fx.codegen.kernels.cache import l1_data_cache
+from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
 from subp_fx.codegen.kernels.isa import vector_isa
 from subp_fx.codegen.kernels.modes import PADDING_INLINE, PADDING_STAGE, PARALLEL_MODES
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec, ConvTile
@@ -166,14 +166,19 @@ def compile_block_sparse_conv(
     return BlockSparseConv(spec, tile, target, executable.jit())
 
 
+def target_heuristic_tile(spec: BlockSparseConvSpec, target: Target) -> ConvTile:
+    """:func:`heuristic_tile` for ``target``'s vector ISA, L1 and L2."""
+    return heuristic_tile(spec, vector_isa(target), l1_data_cache(target), l2_bytes(target))
+
+
 def timing_candidates(spec: BlockSparseConvSpec, target: Target, count: int) -> list[ConvTile]:
     """The heuristic's tile, the cost model's next ``count - 1``, and the heuristic tile in the
     other parallel mode, (for padded layers) with the padding stage, and reading a copy of the
     input with longer pixels if it does not (or the input itself if it does): no tile twice."""
     isa = vector_isa(target)
-    cache = l1_data_cache(target)
-    first = heuristic_tile(spec, isa, cache)
-    ranked = [first] + [tile for tile in tile_candidates(spec, isa) if tile != first][: count - 1]
+    cache, l2 = l1_data_cache(target), l2_bytes(target)
+    first = heuristic_tile(spec, isa, cache, l2)
+    ranked = [first] + [tile for tile in tile_candidates(spec, isa, l2=l2) if tile != first][: count - 1]
     variants = [replace(first, parallel=other) for other in PARALLEL_MODES if other != first.parallel]
     if spec.padding != (0, 0):
         variants.append(replace(first, padding=PADDING_STAGE))
@@ -208,9 +213,7 @@ def choose_tile(
         ]
         kernels = [kernel for kernel in kernels if not kernel.asm_report().hot_loop_spills]
         if not kernels:
-            kernels = [
-                compile_block_sparse_conv(spec, heuristic_tile(spec, vector_isa(target), l1_data_cache(target)), target)
-            ]
+            kernels = [compile_block_sparse_conv(spec, target_heuristic_tile(spec, target), target)]
         timings = {kernel.tile: math.inf for kernel in kernels}
         # Rounds over all candidates, minimum kept: a burst of load from another process then
         # slows one round of every candidate instead of every round of one candidate.
@@ -239,7 +242,7 @@ def build_block_sparse_conv(
     if tile is None:
         tile, timings = choose_tile(spec, target)
     elif tile == HEURISTIC:
-        tile = heuristic_tile(spec, vector_isa(target), l1_data_cache(target))
+        tile = target_heuristic_tile(spec, target)
     elif not isinstance(tile, ConvTile):
         raise KernelSpecError(f"tile must be a ConvTile, {HEURISTIC!r} or None (time candidates), got {tile!r}")
     kernel = compile_block_sparse_conv(spec, tile, target)
@@ -256,5 +259,6 @@ __all__ = [
     "build_block_sparse_conv",
     "choose_tile",
     "compile_block_sparse_conv",
+    "target_heuristic_tile",
     "timing_candidates",
 ]

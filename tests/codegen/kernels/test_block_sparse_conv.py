@@ -25,6 +25,7 @@ from subp_fx.codegen.kernels.tiling import (  # noqa: E402  # noqa: E402
     fits_registers,
     heuristic_tile,
     preferred_parallel,
+    reread_bytes,
     streamed_bytes,
     tile_candidates,
     unrolls_outer_loop,
@@ -345,6 +346,34 @@ def test_parallel_mode_streams_fewer_bytes(spec, parallel):
     assert heuristic_tile(spec, AVX2).parallel == parallel
     other = next(mode for mode in ("pixels", "block_rows") if mode != parallel)
     assert streamed_bytes(spec, parallel) < streamed_bytes(spec, other)
+
+
+KIB = 1024
+
+
+def test_weights_beyond_the_l2_send_pixels_mode_to_block_rows_when_the_input_stays():
+    """ResNet-50's 2048->512 1x1 at 7x7, 472 of 2048 kept: 967 KB of weights, 401 KB of input."""
+    spec = _spec(1, 7, 2048, 512, 16, 472, 1, 1, 0)
+    weights, inputs = 4 * 512 * 472, 4 * 49 * 2048
+    assert reread_bytes(spec, "pixels") == weights and reread_bytes(spec, "block_rows") == inputs
+    assert streamed_bytes(spec, "pixels") == 7 * weights < streamed_bytes(spec, "block_rows") == 32 * inputs
+    # a 1 MiB L2 (Zen 4) keeps the input (at most half of it) but not the weights
+    assert preferred_parallel(spec, 1024 * KIB) == "block_rows"
+    assert heuristic_tile(spec, AVX512, l2=1024 * KIB).parallel == "block_rows"
+    # a 512 KiB L2 (Zen 3) keeps neither: the fewer bytes streamed decide, as without an L2
+    assert preferred_parallel(spec, 512 * KIB) == preferred_parallel(spec) == "pixels"
+    # a 2 MiB L2 keeps both: a tie, decided by the bytes streamed
+    assert preferred_parallel(spec, 2048 * KIB) == "pixels"
+
+
+@pytest.mark.parametrize("l2", [256 * KIB, 1024 * KIB, 2048 * KIB])
+def test_the_l2_leaves_the_measured_streaming_choices_alone(l2):
+    """The layers whose mode was measured by bytes streamed keep it with any of these L2s; so does
+    a layer whose input does not stay in the L2 while its weights do (measured: no gain)."""
+    assert preferred_parallel(_spec(1, 56, 256, 64, 16, 136, 1, 1, 0), l2) == "pixels"
+    assert preferred_parallel(_spec(1, 7, 512, 512, 16, 272, 3, 1, 1), l2) == "block_rows"
+    assert preferred_parallel(_spec(1, 14, 1024, 2048, 16, 496, 1, 2, 0), l2) == "block_rows"
+    assert preferred_parallel(_spec(1, 56, 64, 64, 16, 34, 3, 1, 1), l2) == "block_rows"  # ResNet-18 layer1
 
 
 def test_vector_isa_reads_the_target_features():

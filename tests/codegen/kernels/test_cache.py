@@ -9,9 +9,11 @@ pytest.importorskip("tvm")
 
 from subp_fx.codegen.kernels.cache import (  # noqa: E402
     DEFAULT_L1,
+    DEFAULT_L2_BYTES,
     OVERFLOW,
     L1DataCache,
     l1_data_cache,
+    l2_bytes,
     window_lines_per_set,
 )
 from subp_fx.codegen.kernels.isa import VectorISA  # noqa: E402
@@ -34,6 +36,17 @@ def test_the_ways_come_from_the_targets_cpu(cpu, ways):
 
 def test_a_target_without_a_cpu_gets_the_smaller_default():
     assert l1_data_cache(parse_target("llvm")) == DEFAULT_L1 and DEFAULT_L1.ways == 8
+
+
+@pytest.mark.parametrize(
+    ("cpu", "kib"), [("znver3", 512), ("znver4", 1024), ("rocketlake", 512), ("icelake-server", 1280), ("haswell", 256)]
+)
+def test_the_l2_comes_from_the_targets_cpu(cpu, kib):
+    assert l2_bytes(parse_target(f"llvm -mcpu={cpu}")) == kib * 1024
+
+
+def test_an_unknown_cpu_gets_the_smallest_l2():
+    assert l2_bytes(parse_target("llvm")) == DEFAULT_L2_BYTES == 256 * 1024
 
 
 def _lines(window_rows, window_cols, channels, width):
