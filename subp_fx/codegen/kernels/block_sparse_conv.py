@@ -66,10 +66,8 @@ from subp_fx.codegen.kernels.spec import (
     zero_pads_a_copy,
 )
 from subp_fx.codegen.kernels.tiling import unrolls_outer_loop
-from subp_fx.codegen.tir_passes.weight_prefetch import PREFETCH_AHEAD
+from subp_fx.codegen.tir_passes.weight_prefetch import PREFETCH_AHEAD, prefetch_plan
 
-# Floats a 64-byte cache line holds: the weight prefetch issues one per line a reduction step reads.
-_LINE_FLOATS = 16
 # Layers computing at most this many output pixels prefetch the next block-row's weights
 # (tir_passes.weight_prefetch). A block-row's weights serve every output pixel, so on a large
 # output a cold line's wait is shared by many tiles while the prefetches still take load slots:
@@ -244,11 +242,7 @@ def _schedule(
 
     if prefetches_weights(spec):
         kh, kw = spec.kernel_size
-        sch.annotate(
-            kept,
-            PREFETCH_AHEAD,
-            {"buffer": "values", "distance": spec.kept_per_row * kh * kw * N, "line": _LINE_FLOATS},
-        )
+        sch.annotate(kept, PREFETCH_AHEAD, prefetch_plan("values", spec.kept_per_row * kh * kw * N))
     init = sch.decompose_reduction(conv, kept)
     unroll_outer = unrolls_outer_loop(spec, tile, isa)
     for tile_block in (init, out):

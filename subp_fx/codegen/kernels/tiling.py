@@ -144,11 +144,12 @@ def preferred_parallel(spec: BlockSparseConvSpec, l2: int | None = None) -> str:
     than half of Zen 4's 1 MB L2) once per pixel row in "pixels" mode, fewer bytes in all than
     "block_rows" re-reading the 401 KB input for each of 32 block-rows, but from beyond the L2;
     in the model, weights arriving from DRAM, "pixels" took 172-193 us and "block_rows" 141-146
-    (Zen 4, 2 threads; 1024->2048 1x1/2 at 14x14 410-420 -> 305-308 us; at 66/128 kept,
-    512->1024 1x1/2 at 28x28 544-547 -> 525-528 us), the whole model (ResNet-50 98.5/128
-    pruned, three profiles) 11.33-11.52 -> 10.93-11.19 ms. The converse (input beyond the L2, weights in it) was
-    measured and not adopted: ResNet-18's 3x3 64->64 at 56x56 (802 KB of input, 78 KB of
-    weights) took 570-600 us in "pixels" mode against 540-564 in "block_rows", its stem the same."""
+    (Zen 4, 2 threads, before the weight prefetch; 1024->2048 1x1/2 at 14x14 410-420 -> 305-308
+    us; at 66/128 kept, 512->1024 1x1/2 at 28x28 544-547 -> 525-528 us), the whole model
+    (ResNet-50 98.5/128 pruned, three profiles) 11.33-11.52 -> 10.93-11.19 ms. The converse
+    (input beyond the L2, weights in it) was measured and not adopted: ResNet-18's 3x3 64->64
+    at 56x56 (802 KB of input, 78 KB of weights) took 570-600 us in "pixels" mode against
+    540-564 in "block_rows", its stem the same."""
     streamed = min(PARALLEL_MODES, key=lambda parallel: streamed_bytes(spec, parallel))
     if l2 is None or streamed != PARALLEL_PIXELS:
         return streamed

@@ -27,11 +27,19 @@ import tvm
 from tvm import tirx
 from tvm.sym.analyzer import Analyzer
 
-# On a loop: {"buffer": name of the weights buffer, "distance": elements to the next block-row's
-# weights, "line": elements per cache line}.
+# On a loop: {"buffer": name of the weights buffer, "distance": elements from a weight read to
+# the one prefetched (a block-row's weights to the next one's), "line": elements per cache line}.
 PREFETCH_AHEAD = "subp_fx.prefetch_ahead"
+# float32 elements in a 64-byte cache line
+FLOATS_PER_LINE = 16
 # llvm.prefetch(address, rw, locality, cache type): a read, kept in the L2 (module docstring), data.
 _READ, _LOCALITY_L2, _DATA = 0, 2, 1
+
+
+def prefetch_plan(buffer: str, distance: int, line: int = FLOATS_PER_LINE) -> dict:
+    """The :data:`PREFETCH_AHEAD` annotation's value: prefetch ``buffer`` ``distance`` elements
+    ahead of each vector load of it, once per ``line`` elements."""
+    return {"buffer": buffer, "distance": int(distance), "line": int(line)}
 
 
 def _is_buffer(name: str, buffer_name: str) -> bool:
@@ -150,4 +158,4 @@ def weight_prefetch() -> tvm.transform.Pass:
     return _pass
 
 
-__all__ = ["PREFETCH_AHEAD", "prefetch_next_block_row", "weight_prefetch"]
+__all__ = ["FLOATS_PER_LINE", "PREFETCH_AHEAD", "prefetch_next_block_row", "prefetch_plan", "weight_prefetch"]
