@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
         self._main = self._vm[manifest.entry]
         self._pool_size: int | None = None
+        self._inputs = threading.local()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -92,6 +94,18 @@ class CompiledModel:
         if get_num_threads() != self.threads:
             set_num_threads(self.threads)
 
+    def _input_tensor(self, array: np.ndarray) -> tvm.runtime.Tensor:
+        """``array`` copied into this thread's input tensor, allocated on its first call: a new
+        tensor each call costs an allocation of the input's size (602 KB at 224 px) and its page
+        faults (measured: 60 us a call against 35 for the copy alone, Zen 4). Per thread, so that
+        threads calling one model at once never share it; the output is copied out before the
+        call returns, so nothing the caller keeps refers to it."""
+        tensor = getattr(self._inputs, "tensor", None)
+        if tensor is None:
+            tensor = self._inputs.tensor = tvm.runtime.empty(self.input_shape, "float32", tvm.cpu())
+        tensor.copyfrom(array)
+        return tensor
+
     def pin_caller(self) -> frozenset[int] | None:
         """Keep the calling thread off the cores of the TVM workers this model's kernels use;
         returns what to hand ``caller_pinning.restore`` after the run (``caller_affinity``)."""
@@ -112,7 +126,7 @@ class CompiledModel:
         quiet_torch_threads()  # torch's OpenMP threads would spin on our cores (torch_threads)
         previous_cpus = self.pin_caller()
         try:
-            return self._main(tvm.runtime.tensor(array)).numpy()
+            return self._main(self._input_tensor(array)).numpy()
         finally:
             caller_pinning.restore(previous_cpus)
             quiet_torch_threads.after_run()

@@ -169,6 +169,31 @@ def test_loading_refuses_a_model_compiled_for_instructions_this_cpu_lacks(compil
         load_compiled(directory)
 
 
+def test_calls_reuse_an_input_buffer_per_thread_and_never_mix_inputs(compiled):
+    """Each call copies its input into the calling thread's own tensor: successive calls, and
+    calls from several threads at once, each get the output of their own input."""
+    import threading
+
+    inputs = [_input(seed) for seed in range(4)]
+    expected = [np.array(compiled(x)) for x in inputs]
+    assert not np.array_equal(expected[0], expected[1])
+    for x, wanted in zip(inputs + inputs[::-1], expected + expected[::-1]):
+        np.testing.assert_array_equal(compiled(x), wanted)
+    results: dict[int, list] = {}
+
+    def worker(index: int) -> None:
+        results[index] = [np.array(compiled(inputs[(index + step) % 4])) for step in range(8)]
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, outputs in results.items():
+        for step, output in enumerate(outputs):
+            np.testing.assert_allclose(output, expected[(index + step) % 4], rtol=0, atol=1e-6)
+
+
 def test_threads_are_applied_to_the_runtime(masked, compiled):
     if thread_pool_capacity() < 2:
         pytest.skip("the TVM pool has a single thread on this machine")
