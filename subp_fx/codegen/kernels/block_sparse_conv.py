@@ -59,6 +59,7 @@ from subp_fx.codegen.kernels.modes import PARALLEL_PIXELS
 from subp_fx.codegen.kernels.spec import (
     INDEX_DTYPE,
     BlockSparseConvSpec,
+    ConvGeometry,
     ConvTile,
     computed_output_extent,
     copies_input,
@@ -76,7 +77,7 @@ from subp_fx.codegen.tir_passes.weight_prefetch import PREFETCH_AHEAD, prefetch_
 PREFETCH_MAX_PIXELS = 28 * 28
 
 
-def prefetches_weights(spec: BlockSparseConvSpec) -> bool:
+def prefetches_weights(spec: ConvGeometry) -> bool:
     """Whether the kernel prefetches the next block-row's weights (:data:`PREFETCH_MAX_PIXELS`)."""
     return spec.batch * spec.out_height * spec.out_width <= PREFETCH_MAX_PIXELS
 

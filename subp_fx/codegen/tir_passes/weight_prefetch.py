@@ -16,7 +16,8 @@ The pattern (after TVM's TIR lowering: blocks gone, buffers flat, vectors as ram
 annotated :data:`PREFETCH_AHEAD` (the kernel's schedule puts it on its reduction loop over kept
 channels, with the distance, in elements, from a block-row's weights to the next one's). The
 rewrite: after the loop body's last statement, one ``llvm.prefetch`` (read, locality 2, data)
-per distinct cache line of that buffer which the body's top-level stores load, at the same
+per distinct cache line of that buffer which the body's top-level stores and bindings load (the
+fp32 kernel loads weights in its stores, the int8 / bf16 nest binds them first), at the same
 address plus the distance. The prefetch of the last block-row's successor points past the
 buffer: x86's and AArch64's prefetch instructions never fault. The annotation is removed.
 """
@@ -95,7 +96,7 @@ def prefetch_next_block_row(loop: tirx.For) -> tirx.For:
     body = list(loop.body.seq) if isinstance(loop.body, tirx.SeqStmt) else [loop.body]
     found: list = []
     for statement in body:
-        if isinstance(statement, tirx.BufferStore):
+        if isinstance(statement, (tirx.BufferStore, tirx.Bind)):  # a store's value, or a bound one
             _loads(statement.value, buffer_name, found)
     annotations = {key: value for key, value in loop.annotations.items() if key != PREFETCH_AHEAD}
     prefetches = []

@@ -12,15 +12,20 @@ tvm = pytest.importorskip("tvm")
 from tvm import tirx  # noqa: E402
 from tvm.tirx import ForKind, compilation_pipeline  # noqa: E402
 
+from subp_fx.codegen.kernels.bf16_spec import Bf16ConvSpec  # noqa: E402
 from subp_fx.codegen.kernels.block_sparse_conv import (  # noqa: E402
     PREFETCH_MAX_PIXELS,
     block_sparse_conv2d_primfunc,
     prefetches_weights,
 )
-from subp_fx.codegen.kernels.isa import vector_isa  # noqa: E402
+from subp_fx.codegen.kernels.block_sparse_conv_bf16 import block_sparse_conv2d_bf16_primfunc  # noqa: E402
+from subp_fx.codegen.kernels.block_sparse_conv_int8 import block_sparse_conv2d_int8_primfunc, kernel_values  # noqa: E402
+from subp_fx.codegen.kernels.int8_spec import Int8ConvSpec  # noqa: E402
+from subp_fx.codegen.kernels.isa import int8_path, vector_isa  # noqa: E402
 from subp_fx.codegen.kernels.spec import BlockSparseConvSpec, ConvTile  # noqa: E402
 from subp_fx.codegen.target import parse_target  # noqa: E402
 from subp_fx.codegen.tir_passes.dynamic_tasks import dynamic_tasks  # noqa: E402
+from subp_fx.codegen.tir_passes.pipeline import tir_pipeline  # noqa: E402
 from subp_fx.codegen.tir_passes.weight_prefetch import (  # noqa: E402
     PREFETCH_AHEAD,
     prefetch_next_block_row,
@@ -59,8 +64,8 @@ def _build(spec, tile, target, prefetch: bool) -> tuple[BlockSparseConv, str]:
     return BlockSparseConv(spec, tile, target, executable.jit()), _LOWERED[-1]
 
 
-def _prefetched_offsets(lowered: str) -> list[str]:
-    return re.findall(r'"llvm\.prefetch(?:\.p0)?", T\.address_of\(values_1\[(.*?)\]\)', lowered)
+def _prefetched_offsets(lowered: str, buffer: str = "values_1") -> list[str]:
+    return re.findall(rf'"llvm\.prefetch(?:\.p0)?", T\.address_of\({buffer}\[(.*?)\]\)', lowered)
 
 
 @pytest.mark.parametrize(("kernel", "block_size", "lines_per_step"), [(1, 16, 1), (3, 16, 9), (3, 32, 18), (1, 8, 1)])
@@ -96,6 +101,48 @@ def test_prefetching_changes_no_output(target, parallel):
     arrays = [argument.numpy() for argument in arguments[:-1]]
     names = [name for name in spec.argument_names() if name != "out"]
     np.testing.assert_array_equal(plain(**dict(zip(names, arrays))), prefetching(**dict(zip(names, arrays))))
+
+
+def _lowered(func, target) -> str:
+    name = _pipeline("test.weight_prefetch.True", True)
+    _LOWERED.clear()
+    tvm.compile(tvm.IRModule({"conv": func.with_attr("global_symbol", "conv")}), target=target, tir_pipeline=name)
+    return _LOWERED[-1]
+
+
+def test_the_int8_and_bf16_nests_prefetch_their_weight_words_one_block_row_ahead():
+    int8 = Int8ConvSpec(1, 7, 7, 64, 32, 16, 4, 1, 1, 0, activation="relu")
+    offsets = _prefetched_offsets(_lowered(block_sparse_conv2d_int8_primfunc(int8, None, ZEN4), ZEN4), "value_words")
+    assert offsets and all(offset.endswith(" + 64") for offset in offsets)  # 4 kept words x 16 lanes
+    bf16 = Bf16ConvSpec(1, 7, 7, 64, 32, 16, 8, 3, 1, 1)
+    lowered = _lowered(block_sparse_conv2d_bf16_primfunc(bf16, None, ZEN4), ZEN4)
+    offsets = _prefetched_offsets(lowered, "value_words")
+    assert offsets and all(offset.endswith(f" + {8 * 9 * 16}") for offset in offsets)
+    large = Int8ConvSpec(1, 56, 56, 64, 32, 16, 4, 1, 1, 0)
+    assert not _prefetched_offsets(_lowered(block_sparse_conv2d_int8_primfunc(large, None, ZEN4), ZEN4), "value_words")
+
+
+def test_prefetching_changes_no_int8_output():
+    host = parse_target("llvm -mcpu=native")
+    path = int8_path(host)
+    spec = Int8ConvSpec(1, 7, 7, 64, 32, 16, 5, 3, 1, 1, activation="relu")
+    func = block_sparse_conv2d_int8_primfunc(spec, None, path).with_attr("global_symbol", "conv")
+    rng = np.random.default_rng(0)
+    arrays = {
+        "data": rng.integers(0, 256, spec.data_shape, dtype=np.uint8),
+        "values": kernel_values(rng.integers(-128, 128, spec.values_shape, dtype=np.int8), path),
+        "group_starts": np.stack([np.sort(rng.choice(16, 5, replace=False)) * 4 for _ in range(2)]).astype(np.int32),
+        "scale": np.full(32, 1e-3, np.float32),
+        "bias": rng.standard_normal(32).astype(np.float32),
+    }
+    outputs = []
+    for pipeline in ("default", tir_pipeline(host, 2)):
+        lib = tvm.compile(tvm.IRModule({"conv": func}), target=host, tir_pipeline=pipeline)
+        out = tvm.runtime.empty(spec.out_shape, spec.out_dtype)
+        lib["conv"](*[tvm.runtime.tensor(arrays[name]) for name in spec.argument_names()[:-1]], out)
+        outputs.append(out.numpy())
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert np.abs(outputs[0]).max() > 0
 
 
 def test_the_rewrite_appends_after_the_body_and_drops_the_annotation():
