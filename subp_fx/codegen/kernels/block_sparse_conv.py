@@ -82,6 +82,13 @@ def prefetches_weights(spec: ConvGeometry) -> bool:
     return spec.batch * spec.out_height * spec.out_width <= PREFETCH_MAX_PIXELS
 
 
+def weight_prefetch_annotations(spec: ConvGeometry, buffer: str, distance: int) -> dict:
+    """A reduction loop's annotations: ``buffer``'s next block-row (``distance`` elements on)
+    prefetched as the loop reads this one's, where :func:`prefetches_weights`; none elsewhere.
+    Every block-sparse kernel (fp32, int8, bf16, grouped) takes its from here."""
+    return {PREFETCH_AHEAD: prefetch_plan(buffer, distance)} if prefetches_weights(spec) else {}
+
+
 def _bounds_condition(spec: BlockSparseConvSpec, padded_height: int, padded_width: int):
     """The condition under which padded coordinates (h, w) fall inside the input, or None.
 
@@ -241,9 +248,9 @@ def _schedule(
         sch.unroll(loop)
     _vectorize_lanes(sch, lane, N, isa)
 
-    if prefetches_weights(spec):
-        kh, kw = spec.kernel_size
-        sch.annotate(kept, PREFETCH_AHEAD, prefetch_plan("values", spec.kept_per_row * kh * kw * N))
+    kh, kw = spec.kernel_size
+    for key, value in weight_prefetch_annotations(spec, "values", spec.kept_per_row * kh * kw * N).items():
+        sch.annotate(kept, key, value)
     init = sch.decompose_reduction(conv, kept)
     unroll_outer = unrolls_outer_loop(spec, tile, isa)
     for tile_block in (init, out):

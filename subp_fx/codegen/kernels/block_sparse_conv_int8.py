@@ -83,7 +83,7 @@ from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.block_sparse_conv import prefetches_weights
+from subp_fx.codegen.kernels.block_sparse_conv import weight_prefetch_annotations
 from subp_fx.codegen.kernels.int8_dot import WORD, accumulate, pack_weight_pairs, prepare_weights, weights_in_pairs
 from subp_fx.codegen.kernels.int8_spec import GROUP, Int8ConvSpec
 from subp_fx.codegen.kernels.isa import Int8Path, int8_path
@@ -92,7 +92,6 @@ from subp_fx.codegen.kernels.modes import PADDING_INLINE, PARALLEL_PIXELS
 from subp_fx.codegen.kernels.quantize import requantized_uint8
 from subp_fx.codegen.kernels.spec import ConvTile
 from subp_fx.codegen.kernels.tiling import preferred_parallel
-from subp_fx.codegen.tir_passes.weight_prefetch import PREFETCH_AHEAD, prefetch_plan
 
 FLOAT = "float32"
 # The type an activation word is loaded and bound as (see WordConvNest._kernel_row).
@@ -272,10 +271,8 @@ class WordConvNest:
             s = tirx.Var("s", "int32")
             row = self._kernel_row(b, r, g, word_index, s, oh0, ow0, rows, cols, acc, guarded)
             steps.append(tirx.For(s, 0, kh, ForKind.SERIAL, tirx.SeqStmt(row)))
-        # The next block-row's weight words, prefetched as this one's are read (as the fp32 kernel).
-        ahead = {}
-        if prefetches_weights(self.spec):
-            ahead = {PREFETCH_AHEAD: prefetch_plan("value_words", math.prod(self.value_words.shape[1:]))}
+        words = self.value_words
+        ahead = weight_prefetch_annotations(self.spec, words.name, math.prod(words.shape[1:]))
         return tirx.For(g, 0, self._kept_words(), ForKind.SERIAL, tirx.SeqStmt(steps), None, ahead)
 
     def _kernel_row(

@@ -48,6 +48,7 @@ from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.block_sparse_conv import weight_prefetch_annotations
 from subp_fx.codegen.kernels.isa import VectorISA
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE
 from subp_fx.codegen.kernels.modes import PARALLEL_BLOCK_ROWS, PARALLEL_MODES, PARALLEL_PIXELS
@@ -254,7 +255,9 @@ class _Builder:
             for q in range(GROUP):
                 at = lanes_of(q)
                 steps.append(tirx.BufferStore(accs[p], accs[p][at] + x * weights[q], [at]))
-        reduction = tirx.For(g, 0, spec.kept_per_row // GROUP, ForKind.SERIAL, tirx.SeqStmt(steps))
+        values = buffers["values"]
+        ahead = weight_prefetch_annotations(spec, values.name, math.prod(values.shape[1:]))
+        reduction = tirx.For(g, 0, spec.kept_per_row // GROUP, ForKind.SERIAL, tirx.SeqStmt(steps), None, ahead)
 
         # The epilogue is a scalar expression in a vectorised loop over the 16 channels, as in the
         # other kernels: activations that bind a scalar (sigmoid, SiLU) cannot take a vector.

@@ -38,11 +38,14 @@ with block-rows outer only above 512 KiB of weights, see :data:`WEIGHTS_KEPT_IN_
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tvm import tirx
 from tvm.tirx import ForKind
 
 from subp_fx.codegen.errors import KernelSpecError
+from subp_fx.codegen.kernels.block_sparse_conv import weight_prefetch_annotations
 from subp_fx.codegen.kernels.block_sparse_conv_int8 import epilogue_value
 from subp_fx.codegen.kernels.grouped_pointwise import (
     BLOCK_SIZE,
@@ -188,7 +191,9 @@ class _Builder:
                 at = lanes_of(q)
                 dot = tirx.call_llvm_pure_intrin(f"{WORD}x{LANES}", self.path.intrinsic, accs[p][at], x, weights[q])
                 steps.append(tirx.BufferStore(accs[p], dot, [at]))
-        reduction = tirx.For(s, 0, spec.kept_groups // RUN, ForKind.SERIAL, tirx.SeqStmt(steps))
+        words = self.value_words
+        ahead = weight_prefetch_annotations(spec, words.name, math.prod(words.shape[1:]))
+        reduction = tirx.For(s, 0, spec.kept_groups // RUN, ForKind.SERIAL, tirx.SeqStmt(steps), None, ahead)
 
         stores, sums = [], []
         for p, (b, oh, ow) in enumerate(coordinates):

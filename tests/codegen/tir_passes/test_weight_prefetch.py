@@ -122,6 +122,18 @@ def test_the_int8_and_bf16_nests_prefetch_their_weight_words_one_block_row_ahead
     assert not _prefetched_offsets(_lowered(block_sparse_conv2d_int8_primfunc(large, None, ZEN4), ZEN4), "value_words")
 
 
+def test_the_grouped_pointwise_kernels_prefetch_too():
+    from subp_fx.codegen.kernels.grouped_pointwise import grouped_pointwise_primfunc
+    from subp_fx.codegen.kernels.grouped_pointwise_int8 import grouped_pointwise_int8_primfunc
+
+    fp32 = BlockSparseConvSpec(1, 7, 7, 12, 32, 16, 8, 1, 1, 0)
+    lowered = _lowered(grouped_pointwise_primfunc(fp32), ZEN4)
+    assert _prefetched_offsets(lowered) and all(o.endswith(" + 128") for o in _prefetched_offsets(lowered))
+    int8 = Int8ConvSpec(1, 7, 7, 64, 32, 16, 8, 1, 1, 0)
+    lowered = _lowered(grouped_pointwise_int8_primfunc(int8, int8_path(ZEN4)), ZEN4)
+    assert _prefetched_offsets(lowered, "value_words")
+
+
 def test_prefetching_changes_no_int8_output():
     host = parse_target("llvm -mcpu=native")
     path = int8_path(host)
