@@ -9,6 +9,9 @@ so a crash never leaves a half-written artefact; an existing ``dir`` is refused 
 ``force=True``. ``load_compiled(dir)`` loads the library into a Relax VM; loading and running use
 only numpy and the TVM runtime (torch is imported by ``compile`` alone, lazily).
 
+Calls from several Python threads at once are safe: each thread runs its own Relax VM over the
+one loaded library and copies its input into its own tensor.
+
 Threads: a model runs its kernels on ``threads`` TVM runtime threads (default: this machine's
 physical cores), applied with ``threads.set_num_threads`` before every call from a thread whose
 pool differs (the pool is per calling thread). In a process that also runs PyTorch, each call
@@ -60,8 +63,10 @@ class CompiledModel:
     def __init__(self, library: Path, manifest: Manifest):
         self.manifest = manifest
         self._library = library
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        self._module = tvm.runtime.load_module(str(library))
+        self._vm = relax.VirtualMachine(self._module, tvm.cpu())
         self._main = self._vm[manifest.entry]
+        self._owner = threading.get_ident()
         self._pool_size: int | None = None
         self._inputs = threading.local()
 
@@ -93,6 +98,20 @@ class CompiledModel:
     def _apply_threads(self) -> None:
         if get_num_threads() != self.threads:
             set_num_threads(self.threads)
+
+    def _entry(self):
+        """The entry function of this thread's VM. A Relax VM is not safe to call from two threads
+        at once (its register file is shared: concurrent calls failed with "reg <
+        frame->register_file.size()"), so every thread but the one that loaded the model gets
+        a VM of its own over the same loaded library."""
+        if threading.get_ident() == self._owner:
+            return self._main
+        entry = getattr(self._inputs, "entry", None)
+        if entry is None:
+            vm = relax.VirtualMachine(self._module, tvm.cpu())
+            entry = self._inputs.entry = vm[self.manifest.entry]
+            self._inputs.vm = vm
+        return entry
 
     def _input_tensor(self, array: np.ndarray) -> tvm.runtime.Tensor:
         """``array`` copied into this thread's input tensor, allocated on its first call: a new
@@ -126,7 +145,7 @@ class CompiledModel:
         quiet_torch_threads()  # torch's OpenMP threads would spin on our cores (torch_threads)
         previous_cpus = self.pin_caller()
         try:
-            return self._main(self._input_tensor(array)).numpy()
+            return self._entry()(self._input_tensor(array)).numpy()
         finally:
             caller_pinning.restore(previous_cpus)
             quiet_torch_threads.after_run()
@@ -136,7 +155,7 @@ class CompiledModel:
         self._apply_threads()
         previous_cpus = self.pin_caller()
         try:
-            return self._main(x)
+            return self._entry()(x)
         finally:
             caller_pinning.restore(previous_cpus)
 

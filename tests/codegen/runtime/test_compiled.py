@@ -170,8 +170,9 @@ def test_loading_refuses_a_model_compiled_for_instructions_this_cpu_lacks(compil
 
 
 def test_calls_reuse_an_input_buffer_per_thread_and_never_mix_inputs(compiled):
-    """Each call copies its input into the calling thread's own tensor: successive calls, and
-    calls from several threads at once, each get the output of their own input."""
+    """Each call copies its input into the calling thread's own tensor and runs the thread's own
+    VM (one shared VM crashed under concurrent calls): successive calls, and calls from several
+    threads at once, each get the output of their own input."""
     import threading
 
     inputs = [_input(seed) for seed in range(4)]
@@ -180,15 +181,22 @@ def test_calls_reuse_an_input_buffer_per_thread_and_never_mix_inputs(compiled):
     for x, wanted in zip(inputs + inputs[::-1], expected + expected[::-1]):
         np.testing.assert_array_equal(compiled(x), wanted)
     results: dict[int, list] = {}
+    errors: list[BaseException] = []
 
     def worker(index: int) -> None:
-        results[index] = [np.array(compiled(inputs[(index + step) % 4])) for step in range(8)]
+        try:
+            results[index] = [np.array(compiled(inputs[(index + step) % 4])) for step in range(8)]
+        except BaseException as error:  # noqa: BLE001 (re-raised in the test's thread below)
+            errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(index,)) for index in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
+    assert sorted(results) == [0, 1, 2]
     for index, outputs in results.items():
         for step, output in enumerate(outputs):
             np.testing.assert_allclose(output, expected[(index + step) % 4], rtol=0, atol=1e-6)
