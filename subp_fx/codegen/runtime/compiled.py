@@ -16,9 +16,9 @@ Threads: a model runs its kernels on ``threads`` TVM runtime threads (default: t
 physical cores), applied with ``threads.set_num_threads`` before every call from a thread whose
 pool differs (the pool is per calling thread). In a process that also runs PyTorch, each call
 first puts torch's spinning OpenMP threads to sleep (``torch_threads``): they would otherwise take
-the cores the model runs on (1.3x slower, measured); and for the call's duration it keeps the
-calling thread off the cores TVM's workers are pinned to (``caller_affinity``: the OS sometimes
-put it on a worker's core, up to 1.2x slower, measured).
+the cores the model runs on (1.3x slower, measured); and a call that starts on a core TVM
+pinned a worker to moves the calling thread off it for its duration (``caller_affinity``: left
+there, ResNet-18 ran 1.7x slower, measured).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class CompiledModel:
         self._main = self._vm[manifest.entry]
         self._owner = threading.get_ident()
         self._pool_size: int | None = None
-        self._inputs = threading.local()
+        self._per_thread = threading.local()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -106,11 +106,11 @@ class CompiledModel:
         a VM of its own over the same loaded library."""
         if threading.get_ident() == self._owner:
             return self._main
-        entry = getattr(self._inputs, "entry", None)
+        entry = getattr(self._per_thread, "entry", None)
         if entry is None:
             vm = relax.VirtualMachine(self._module, tvm.cpu())
-            entry = self._inputs.entry = vm[self.manifest.entry]
-            self._inputs.vm = vm
+            entry = self._per_thread.entry = vm[self.manifest.entry]
+            self._per_thread.vm = vm
         return entry
 
     def _input_tensor(self, array: np.ndarray) -> tvm.runtime.Tensor:
@@ -119,15 +119,16 @@ class CompiledModel:
         faults (measured: 60 us a call against 35 for the copy alone, Zen 4). Per thread, so that
         threads calling one model at once never share it; the output is copied out before the
         call returns, so nothing the caller keeps refers to it."""
-        tensor = getattr(self._inputs, "tensor", None)
+        tensor = getattr(self._per_thread, "tensor", None)
         if tensor is None:
-            tensor = self._inputs.tensor = tvm.runtime.empty(self.input_shape, "float32", tvm.cpu())
+            tensor = self._per_thread.tensor = tvm.runtime.empty(self.input_shape, "float32", tvm.cpu())
         tensor.copyfrom(array)
         return tensor
 
     def pin_caller(self) -> frozenset[int] | None:
-        """Keep the calling thread off the cores of the TVM workers this model's kernels use;
-        returns what to hand ``caller_pinning.restore`` after the run (``caller_affinity``)."""
+        """Move the calling thread off the cores of the TVM workers this model's kernels use when
+        it is on one; returns what to hand ``caller_pinning.restore`` after the run
+        (``caller_affinity``)."""
         if self._pool_size is None:
             self._pool_size = thread_pool_capacity()
         return caller_pinning.pin(self.threads, self._pool_size)
