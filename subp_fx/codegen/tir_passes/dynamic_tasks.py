@@ -40,6 +40,8 @@ from tvm import tirx
 from tvm.target import Target
 from tvm.tirx import ForKind
 
+from subp_fx.codegen.tir_passes.rewrite import rewrite_outermost
+
 # Claims per worker: the coarsest split that still evens out a slow core to within 1/16 of a
 # worker's share, at one locked instruction per claim.
 UNITS_PER_WORKER = 16
@@ -112,33 +114,6 @@ def claim_tasks_dynamically(loop: tirx.For, workers: int) -> tirx.Stmt:
     return tirx.SeqStmt([tirx.AllocBuffer(bitmap), clear, tirx.For(worker, 0, workers, ForKind.PARALLEL, walk)])
 
 
-def _rewrite(stmt, workers: int):
-    """``stmt`` with every task loop outside another one rewritten; the containers on the way
-    (sequences, attributes, loops, conditions) rebuilt only where something below changed."""
-    if is_task_loop(stmt):
-        return claim_tasks_dynamically(stmt, workers)
-    if isinstance(stmt, tirx.SeqStmt):
-        seq = [_rewrite(child, workers) for child in stmt.seq]
-        return stmt if all(new.same_as(old) for new, old in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
-    if isinstance(stmt, tirx.AttrStmt):
-        body = _rewrite(stmt.body, workers)
-        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
-    if isinstance(stmt, tirx.For):
-        body = _rewrite(stmt.body, workers)
-        if body.same_as(stmt.body):
-            return stmt
-        return tirx.For(
-            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations, stmt.step
-        )
-    if isinstance(stmt, tirx.IfThenElse):
-        then_case = _rewrite(stmt.then_case, workers)
-        else_case = None if stmt.else_case is None else _rewrite(stmt.else_case, workers)
-        if then_case.same_as(stmt.then_case) and (else_case is None or else_case.same_as(stmt.else_case)):
-            return stmt
-        return tirx.IfThenElse(stmt.condition, then_case, else_case)
-    return stmt
-
-
 def dynamic_tasks(workers: int) -> tvm.transform.Pass:
     """The PrimFunc pass: every task loop of every function, for ``workers`` workers. Run it after
     TVM's TIR lowering (blocks gone, buffers flat) and before its host finalisation (which turns
@@ -148,7 +123,7 @@ def dynamic_tasks(workers: int) -> tvm.transform.Pass:
 
     @tvm.tirx.transform.prim_func_pass(opt_level=0, name="subp_fx.DynamicTasks")
     def _pass(func, _mod, _ctx):
-        body = _rewrite(func.body, workers)
+        body = rewrite_outermost(func.body, is_task_loop, lambda loop: claim_tasks_dynamically(loop, workers))
         return func if body.same_as(func.body) else func.with_body(body)
 
     return _pass

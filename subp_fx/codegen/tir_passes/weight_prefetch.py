@@ -28,6 +28,8 @@ import tvm
 from tvm import tirx
 from tvm.sym.analyzer import Analyzer
 
+from subp_fx.codegen.tir_passes.rewrite import rewrite_outermost
+
 # On a loop: {"buffer": name of the weights buffer, "distance": elements from a weight read to
 # the one prefetched (a block-row's weights to the next one's), "line": elements per cache line}.
 PREFETCH_AHEAD = "subp_fx.prefetch_ahead"
@@ -121,30 +123,8 @@ def prefetch_next_block_row(loop: tirx.For) -> tirx.For:
     )
 
 
-def _rewrite(stmt):
-    """``stmt`` with every annotated loop rewritten; containers rebuilt only where something changed."""
-    if isinstance(stmt, tirx.For):
-        if PREFETCH_AHEAD in stmt.annotations:
-            return prefetch_next_block_row(stmt)
-        body = _rewrite(stmt.body)
-        if body.same_as(stmt.body):
-            return stmt
-        return tirx.For(
-            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations, stmt.step
-        )
-    if isinstance(stmt, tirx.SeqStmt):
-        seq = [_rewrite(child) for child in stmt.seq]
-        return stmt if all(new.same_as(old) for new, old in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
-    if isinstance(stmt, tirx.AttrStmt):
-        body = _rewrite(stmt.body)
-        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
-    if isinstance(stmt, tirx.IfThenElse):
-        then_case = _rewrite(stmt.then_case)
-        else_case = None if stmt.else_case is None else _rewrite(stmt.else_case)
-        if then_case.same_as(stmt.then_case) and (else_case is None or else_case.same_as(stmt.else_case)):
-            return stmt
-        return tirx.IfThenElse(stmt.condition, then_case, else_case)
-    return stmt
+def _is_annotated(stmt) -> bool:
+    return isinstance(stmt, tirx.For) and PREFETCH_AHEAD in stmt.annotations
 
 
 def weight_prefetch() -> tvm.transform.Pass:
@@ -153,7 +133,7 @@ def weight_prefetch() -> tvm.transform.Pass:
 
     @tvm.tirx.transform.prim_func_pass(opt_level=0, name="subp_fx.WeightPrefetch")
     def _pass(func, _mod, _ctx):
-        body = _rewrite(func.body)
+        body = rewrite_outermost(func.body, _is_annotated, prefetch_next_block_row)
         return func if body.same_as(func.body) else func.with_body(body)
 
     return _pass
