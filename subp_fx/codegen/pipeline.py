@@ -260,6 +260,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     calibration: Any = None,
     calibration_info: Mapping[str, Any] | None = None,
     sub_batch: int | None = None,
+    winograd: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (an ``nn.Module`` or GraphModule in eval mode) for inputs shaped like
     ``example_input`` (an NCHW array or tensor, or the shape itself).
@@ -289,6 +290,9 @@ def compile(  # noqa: A001 (the public name the issue asks for)
     of B; the compiled model cuts its input into sub-batches and stacks their outputs, so that
     each layer's activations stay in the caches: ``lowering.sub_batches``); None chooses by
     the model's largest activation, B runs the whole batch through each layer.
+    ``winograd``: fp32 3x3 stride-1 convs with enough output tiles run by Winograd F(4x4, 3x3)
+    (``kernels.winograd``: 4x fewer multiply-adds, the 1xN sparsity kept; outputs differ from
+    the direct conv's by rounding, about 1e-6 relative); False: every conv on the direct kernel.
     Refuses, at once, a precision or calibration that cannot work, a target it cannot build
     (``compile_target``: only CPU ``llvm`` targets of
     this machine's architecture, with a CPU LLVM knows; a ``TargetError``); then whatever
@@ -327,6 +331,7 @@ def compile(  # noqa: A001 (the public name the issue asks for)
             activation_ranges=ranges,
             bf16=precision == "bf16",
             sub_batch=sub_batch,
+            winograd=winograd,
         )
     if log is not None and log.added:
         log.save()

@@ -117,13 +117,14 @@ def compile_to_directory(
     precision: str = "fp32",
     calibration: CalibrationSpec | None = None,
     sub_batch: int | None = None,
+    winograd: bool = True,
 ):
     """Compile ``source`` (and its dense twin) and write the artefact directory atomically.
     Returns the sparse ``CompiledModel``. ``tuning_log``: see ``codegen.compile``. ``progress``:
     makes the observer of each model's compile from its label (``SPARSE_LABEL``, ``DENSE_LABEL``).
     ``precision`` / ``calibration``: both builds in that precision, calibrated on the same batches
     (``CalibrationSpec``, required for int8), recorded in ``source.json``. ``sub_batch``: see
-    ``codegen.compile`` (both builds)."""
+    ``codegen.compile`` (both builds), as is ``winograd``."""
     from subp_fx.codegen.api import compile as compile_model
     from subp_fx.passes import strip_masks
 
@@ -136,6 +137,7 @@ def compile_to_directory(
     options = {"target": target, "threads": threads, "tune_tiles": tune_tiles, "tuning_log": tuning_log}
     options["precision"] = precision
     options["sub_batch"] = sub_batch
+    options["winograd"] = winograd
     if calibration is not None:
         options["calibration"] = calibration.batches_for(source.input_shape)
         options["calibration_info"] = calibration.to_json()
@@ -162,6 +164,7 @@ def compile_to_directory(
                     "input_shape": list(source.input_shape),
                     "imposed_prune_rate": source.imposed_prune_rate,
                     "precision": precision,
+                    "winograd": winograd,
                     "calibration": None if calibration is None else calibration.to_json(),
                     "recipe": source.recipe.model_dump(),
                 },

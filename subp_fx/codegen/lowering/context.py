@@ -8,6 +8,7 @@ from typing import Any
 import torch.fx as fx
 from tvm.target import Target
 
+from subp_fx.codegen.kernels import winograd
 from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
 from subp_fx.codegen.kernels.isa import VectorISA
 from subp_fx.codegen.kernels.layout import transpose_primfunc
@@ -29,8 +30,9 @@ class LoweringContext:
     value for nodes that compute shapes (``x.size(0)``). ``epilogues`` maps a conv node to what
     its kernel fuses (see ``fusion``). ``tune_tiles`` times a few register tiles per distinct conv
     shape (``choose_tile``) instead of taking the cost model's choice; ``tuning_log`` reuses and
-    records those timings. ``int8``: an int8 build's plan and uint8 tensors (``lowering.int8``);
-    ``bf16``: a bf16 build's path and bf16 copies (``lowering.bf16``).
+    records those timings. ``winograd``: fp32 3x3 stride-1 convs run on the Winograd kernel
+    (``kernels.winograd``) instead of the direct one. ``int8``: an int8 build's plan and uint8
+    tensors (``lowering.int8``); ``bf16``: a bf16 build's path and bf16 copies (``lowering.bf16``).
     """
 
     view: GraphView
@@ -39,6 +41,7 @@ class LoweringContext:
     isa: VectorISA
     tune_tiles: bool = False
     tuning_log: TuningLog | None = None
+    winograd: bool = False
     epilogues: dict[fx.Node, Epilogue] = field(default_factory=dict)
     values: dict[fx.Node, Any] = field(default_factory=dict)
     kernel_table: list[KernelEntry] = field(default_factory=list)
@@ -96,6 +99,13 @@ class LoweringContext:
                 **fields,
             )
         )
+
+    def winograd_tile(self, spec: BlockSparseConvSpec) -> winograd.WinogradTile | None:
+        """The Winograd kernel's tile for an fp32 conv of ``spec`` where this build runs it there
+        (``winograd`` on, a conv ``winograd.why_direct`` passes), else None: the direct kernel runs it."""
+        if not self.winograd or winograd.why_direct(spec) is not None:
+            return None
+        return winograd.heuristic_tile(winograd.kernel_spec(spec), self.isa)
 
     def tile_for(self, spec: BlockSparseConvSpec) -> ConvTile:
         if self.tune_tiles:

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from subp_fx.algorithm.block_sparse import BlockSparseConv2d
 from subp_fx.algorithm.conv_geometry import explicit_padding
-from subp_fx.codegen.kernels import grouped_pointwise
+from subp_fx.codegen.kernels import grouped_pointwise, winograd
 from subp_fx.codegen.kernels.bf16_spec import BF16_BLOCK_SIZES
 from subp_fx.codegen.kernels.block_sparse_conv import block_sparse_conv2d_primfunc
 from subp_fx.codegen.kernels.cache import l1_data_cache, l2_bytes
@@ -273,7 +273,17 @@ def _emit_block_sparse_kernel(
         layer,
     )
     grouped = _grouped_pointwise_weights(spec, weights, ctx)
-    if grouped is not None:
+    winograd_tile = None if grouped is not None else ctx.winograd_tile(spec)
+    algorithm, executed_macs = "direct", None
+    if winograd_tile is not None:
+        wino_spec, (values, indices) = winograd.kernel_spec(spec), _winograd_weights(spec, weights)
+        key, tile_text = ("winograd_conv2d", wino_spec, winograd_tile), winograd_tile.describe()
+        packed = [winograd.transform_values(values, winograd_tile.m), indices]
+        build = lambda: winograd.winograd_conv2d_primfunc(wino_spec, winograd_tile, ctx.isa)  # noqa: E731
+        name = _kernel_name(f"{layer.kind}_winograd{winograd_tile.m}", wino_spec)
+        algorithm = f"winograd F({winograd_tile.m}x{winograd_tile.m},3x3)"
+        executed_macs = winograd.gemm_macs(spec, winograd_tile.m)
+    elif grouped is not None:
         grouped_spec, packed = grouped
         parallel = grouped_pointwise.parallel_mode(grouped_spec)
         key, tile_text = ("grouped_pointwise_conv2d", grouped_spec, parallel), grouped_pointwise.describe(parallel)
@@ -309,6 +319,8 @@ def _emit_block_sparse_kernel(
         macs=batch * spec.out_height * spec.out_width * weights.out_channels * weights.kept_per_row * kh * kw,
         tile=tile_text,
         dense_reason=layer.dense_reason,
+        algorithm=algorithm,
+        executed_macs=executed_macs,
     )
     return LoweredTensor(output, (batch, weights.out_channels, spec.out_height, spec.out_width))
 
@@ -359,6 +371,14 @@ def _emit_dense_kernel(
             spec, DENSE_BLOCK_SIZES, ctx.isa, l1_data_cache(ctx.target), l2_bytes(ctx.target)
         )
     return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
+
+
+def _winograd_weights(spec: BlockSparseConvSpec, weights: KernelWeights) -> tuple[np.ndarray, np.ndarray]:
+    """(values, indices) in the block-rows ``winograd.kernel_spec(spec)`` has (the same channels
+    in the same order, ``narrow_block_rows``)."""
+    if winograd.kernel_spec(spec).block_size == spec.block_size:
+        return weights.values, weights.indices
+    return grouped_pointwise.narrow_block_rows(weights.values, weights.indices)
 
 
 def _grouped_pointwise_weights(

@@ -154,6 +154,7 @@ def lower_graph(
     activation_ranges: ActivationRanges | None = None,
     bf16: bool = False,
     sub_batch: int | None = None,
+    winograd: bool = True,
 ) -> LoweredModel:
     """Lower ``gm`` for inputs of ``example_input_shape`` (B, C, H, W) on ``target``.
 
@@ -166,6 +167,8 @@ def lower_graph(
     ``activation_ranges`` (``quantize.calibrate`` on ``gm``) makes an int8 build: the convs
     ``quantize.plan_int8`` picks run on the int8 kernel (``lowering.int8``). ``bf16`` makes a bf16
     build (``lowering.bf16``; the target must have avx512_bf16, else ``TargetError``); not both.
+    ``winograd``: fp32 3x3 stride-1 convs run on the Winograd kernel where
+    ``kernels.winograd.why_direct`` allows (int8 and bf16 convs never do).
     ``sub_batch``: how many samples the layers run on at a time (a divisor of B; the entry
     function cuts the batch and stacks the outputs, :mod:`sub_batches`); None:
     :func:`sub_batch_size`'s choice.
@@ -192,7 +195,13 @@ def lower_graph(
     progress.stage_total(len(view.nodes), "nodes")
     program = RelaxProgram(view.input_shape)
     ctx = LoweringContext(
-        view=view, program=program, target=target, isa=vector_isa(target), tune_tiles=tune_tiles, tuning_log=tuning_log
+        view=view,
+        program=program,
+        target=target,
+        isa=vector_isa(target),
+        tune_tiles=tune_tiles,
+        tuning_log=tuning_log,
+        winograd=winograd,
     )
     plan = plan_int8(traced, activation_ranges) if activation_ranges is not None else None
     if plan is None:
@@ -220,7 +229,13 @@ def lower_graph(
     # Fused groups are emitted at their last node; the table lists layers in the model's order.
     position = {str(node.target): index for index, node in reversed(list(enumerate(view.nodes)))}
     emitted = [
-        dataclasses.replace(entry, call_order=order, macs=entry.macs * parts, calls=parts)
+        dataclasses.replace(
+            entry,
+            call_order=order,
+            macs=entry.macs * parts,
+            executed_macs=None if entry.executed_macs is None else entry.executed_macs * parts,
+            calls=parts,
+        )
         for order, entry in enumerate(ctx.kernel_table)
     ]
     table = sorted(emitted, key=lambda entry: position[entry.layer])

@@ -29,8 +29,11 @@ class KernelEntry:
 
     ``kept_per_row`` is K, the input channels each block-row reads (C_in for a dense layer, 1 for
     a depthwise one); ``macs`` counts multiply-adds actually done per model call (pruned blocks
-    excluded, channel padding excluded), in ``calls`` calls of the kernel (one per sub-batch of a
-    batch run in sub-batches, else 1); ``block_size`` is N (None for depthwise).
+    excluded, channel padding excluded) as a direct conv counts them, in ``calls`` calls of the
+    kernel (one per sub-batch of a batch run in sub-batches, else 1); ``block_size`` is N (None
+    for depthwise). ``algorithm``: how the kernel computes the layer, ``"direct"`` or e.g.
+    ``"winograd F(4x4,3x3)"`` (``kernels.winograd``), whose multiply-adds (``executed_macs``,
+    padded tiles included) are fewer than the layer's.
     """
 
     layer: str
@@ -55,6 +58,14 @@ class KernelEntry:
     # its epilogue's last node stands, so this can differ from the table's model order).
     call_order: int | None = None
     calls: int = 1
+    algorithm: str = "direct"
+    executed_macs: int | None = None
+
+    @property
+    def work_macs(self) -> int:
+        """The multiply-adds the kernel executes: ``executed_macs`` where the algorithm does fewer
+        than the layer's ``macs``, else ``macs`` (what a profile holds its time against)."""
+        return self.macs if self.executed_macs is None else self.executed_macs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

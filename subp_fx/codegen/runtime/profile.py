@@ -224,7 +224,7 @@ def profile_model(
         entries = by_kernel.get(symbol, [])
         entry = entries[seen[symbol] % len(entries)] if entries else None
         seen[symbol] += 1
-        macs, precision = (entry.macs // entry.calls, entry.precision) if entry else (None, "-")
+        macs, precision = (entry.work_macs // entry.calls, entry.precision) if entry else (None, "-")
         limit_us, bound = machine.limit_us(macs, precision, nbytes) if machine else (None, None)
         calls.append(
             KernelCall(
