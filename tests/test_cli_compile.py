@@ -232,3 +232,30 @@ def test_a_sub_batch_that_does_not_divide_the_batch_is_refused_before_loading(tm
     status, _, err = run_cli(capsys, "compile", recipe, "-o", tmp_path / "out", "--batch", "8", "--sub-batch", "3")
     assert_user_error(status, err, "--sub-batch 3 does not divide --batch 8", "valid: 1, 2, 4, 8")
     assert not (tmp_path / "out").exists()
+
+
+def test_no_winograd_compiles_every_conv_directly(tmp_path, capsys):
+    """By default a 3x3 stride-1 conv with 16 or more 4x4 output tiles runs by Winograd (the
+    manifest says so per layer, source.json for the build); --no-winograd runs all directly."""
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run"))
+    algorithms = {}
+    for flags in ((), ("--no-winograd",)):
+        out = tmp_path / ("direct" if flags else "default")
+        status, _, _ = run_cli(
+            capsys, "compile", recipe, "-o", out, "--impose-sparsity", 0.5, "--no-dense-baseline", *flags
+        )
+        assert status == 0
+        assert json.loads((out / "source.json").read_text())["winograd"] is not bool(flags)
+        kernels = json.loads((out / "manifest.json").read_text())["kernels"]
+        algorithms[flags] = {
+            entry["layer"]: (entry["algorithm"], entry["kernel_size"], entry["stride"], entry["out_hw"])
+            for entry in kernels
+        }
+    assert {algorithm for algorithm, *_ in algorithms[("--no-winograd",)].values()} == {"direct"}
+    eligible = {
+        layer
+        for layer, (_, kernel, stride, (height, width)) in algorithms[()].items()
+        if kernel == [3, 3] and stride == [1, 1] and -(-height // 4) * -(-width // 4) >= 16
+    }
+    assert eligible, "the test model has no conv the default build runs by Winograd"
+    assert {layer for layer, (algorithm, *_) in algorithms[()].items() if algorithm != "direct"} == eligible

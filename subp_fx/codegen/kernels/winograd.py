@@ -11,24 +11,26 @@ costs 36 multiply-adds per (kept input, output) pair against the direct conv's 1
 Three stages in one PrimFunc (each a parallel loop nest; the intermediates are the kernel's own
 buffers):
 
-1. ``transformed_input`` V[xi, nu, p, c] = (B^T d_p B)[xi, nu] for every tile p of the padded
-   input and every input channel (all of them: which channels a block-row keeps differs by row);
-   the alpha^2 sums of each tile are unrolled with their constant coefficients (zeros dropped,
-   +-1 as adds), vectorised over the channels;
+1. ``transformed_input`` V[xi, nu, p, c] = (B^T d_p B)[xi, nu] for every tile p and every input
+   channel (all of them: which channels a block-row keeps differs by row), row by row of the
+   transform with its constant coefficients folded (zeros dropped, +-1 as adds), vectorised over
+   the channels (a loop nest written here: see ``_input_transform``);
 2. ``gemm`` M[xi, nu, p, co] = sum_k V[xi, nu, p, indices[co // N, k]] * U[xi, nu, co // N, k,
    co % N]: parallel over (position, block-row); a register tile of ``cols`` tiles x N lanes keeps
-   its partial sums in registers over the kept channels (the direct kernel's schedule, 1x1);
-3. ``out`` Y = A^T M_p A + bias (+ residual), activation: unrolled per output pixel of a tile,
-   vectorised over the output channels, written once.
+   its partial sums in registers over the kept channels (the direct kernel's 1x1 schedule), and
+   prefetches the next block-row's weights as the direct kernel does;
+3. ``out`` Y = act(A^T M_p A + bias (+ residual)) per output pixel of a tile, vectorised over the
+   output channels, written once.
 
-The weights are transformed once at compile time (:func:`transform_values`, float64 then
-rounded). Numerics: F(4x4, 3x3) with TVM's interpolation points (0, -1, 1, 1/2, -2) stays
-within a few 1e-6 of the direct conv's relative error scale on ResNet layers (tests hold it
-to eager at the model level); F(2x2, 3x3) is nearly exact.
+The weights are transformed once at compile time (:func:`transform_values`, in float64, then
+rounded to float32). Numerics: F(4x4, 3x3) with TVM's interpolation points (0, -1, 1, 1/2, -2)
+differs from a float64 conv by 1-5e-6 of the output's scale on ResNet-18's shapes (the direct
+kernel by ~1e-7); F(2x2, 3x3) by ~5e-7.
 
-Measured (Zen 4, 2 threads, 60/128 kept, alone, warm): ResNet-18's 3x3 64->64 at 56x56 471 us
-direct -> 196 us F(4,3) (314 F(2,3)); 128->128 at 28x28 463 -> 164; 256->256 at 14x14 460 ->
-200 (F(2,3) 238); the GEMM stage runs at 103-114 GMAC/s of the machine's 115.
+Measured in ResNet-18 at 60/128 kept (Zen 4, 2 threads, in the model, against the direct kernel
+in the same hour): the 3x3 64->64 convs at 56x56 212-246 us against 541-551, 128->128 at 28x28
+174-184 against 527, 256->256 at 14x14 217-219 against 520-523 (379-384 before the GEMM's weight
+prefetch); the whole model 9.4 -> 6.2 ms. The 7x7 layers stay direct (:data:`MIN_TILES`).
 """
 
 from __future__ import annotations
