@@ -169,10 +169,10 @@ def _algorithm_note(rows: list[dict]) -> str:
     """How our builds ran their 3x3 stride-1 convs (``--no-winograd``)."""
     if any(row.get("winograd", False) for row in rows):
         return (
-            "Our builds (sparse and dense) run their fp32 3x3 stride-1 convs of at least 16 output tiles by "
-            "Winograd F(4x4,3x3) (`kernels.winograd`: 4x fewer multiply-adds than the direct conv the FLOP ideal "
-            "counts, which is why a ratio to a peer can exceed it); every other conv, and every conv of the "
-            "peers, runs directly."
+            "Our builds (sparse and dense) run their fp32 3x3 stride-1 convs of at least 16 output tiles and "
+            "12 kept channels by Winograd F(4x4,3x3) (`kernels.winograd`: 4x fewer multiply-adds than the "
+            "direct conv the FLOP ideal counts, which is why a ratio to a peer can exceed it); every other "
+            "conv, and every conv of the peers, runs directly."
         )
     return "Every conv of our builds runs on the direct kernel (`--no-winograd`)."
 

@@ -235,9 +235,12 @@ def test_a_sub_batch_that_does_not_divide_the_batch_is_refused_before_loading(tm
 
 
 def test_no_winograd_compiles_every_conv_directly(tmp_path, capsys):
-    """By default a 3x3 stride-1 conv with 16 or more 4x4 output tiles runs by Winograd (the
-    manifest says so per layer, source.json for the build); --no-winograd runs all directly."""
-    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run"))
+    """By default a 3x3 stride-1 conv with enough 4x4 output tiles and kept channels runs by
+    Winograd (the manifest says so per layer, source.json for the build); --no-winograd runs all
+    directly."""
+    from subp_fx.codegen.kernels.winograd import MIN_KEPT, MIN_TILES
+
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path / "run", data={"image_size": 32}))
     algorithms = {}
     for flags in ((), ("--no-winograd",)):
         out = tmp_path / ("direct" if flags else "default")
@@ -248,14 +251,20 @@ def test_no_winograd_compiles_every_conv_directly(tmp_path, capsys):
         assert json.loads((out / "source.json").read_text())["winograd"] is not bool(flags)
         kernels = json.loads((out / "manifest.json").read_text())["kernels"]
         algorithms[flags] = {
-            entry["layer"]: (entry["algorithm"], entry["kernel_size"], entry["stride"], entry["out_hw"])
+            entry["layer"]: (
+                entry["algorithm"],
+                entry["kernel_size"],
+                entry["stride"],
+                entry["out_hw"],
+                entry["kept_per_row"],
+            )
             for entry in kernels
         }
     assert {algorithm for algorithm, *_ in algorithms[("--no-winograd",)].values()} == {"direct"}
     eligible = {
         layer
-        for layer, (_, kernel, stride, (height, width)) in algorithms[()].items()
-        if kernel == [3, 3] and stride == [1, 1] and -(-height // 4) * -(-width // 4) >= 16
+        for layer, (_, kernel, stride, (height, width), kept) in algorithms[()].items()
+        if kernel == [3, 3] and stride == [1, 1] and -(-height // 4) * -(-width // 4) >= MIN_TILES and kept >= MIN_KEPT
     }
     assert eligible, "the test model has no conv the default build runs by Winograd"
     assert {layer for layer, (algorithm, *_) in algorithms[()].items() if algorithm != "direct"} == eligible

@@ -92,6 +92,13 @@ BLOCK_SIZE = 16
 # of transformed weights from DRAM) took 574-589 us against 527-564 direct; the 14x14 ones (16
 # tiles) 379-384 against 520-524.
 MIN_TILES = 16
+# Layers keeping fewer input channels per block-row than this stay direct too: the transforms' cost
+# grows with the channels, the GEMM's saving with K. Alone (Zen 4, 2 threads), Winograd against
+# direct: K=1 (a 1-channel stem, 28x28) 15 against 3 us, K=3 (3->64 at 224x224) 2704 against
+# 1386, K=4 of 64 channels at 56x56 93 against 67, K=8 of 8 160 against 65; K=16 of 16 63
+# against 127, K=32 of 64 at 14x14 24 against 33; in ResNet-50 98.5/128, K=15 of 64 at 56x56
+# 140-209 us in the model against about 250 direct. The threshold lies between 8 and 15.
+MIN_KEPT = 12
 
 
 def problem(spec: BlockSparseConvSpec) -> str | None:
@@ -105,11 +112,14 @@ def problem(spec: BlockSparseConvSpec) -> str | None:
 
 def why_direct(spec: BlockSparseConvSpec, m: int = DEFAULT_OUTPUT_TILE) -> str | None:
     """Why a build runs ``spec`` on the direct kernel rather than this one, or None: the kernel
-    cannot run it (:func:`problem`), or it has fewer than :data:`MIN_TILES` output tiles."""
+    cannot run it (:func:`problem`), it has fewer than :data:`MIN_TILES` output tiles, or its
+    block-rows keep fewer than :data:`MIN_KEPT` input channels."""
     reason = problem(spec)
     tiles = tile_grid(spec, WinogradTile(m, 1)).tiles
     if reason is None and tiles < MIN_TILES:
         reason = f"{tiles} output tiles of {m}x{m}; Winograd pays for its 4x larger weights from {MIN_TILES}"
+    if reason is None and spec.kept_per_row < MIN_KEPT:
+        reason = f"K={spec.kept_per_row} kept input channels a row; Winograd's transforms pay from K={MIN_KEPT}"
     return reason
 
 

@@ -8,6 +8,10 @@ What becomes what:
   (K = C_in, indices = arange): the weight is packed into the values layout with N = 16 when it
   divides C_out, else 8; a C_out that 8 does not divide is padded with zero channels up to a
   multiple of 8 and the extras are sliced off after the call;
+- a 3x3 stride-1 conv of any of these kinds (fp32) with at least 16 output tiles of 4x4 and 12
+  kept input channels a block-row (``winograd.why_direct``) -> the Winograd F(4x4, 3x3) kernel
+  (``kernels.winograd``: the same kept indices, weights transformed here, N = 32 rows split into
+  rows of 16), unless the build was asked for ``winograd=False``;
 - ``nn.Conv2d`` with ``groups == C_in == C_out`` -> the depthwise kernel (``lowering.depthwise``);
 - a 1x1 conv of either kind whose block-rows keep whole aligned groups of 4 input channels (SUBP's
   ``input_group: 4`` masks; every dense 1x1 conv with C_in a multiple of 4, packed at N = 16 for

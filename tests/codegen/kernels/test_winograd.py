@@ -59,7 +59,9 @@ def test_problem_names_what_the_kernel_does_not_run():
     assert winograd.why_direct(strided) == winograd.problem(strided)
     small = _spec(height=7, width=7)  # 2 x 2 tiles of 4 x 4: the kernel runs it, a build does not
     assert winograd.problem(small) is None and f"from {winograd.MIN_TILES}" in winograd.why_direct(small)
-    assert winograd.why_direct(_spec(batch=4, height=7, width=7)) is None  # 16 tiles over the batch
+    assert winograd.why_direct(_spec(batch=4, height=7, width=7, kept=12)) is None  # 16 tiles over the batch
+    few_kept = _spec(height=16, width=16, kept=winograd.MIN_KEPT - 1)
+    assert winograd.problem(few_kept) is None and f"from K={winograd.MIN_KEPT}" in winograd.why_direct(few_kept)
 
 
 def test_kernel_spec_runs_wide_blocks_as_rows_of_16():
