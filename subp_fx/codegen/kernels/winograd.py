@@ -167,10 +167,10 @@ def tile_grid(spec: BlockSparseConvSpec, tile: WinogradTile) -> WinogradShape:
 
 
 def gemm_macs(spec: BlockSparseConvSpec, m: int) -> int:
-    """Multiply-adds the GEMM stage does (padded tiles included): alpha^2 x P x C_out x K."""
+    """Multiply-adds of the GEMM stage, alpha^2 x P x C_out x K (a tile the output's edge cuts
+    counts whole; the register tiles' padding does not count)."""
     alpha = m + KERNEL_SIZE - 1
-    tiles = spec.batch * -(-spec.out_height // m) * -(-spec.out_width // m)
-    return alpha * alpha * tiles * spec.out_channels * spec.kept_per_row
+    return alpha * alpha * tile_grid(spec, WinogradTile(m, 1)).tiles * spec.out_channels * spec.kept_per_row
 
 
 def heuristic_tile(spec: BlockSparseConvSpec, isa: VectorISA, m: int = DEFAULT_OUTPUT_TILE) -> WinogradTile:
