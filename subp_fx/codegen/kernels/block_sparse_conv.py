@@ -186,8 +186,9 @@ def _compute(spec: BlockSparseConvSpec, tile: ConvTile) -> _Stages:
     return _Stages(arguments + [out], has_pad_stage)
 
 
-def _vectorize_lanes(sch: s_tir.Schedule, loop, N: int, isa: VectorISA) -> None:
-    """Vectorise a loop over the N lanes of a block: whole when it fits a register, else in chunks."""
+def vectorize_block_lanes(sch: s_tir.Schedule, loop, N: int, isa: VectorISA) -> None:
+    """Vectorise a loop over the N lanes of a block: whole when it fits a register, else in chunks
+    (the Winograd kernel's GEMM takes it too)."""
     chunk = vector_chunk(N, isa)
     if chunk == N:
         sch.vectorize(loop)
@@ -246,7 +247,7 @@ def _schedule(
     sch.set_scope(conv, 0, ACCUMULATOR_SCOPE)
     for loop in (kernel_row, kernel_col, tile_row, tile_col):
         sch.unroll(loop)
-    _vectorize_lanes(sch, lane, N, isa)
+    vectorize_block_lanes(sch, lane, N, isa)
 
     kh, kw = spec.kernel_size
     for key, value in weight_prefetch_annotations(spec, "values", spec.kept_per_row * kh * kw * N).items():
@@ -268,7 +269,7 @@ def _schedule(
             elif not unroll_outer:
                 break
             sch.unroll(loop)
-        _vectorize_lanes(sch, lane_loop, N, isa)
+        vectorize_block_lanes(sch, lane_loop, N, isa)
 
     if has_pad_stage:
         _schedule_pad_stage(sch, spec, tile, isa)

@@ -45,8 +45,8 @@ from tvm.tirx import ForKind
 
 from subp_fx.codegen import activations
 from subp_fx.codegen.errors import KernelSpecError
-from subp_fx.codegen.kernels.block_sparse_conv import weight_prefetch_annotations
-from subp_fx.codegen.kernels.isa import VectorISA, vector_chunk, vectors_per_pixel
+from subp_fx.codegen.kernels.block_sparse_conv import vectorize_block_lanes, weight_prefetch_annotations
+from subp_fx.codegen.kernels.isa import VectorISA, vectors_per_pixel
 from subp_fx.codegen.kernels.loops import ACCUMULATOR_SCOPE, DTYPE, lane_chunk
 from subp_fx.codegen.kernels.spec import INDEX_DTYPE, BlockSparseConvSpec
 
@@ -340,13 +340,6 @@ def _compute(spec: BlockSparseConvSpec, tile: WinogradTile, isa: VectorISA) -> l
     return arguments + [out]
 
 
-def _vectorize_block_lanes(sch: s_tir.Schedule, loop, N: int, isa: VectorISA) -> None:
-    chunk = vector_chunk(N, isa)
-    outer, inner = sch.split(loop, [None, chunk])
-    sch.unroll(outer)
-    sch.vectorize(inner)
-
-
 def _schedule_gemm(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: WinogradTile, isa: VectorISA) -> None:
     gemm = sch.get_sblock("gemm")
     xi, nu, p, co, kept = sch.get_loops(gemm)
@@ -360,7 +353,7 @@ def _schedule_gemm(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: Winogra
     write_back = sch.cache_write(gemm, 0, ACCUMULATOR_SCOPE)
     sch.reverse_compute_at(write_back, register_tiles)
     sch.unroll(tile_col)
-    _vectorize_block_lanes(sch, lane, spec.block_size, isa)
+    vectorize_block_lanes(sch, lane, spec.block_size, isa)
     # A thread's next task is the next block-row of the same position: its weights lie K x N on.
     for key, value in weight_prefetch_annotations(spec, "values", spec.kept_per_row * spec.block_size).items():
         sch.annotate(kept, key, value)
@@ -368,7 +361,7 @@ def _schedule_gemm(sch: s_tir.Schedule, spec: BlockSparseConvSpec, tile: Winogra
     for block in (init, write_back):
         tile_loop, lane_loop = sch.get_loops(block)[-2:]
         sch.unroll(tile_loop)
-        _vectorize_block_lanes(sch, lane_loop, spec.block_size, isa)
+        vectorize_block_lanes(sch, lane_loop, spec.block_size, isa)
 
 
 def winograd_conv2d_primfunc(spec: BlockSparseConvSpec, tile: WinogradTile, isa: VectorISA) -> tirx.PrimFunc:

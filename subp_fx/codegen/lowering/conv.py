@@ -280,7 +280,8 @@ def _emit_block_sparse_kernel(
     winograd_tile = None if grouped is not None else ctx.winograd_tile(spec)
     algorithm, executed_macs = "direct", None
     if winograd_tile is not None:
-        wino_spec, (values, indices) = winograd.kernel_spec(spec), _winograd_weights(spec, weights)
+        wino_spec = winograd.kernel_spec(spec)
+        values, indices = _winograd_weights(wino_spec, weights)
         key, tile_text = ("winograd_conv2d", wino_spec, winograd_tile), winograd_tile.describe()
         packed = [winograd.transform_values(values, winograd_tile.m), indices]
         build = lambda: winograd.winograd_conv2d_primfunc(wino_spec, winograd_tile, ctx.isa)  # noqa: E731
@@ -377,10 +378,10 @@ def _emit_dense_kernel(
     return _emit_block_sparse_kernel(ctx, node, data, pack_dense(weight, bias, block_size), layer)
 
 
-def _winograd_weights(spec: BlockSparseConvSpec, weights: KernelWeights) -> tuple[np.ndarray, np.ndarray]:
-    """(values, indices) in the block-rows ``winograd.kernel_spec(spec)`` has (the same channels
-    in the same order, ``narrow_block_rows``)."""
-    if winograd.kernel_spec(spec).block_size == spec.block_size:
+def _winograd_weights(wino_spec: BlockSparseConvSpec, weights: KernelWeights) -> tuple[np.ndarray, np.ndarray]:
+    """(values, indices) in the block-rows of ``wino_spec`` (``winograd.kernel_spec``'s): the same
+    channels in the same order, split by ``narrow_block_rows`` where its N is narrower."""
+    if wino_spec.block_size == weights.block_size:
         return weights.values, weights.indices
     return grouped_pointwise.narrow_block_rows(weights.values, weights.indices)
 

@@ -33,7 +33,7 @@ class KernelEntry:
     kernel (one per sub-batch of a batch run in sub-batches, else 1); ``block_size`` is N (None
     for depthwise). ``algorithm``: how the kernel computes the layer, ``"direct"`` or e.g.
     ``"winograd F(4x4,3x3)"`` (``kernels.winograd``), whose multiply-adds (``executed_macs``,
-    padded tiles included) are fewer than the layer's.
+    a tile cut by the output's edge counted whole) are fewer than the layer's.
     """
 
     layer: str
